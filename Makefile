@@ -1,0 +1,73 @@
+# jobstatus: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF := node_modules/.bin/buf
+STAMP := $(VENV)/.installed
+GEN_OUT := client
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml client/pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e ./client -e '.[dev]'
+	touch $@
+
+$(BUF): package.json
+	npm install --no-audit --no-fund --silent
+	touch $@
+
+.PHONY: install
+install: $(STAMP) $(BUF) ## Install everything into .venv and node_modules
+
+.PHONY: run
+run: $(STAMP) ## Start the server on the embedded default (SQLite in ./data)
+	$(PY) -m jobstatus_server
+
+.PHONY: test
+test: $(STAMP) ## Run every test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: proto
+proto: $(STAMP) ## Regenerate the Python code from proto/
+	$(MAKE) --no-print-directory gen OUT=$(GEN_OUT)
+
+.PHONY: gen
+gen:
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m grpc_tools.protoc -Iproto \
+	  --python_out=$(OUT) --mypy_out=quiet:$(OUT) --grpc_python_out=$(OUT) --mypy_grpc_out=quiet:$(OUT) \
+	  proto/jobstatus/v1/*.proto
+
+.PHONY: checkgenerate
+checkgenerate: $(STAMP) ## Fail when the committed generated code is stale
+	@tmp=$$(mktemp -d); $(MAKE) --no-print-directory gen OUT=$$tmp >/dev/null; \
+	  if diff -r -x __pycache__ -x '__init__.py' -x py.typed -x '*.py[co]' $$tmp/jobstatus/v1 $(GEN_OUT)/jobstatus/v1 >/dev/null; then rm -rf $$tmp; \
+	  else diff -r -x __pycache__ -x '__init__.py' -x py.typed $$tmp/jobstatus/v1 $(GEN_OUT)/jobstatus/v1 | head -20; rm -rf $$tmp; \
+	  echo "generated code is stale: run make proto"; exit 1; fi
+
+.PHONY: lint
+lint: $(STAMP) $(BUF) checkgenerate ## ruff, mypy, buf lint and buf format
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy server client/jobstatus tests
+	cd proto && ../$(BUF) lint && ../$(BUF) format -d --exit-code
+
+.PHONY: breaking
+breaking: $(BUF) ## buf breaking (WIRE_JSON) against main
+	cd proto && ../$(BUF) breaking --against '../.git#branch=main,subdir=proto'
+
+.PHONY: fmt
+fmt: $(STAMP) $(BUF) ## Format Python and proto sources
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+	cd proto && ../$(BUF) format -w
+
+.PHONY: clean
+clean: ## Remove the virtualenv, node_modules and caches
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache

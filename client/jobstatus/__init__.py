@@ -1,0 +1,1 @@
+"""jobstatus: the client library for the jobstatus gRPC status service."""

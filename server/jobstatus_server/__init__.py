@@ -1,0 +1,1 @@
+"""jobstatus server: the gRPC status service for long-running jobs."""

@@ -1,0 +1,5 @@
+import sys
+
+from jobstatus_server.main import main
+
+sys.exit(main())

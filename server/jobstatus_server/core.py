@@ -1,0 +1,368 @@
+"""The application core: create, update, read and expire jobs of any kind.
+
+Transports call these functions and translate; the rules of each kind come
+from kinds.py, the storage from store.py. Requests reach the core validated
+against the contract's field rules (validation.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf import field_mask_pb2
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from jobstatus.spelling import spell
+from jobstatus.v1 import dataset_pb2
+from jobstatus_server.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
+from jobstatus_server.kinds import DATASET, KINDS, Context, Kind, M
+from jobstatus_server.store import Store, Tx
+
+DEFAULT_TENANT = "default"
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+_WELL_KNOWN = {"google.protobuf.Timestamp", "google.protobuf.Duration"}
+
+DS = dataset_pb2.DatasetImportStatus
+STEP = dataset_pb2.DatasetImportStepName
+
+
+def _invalid(path: str, description: str, reason: str = "INVALID_FIELD") -> InvalidArgument:
+    return InvalidArgument(
+        f"invalid request: {path}: {description}",
+        reason="INVALID_ARGUMENT",
+        violations=[FieldViolation(path, description, reason)],
+    )
+
+
+def _leaf_paths(message: Message, prefix: str = "") -> Iterator[str]:
+    """The paths of the populated fields of `message`, down to scalars and well-known types."""
+    for field, value in message.ListFields():
+        path = prefix + field.name
+        nested = (
+            field.type == FieldDescriptor.TYPE_MESSAGE
+            and not field.is_repeated
+            and field.message_type.full_name not in _WELL_KNOWN
+        )
+        if nested:
+            inner = list(_leaf_paths(value, path + "."))
+            yield from inner or [path]
+        else:
+            yield path
+
+
+@dataclass
+class Core:
+    store: Store
+    delivery_cache_lifetime: timedelta = timedelta(hours=168)
+
+    def _context(self, tx: Tx, kind: Kind[M], tenant: str) -> Context:
+        return Context(
+            now=tx.now,
+            delivery_cache_lifetime=self.delivery_cache_lifetime,
+            jobs_in=lambda statuses: tx.jobs_in(kind, tenant, statuses),
+        )
+
+    def _not_found(self, kind: Kind[M], job_id: str) -> NotFound:
+        return NotFound(
+            f"no {kind.display} with {kind.id_field} {job_id!r}",
+            reason=kind.not_found_reason,
+            metadata={kind.id_field: job_id},
+        )
+
+    # --- create ---------------------------------------------------------------
+
+    async def create(self, kind: Kind[M], tenant: str, request_id: str, resource: M) -> M:
+        field = kind.name
+        job_id = kind.job_id(resource)
+        if not job_id and kind.new_id is None:
+            raise _invalid(f"{field}.{kind.id_field}", "is required", "REQUIRED")
+        status = kind.status_of(resource) or kind.initial[0]
+        if status not in kind.initial:
+            allowed = ", ".join(kind.spell(s) for s in kind.initial)
+            raise _invalid(f"{field}.status", f"a new {kind.display} starts in {allowed}")
+
+        def run(tx: Tx) -> M:
+            if request_id:
+                earlier = tx.load_by_request(kind, tenant, request_id)
+                if earlier is not None:
+                    if job_id and kind.job_id(earlier) != job_id:
+                        raise AlreadyExists(
+                            f"request_id {request_id!r} already created {kind.display} "
+                            f"{kind.job_id(earlier)!r}",
+                            reason="REQUEST_ID_REUSED",
+                            metadata={"request_id": request_id},
+                        )
+                    return earlier
+            new_id = job_id or (kind.new_id() if kind.new_id else "")
+            if tx.load(kind, tenant, new_id) is not None:
+                raise AlreadyExists(
+                    f"{kind.display} {new_id!r} already exists",
+                    reason="ALREADY_EXISTS",
+                    metadata={kind.id_field: new_id},
+                )
+            new = kind.message()
+            new.CopyFrom(resource)
+            for name in kind.output_only:
+                new.ClearField(name)
+            setattr(new, kind.id_field, new_id)
+            if kind.generic_update:
+                setattr(new, "status", status)  # noqa: B010
+            kind.rule(new, None, self._context(tx, kind, tenant))
+            return tx.put(kind, tenant, new, created=True, request_id=request_id)
+
+        return await self.store.transact(run)
+
+    # --- update ---------------------------------------------------------------
+
+    async def update(
+        self,
+        kind: Kind[M],
+        tenant: str,
+        resource: M,
+        mask: field_mask_pb2.FieldMask,
+        expected_revision: int,
+    ) -> M:
+        field = kind.name
+        job_id = kind.job_id(resource)
+        if not job_id:
+            raise _invalid(f"{field}.{kind.id_field}", "is required", "REQUIRED")
+        if mask.paths:
+            if not mask.IsValidForDescriptor(kind.message.DESCRIPTOR):
+                raise _invalid("update_mask", f"names a field {kind.display} does not have")
+            paths = list(mask.paths)
+            for path in paths:
+                top = path.split(".", 1)[0]
+                if top in kind.output_only or top == kind.id_field:
+                    raise _invalid("update_mask", f"{path} cannot be updated", "OUTPUT_ONLY")
+        else:
+            paths = [
+                p
+                for p in _leaf_paths(resource)
+                if p.split(".", 1)[0] not in kind.output_only | {kind.id_field}
+            ]
+        if not paths:
+            raise _invalid("update_mask", "names no field to change")
+        effective = field_mask_pb2.FieldMask(paths=paths)
+
+        def mutate(current: M, tx: Tx) -> M:
+            new = kind.message()
+            new.CopyFrom(current)
+            effective.MergeMessage(
+                resource, new, replace_message_field=True, replace_repeated_field=True
+            )
+            status = kind.status_of(new)
+            if status == 0:
+                raise _invalid(f"{field}.status", "is required", "REQUIRED")
+            kind.check_transition(kind.status_of(current), status)
+            kind.rule(new, current, self._context(tx, kind, tenant))
+            return new
+
+        return await self.modify(kind, tenant, job_id, mutate, expected_revision)
+
+    async def modify(
+        self,
+        kind: Kind[M],
+        tenant: str,
+        job_id: str,
+        mutate: Callable[[M, Tx], M],
+        expected_revision: int = 0,
+    ) -> M:
+        """Apply `mutate` to the job's current state in one transaction; store it if it changed."""
+
+        def run(tx: Tx) -> M:
+            current = tx.load(kind, tenant, job_id)
+            if current is None:
+                raise self._not_found(kind, job_id)
+            revision = int(getattr(current, "revision"))  # noqa: B009
+            if expected_revision and revision != expected_revision:
+                raise Aborted(
+                    f"{kind.display} {job_id!r} is at revision {revision}, "
+                    f"not {expected_revision}: read it again and retry",
+                    reason="REVISION_MISMATCH",
+                    metadata={"revision": str(revision), "expected": str(expected_revision)},
+                )
+            new = mutate(current, tx)
+            if new == current:
+                return current
+            return tx.put(kind, tenant, new, created=False)
+
+        return await self.store.transact(run)
+
+    # --- read -----------------------------------------------------------------
+
+    async def get(self, kind: Kind[M], tenant: str, job_id: str) -> M:
+        job = await self.store.get(kind, tenant, job_id)
+        if job is None:
+            raise self._not_found(kind, job_id)
+        return job
+
+    async def list(
+        self, kind: Kind[M], tenant: str, page_size: int, page_token: str, statuses: Sequence[int]
+    ) -> tuple[list[M], str]:
+        wanted = sorted(set(statuses))
+        if 0 in wanted:
+            raise _invalid("statuses", "cannot hold the unspecified status")
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = _decode_token(page_token, kind, wanted) if page_token else 0
+        rows = await self.store.page(kind, tenant, wanted, after, size + 1)
+        jobs = [job for _, job in rows[:size]]
+        token = _encode_token(kind, wanted, rows[size - 1][0]) if len(rows) > size else ""
+        return jobs, token
+
+    # --- time-driven transitions ------------------------------------------------
+
+    async def expire_due(self) -> int:
+        """Move every job whose time has come to its timed status; return how many moved."""
+        now = datetime.now(UTC).timestamp()
+        moved = 0
+        for kind_name, tenant, job_id in await self.store.due(now):
+            kind = KINDS[kind_name]
+
+            def mutate(current: Message, tx: Tx, kind: Kind[Message] = kind) -> Message:
+                due = kind.due(current)
+                if kind.timed is None or due is None or due > tx.now.timestamp():
+                    return current
+                new = kind.message()
+                new.CopyFrom(current)
+                setattr(new, "status", kind.timed[1])  # noqa: B010
+                kind.rule(new, current, self._context(tx, kind, tenant))
+                return new
+
+            try:
+                before = await self.store.get(kind, tenant, job_id)
+                after = await self.modify(kind, tenant, job_id, mutate)
+            except NotFound:
+                continue
+            moved += before != after
+        return moved
+
+    # --- dataset imports ----------------------------------------------------------
+
+    async def start_dataset_import(
+        self, tenant: str, dataset_id: str, request_id: str
+    ) -> dataset_pb2.Dataset:
+        def mutate(current: dataset_pb2.Dataset, tx: Tx) -> dataset_pb2.Dataset:
+            run = current.latest_run
+            if request_id and current.start_request_id == request_id:
+                return current
+            if current.HasField("latest_run") and run.status == DS.DATASET_IMPORT_STATUS_IN_PROGRESS:
+                raise FailedPrecondition(
+                    f"dataset {dataset_id!r} has an import in progress (run {run.id})",
+                    reason="IMPORT_IN_PROGRESS",
+                    metadata={"run_id": run.id},
+                    subject="latest_run",
+                )
+            new = dataset_pb2.Dataset()
+            new.CopyFrom(current)
+            new.latest_run.Clear()
+            new.latest_run.id = str(uuid.uuid4())
+            new.latest_run.status = DS.DATASET_IMPORT_STATUS_IN_PROGRESS
+            step = new.latest_run.steps.add(
+                name=STEP.DATASET_IMPORT_STEP_NAME_FETCH, status=DS.DATASET_IMPORT_STATUS_IN_PROGRESS
+            )
+            step.start.FromDatetime(tx.now)
+            new.start_request_id = request_id
+            return new
+
+        return await self.modify(DATASET, tenant, dataset_id, mutate)
+
+    async def update_dataset_import(
+        self, tenant: str, request: dataset_pb2.UpdateDatasetImportRequest
+    ) -> dataset_pb2.Dataset:
+        if request.step_status == DS.DATASET_IMPORT_STATUS_IN_PROGRESS:
+            raise _invalid("step_status", "a step ends in success or failed")
+        if not request.entries and not request.step_status:
+            raise _invalid("entries", "give log entries, a step_status, or both")
+
+        def mutate(current: dataset_pb2.Dataset, tx: Tx) -> dataset_pb2.Dataset:
+            if not current.HasField("latest_run"):
+                raise FailedPrecondition(
+                    f"dataset {request.dataset_id!r} has no import run",
+                    reason="NO_IMPORT_RUN",
+                    subject="latest_run",
+                )
+            new = dataset_pb2.Dataset()
+            new.CopyFrom(current)
+            run = new.latest_run
+            if request.run_id and request.run_id != run.id:
+                raise FailedPrecondition(
+                    f"run {request.run_id!r} is not the latest run ({run.id})",
+                    reason="RUN_NOT_LATEST",
+                    metadata={"latest_run_id": run.id},
+                    subject="run_id",
+                )
+            step = run.steps[-1]
+            if step.name != request.step or step.status != DS.DATASET_IMPORT_STATUS_IN_PROGRESS:
+                running = (
+                    _step_name(step.name)
+                    if step.status == DS.DATASET_IMPORT_STATUS_IN_PROGRESS
+                    else "none"
+                )
+                raise FailedPrecondition(
+                    f"step {_step_name(request.step)} is not running; the running step is {running}",
+                    reason="STEP_NOT_RUNNING",
+                    metadata={"running_step": running},
+                    subject="step",
+                )
+            for entry in request.entries:
+                added = step.entries.add()
+                added.CopyFrom(entry)
+                if not added.HasField("created_at"):
+                    added.created_at.FromDatetime(tx.now)
+            if request.step_status:
+                step.status = request.step_status
+                step.end.FromDatetime(tx.now)
+                if request.step_status == DS.DATASET_IMPORT_STATUS_FAILED:
+                    run.status = DS.DATASET_IMPORT_STATUS_FAILED
+                elif step.name == STEP.DATASET_IMPORT_STEP_NAME_IMPORT:
+                    run.status = DS.DATASET_IMPORT_STATUS_SUCCESS
+                else:
+                    following = run.steps.add(
+                        name=STEP.DATASET_IMPORT_STEP_NAME_IMPORT,
+                        status=DS.DATASET_IMPORT_STATUS_IN_PROGRESS,
+                    )
+                    following.start.FromDatetime(tx.now)
+            return new
+
+        return await self.modify(
+            DATASET, tenant, request.dataset_id, mutate, request.expected_revision
+        )
+
+
+def _step_name(step: int) -> str:
+    return spell(dataset_pb2.DatasetImportStepName.DESCRIPTOR, step)
+
+
+def _encode_token(kind: Kind[M], statuses: list[int], after: int) -> str:
+    raw = json.dumps({"k": kind.name, "s": statuses, "a": after}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str, kind: Kind[M], statuses: list[int]) -> int:
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        after = data["a"]
+        valid = data["k"] == kind.name and isinstance(after, int) and after >= 0
+    except (ValueError, binascii.Error, KeyError, TypeError):
+        valid = False
+    if not valid:
+        raise _invalid("page_token", "is not a page token of this list", "INVALID_PAGE_TOKEN")
+    if data["s"] != statuses:
+        raise _invalid("page_token", "was issued for other statuses", "INVALID_PAGE_TOKEN")
+    return int(after)

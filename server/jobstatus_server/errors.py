@@ -1,0 +1,156 @@
+"""Typed domain errors and the one table that maps them to gRPC statuses.
+
+Domain code raises these; the gRPC layer turns them into a google.rpc.Status
+with ErrorInfo, BadRequest or PreconditionFailure details. Nothing else
+reaches a caller: any other exception becomes INTERNAL with no traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+DOMAIN = "jobstatus.v1"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+    reason: str = "INVALID_FIELD"
+
+
+@dataclass
+class JobStatusError(Exception):
+    """A failure a caller can act on. `reason` is the documented error code where one fits."""
+
+    message: str
+    reason: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    code = grpc.StatusCode.UNKNOWN
+    http_status = 500
+
+    def __str__(self) -> str:
+        return self.message
+
+    def details(self) -> list[any_pb2.Any]:
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)
+        packed = any_pb2.Any()
+        packed.Pack(info)
+        return [packed]
+
+    def to_status(self) -> status_pb2.Status:
+        return status_pb2.Status(
+            code=self.code.value[0], message=self.message, details=self.details()
+        )
+
+
+@dataclass
+class InvalidArgument(JobStatusError):
+    violations: Sequence[FieldViolation] = ()
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 400
+
+    def details(self) -> list[any_pb2.Any]:
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description, reason=v.reason
+                )
+                for v in self.violations
+            ]
+        )
+        packed = any_pb2.Any()
+        packed.Pack(bad)
+        return [*super().details(), packed]
+
+
+@dataclass
+class NotFound(JobStatusError):
+    code = grpc.StatusCode.NOT_FOUND
+    http_status = 404
+
+
+@dataclass
+class AlreadyExists(JobStatusError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+    http_status = 409
+
+
+@dataclass
+class FailedPrecondition(JobStatusError):
+    """A request the job's current state does not allow, such as a forbidden transition."""
+
+    subject: str = ""
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 409
+
+    def details(self) -> list[any_pb2.Any]:
+        failure = error_details_pb2.PreconditionFailure(
+            violations=[
+                error_details_pb2.PreconditionFailure.Violation(
+                    type=self.reason, subject=self.subject, description=self.message
+                )
+            ]
+        )
+        packed = any_pb2.Any()
+        packed.Pack(failure)
+        return [*super().details(), packed]
+
+
+@dataclass
+class Aborted(JobStatusError):
+    code = grpc.StatusCode.ABORTED
+    http_status = 409
+
+
+@dataclass
+class OutOfRange(JobStatusError):
+    code = grpc.StatusCode.OUT_OF_RANGE
+    http_status = 410
+
+
+@dataclass
+class ResourceExhausted(JobStatusError):
+    retry_after: float = 0.0
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 429
+
+    def details(self) -> list[any_pb2.Any]:
+        out = super().details()
+        if self.retry_after > 0:
+            delay = duration_pb2.Duration()
+            delay.FromNanoseconds(int(self.retry_after * 1e9))
+            packed = any_pb2.Any()
+            packed.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+            out.append(packed)
+        return out
+
+
+@dataclass
+class Unavailable(JobStatusError):
+    code = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+
+
+@dataclass
+class Unauthenticated(JobStatusError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    http_status = 401
+
+
+@dataclass
+class PermissionDenied(JobStatusError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    http_status = 403
+
+
+def internal_status() -> status_pb2.Status:
+    """The status for an unexpected failure: no traceback, no internals."""
+    return status_pb2.Status(
+        code=code_pb2.INTERNAL, message="internal error; the server log has the details"
+    )

@@ -1,0 +1,379 @@
+"""The four job kinds, described as data: message, lifecycle, settled statuses, rules.
+
+The core, the store and the watch are generic; everything that differs between
+kinds lives here, in one Kind per kind.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+from datetime import datetime, timedelta
+
+from google.protobuf.descriptor import EnumDescriptor
+from google.protobuf.message import Message
+
+from jobstatus.spelling import spell
+from jobstatus.v1 import (
+    catalog_import_pb2 as catalog,
+)
+from jobstatus.v1 import (
+    dataset_pb2 as dataset,
+)
+from jobstatus.v1 import (
+    delivery_pb2 as delivery,
+)
+from jobstatus.v1 import (
+    errors_pb2,
+)
+from jobstatus.v1 import (
+    map_import_pb2 as map_import,
+)
+from jobstatus_server.errors import FailedPrecondition, FieldViolation, InvalidArgument
+
+M = TypeVar("M", bound=Message)
+OUTPUT_ONLY = frozenset({"revision", "create_time", "update_time"})
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a kind's rules may look at while a change is being made."""
+
+    now: datetime
+    delivery_cache_lifetime: timedelta
+    # The jobs of the same kind and tenant in the given statuses, read in the writing transaction.
+    jobs_in: Callable[[Sequence[int]], list[Message]]
+
+
+Rule = Callable[[Message, Message | None, Context], None]
+
+
+def _no_rule(new: Message, old: Message | None, ctx: Context) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Kind(Generic[M]):
+    name: str
+    message: type[M]
+    id_field: str
+    status_enum: EnumDescriptor
+    not_found_reason: str
+    transitions: Mapping[int, frozenset[int]]
+    initial: Sequence[int]  # allowed statuses at creation, the default first
+    settled: frozenset[int]
+    status_of: Callable[[Message], int]
+    new_id: Callable[[], str] | None = None
+    output_only: frozenset[str] = OUTPUT_ONLY
+    # Kind-specific rules and derived fields, applied to every new state; may raise.
+    rule: Rule = _no_rule
+    # A status that the server leaves by itself once expire_time passes, and where to.
+    timed: tuple[int, int] | None = None
+    display: str = ""
+    generic_update: bool = True
+
+    def job_id(self, message: Message) -> str:
+        return str(getattr(message, self.id_field))
+
+    def spell(self, status: int) -> str:
+        return spell(self.status_enum, status)
+
+    def is_settled(self, message: Message) -> bool:
+        return self.status_of(message) in self.settled
+
+    def due(self, message: Message) -> float | None:
+        """When the time-driven transition of `message` fires, as a POSIX time, if it has one."""
+        if self.timed is None or self.status_of(message) != self.timed[0]:
+            return None
+        if not message.HasField("expire_time"):
+            return None
+        stamp = getattr(message, "expire_time")  # noqa: B009
+        return float(stamp.seconds) + stamp.nanos / 1e9
+
+    def check_transition(self, old: int, new: int) -> None:
+        if old == new:
+            return
+        allowed = self.transitions.get(old, frozenset())
+        if new not in allowed:
+            names = sorted((self.spell(s) for s in allowed), key=str.lower)
+            listed = ", ".join(names) if names else "none: it is settled"
+            raise FailedPrecondition(
+                f"{self.display} cannot go from {self.spell(old)} to {self.spell(new)}; "
+                f"allowed next statuses: {listed}",
+                reason="TRANSITION_NOT_ALLOWED",
+                metadata={"from": self.spell(old), "to": self.spell(new), "allowed": ",".join(names)},
+                subject=f"status:{self.spell(old)}->{self.spell(new)}",
+            )
+
+
+def _lifecycle(enum: Mapping[str, int], table: Mapping[str, str]) -> dict[int, frozenset[int]]:
+    """A transition table from `{"From": "To To"}` with the enum's value names."""
+    return {enum[a]: frozenset(enum[b] for b in bs.split()) for a, bs in table.items()}
+
+
+def _require(condition: bool, field_path: str, description: str, reason: str) -> None:
+    if not condition:
+        raise FailedPrecondition(description, reason=reason, subject=field_path)
+
+
+# --- map import ------------------------------------------------------------
+
+MS = map_import.MapImportStatus
+_MAP = {
+    "Draft": MS.MAP_IMPORT_STATUS_DRAFT,
+    "Pending": MS.MAP_IMPORT_STATUS_PENDING,
+    "Start": MS.MAP_IMPORT_STATUS_START,
+    "InProgress": MS.MAP_IMPORT_STATUS_IN_PROGRESS,
+    "Pause": MS.MAP_IMPORT_STATUS_PAUSE,
+    "Cancel": MS.MAP_IMPORT_STATUS_CANCEL,
+    "Error": MS.MAP_IMPORT_STATUS_ERROR,
+    "Done": MS.MAP_IMPORT_STATUS_DONE,
+    "Discovered": MS.MAP_IMPORT_STATUS_DISCOVERED,
+    "Expired": MS.MAP_IMPORT_STATUS_EXPIRED,
+    "Archived": MS.MAP_IMPORT_STATUS_ARCHIVED,
+}
+
+
+def _map_rule(new: Message, old: Message | None, ctx: Context) -> None:
+    assert isinstance(new, map_import.MapImport)
+    meta = new.meta_data
+    if not meta.HasField("zoom_level"):
+        meta.zoom_level = 1
+    entering = old is None or getattr(old, "status") != new.status  # noqa: B009
+    if new.status == MS.MAP_IMPORT_STATUS_DONE:
+        missing = [
+            name for name in ("package_url", "footprint") if not getattr(meta, name)
+        ]
+        _require(
+            not missing,
+            ",".join(f"meta_data.{m}" for m in missing),
+            "a map import is Done only with meta_data.package_url and meta_data.footprint; "
+            f"missing: {', '.join(missing)}",
+            "DONE_REQUIRES_PACKAGE",
+        )
+        meta.progress = 100
+    if new.status == MS.MAP_IMPORT_STATUS_ERROR and entering:
+        _require(
+            bool(new.error.message),
+            "error.message",
+            "a map import in Error needs error.message with the reason",
+            "ERROR_REQUIRES_MESSAGE",
+        )
+        if new.error.error_code == errors_pb2.ERROR_CODE_UNSPECIFIED:
+            new.error.error_code = errors_pb2.ERROR_CODE_MAP_UNKNOWN
+
+
+MAP_IMPORT = Kind(
+    name="map_import",
+    display="map import",
+    message=map_import.MapImport,
+    id_field="import_request_id",
+    status_enum=map_import.MapImportStatus.DESCRIPTOR,
+    not_found_reason="MAP.notFound",
+    transitions=_lifecycle(
+        _MAP,
+        {
+            "Draft": "Start Cancel",
+            "Discovered": "Start Done Archived",
+            "Start": "Pending InProgress Done Error Cancel",
+            "Pending": "InProgress Pause Error Cancel",
+            "InProgress": "Done Pause Error Cancel",
+            "Pause": "InProgress Error Cancel",
+            "Done": "Expired Archived",
+            "Expired": "Archived",
+        },
+    ),
+    initial=(_MAP["Start"], _MAP["Draft"], _MAP["Discovered"]),
+    settled=frozenset(_MAP[s] for s in ("Cancel", "Error", "Done", "Expired", "Archived")),
+    status_of=lambda m: int(getattr(m, "status")),  # noqa: B009
+    rule=_map_rule,
+    timed=(_MAP["Done"], _MAP["Expired"]),
+)
+
+# --- prepared delivery -----------------------------------------------------
+
+D = delivery.PreparedDeliveryStatus
+_DELIVERY = {
+    "start": D.PREPARED_DELIVERY_STATUS_START,
+    "inProgress": D.PREPARED_DELIVERY_STATUS_IN_PROGRESS,
+    "done": D.PREPARED_DELIVERY_STATUS_DONE,
+    "error": D.PREPARED_DELIVERY_STATUS_ERROR,
+    "delete": D.PREPARED_DELIVERY_STATUS_DELETE,
+    "pending": D.PREPARED_DELIVERY_STATUS_PENDING,
+}
+
+
+def _delivery_rule(new: Message, old: Message | None, ctx: Context) -> None:
+    assert isinstance(new, delivery.PreparedDelivery)
+    entering = old is None or getattr(old, "status") != new.status  # noqa: B009
+    keys: set[str] = set()
+    for index, artifact in enumerate(new.artifacts):
+        if artifact.catalog_id and artifact.catalog_id != new.catalog_id:
+            raise InvalidArgument(
+                "an artifact belongs to its delivery's catalog id",
+                reason="INVALID_ARGUMENT",
+                violations=[
+                    FieldViolation(
+                        f"prepared_delivery.artifacts[{index}].catalog_id",
+                        f"must be empty or {new.catalog_id!r}",
+                    )
+                ],
+            )
+        if artifact.item_key in keys:
+            raise InvalidArgument(
+                "item keys are unique within a delivery",
+                reason="INVALID_ARGUMENT",
+                violations=[
+                    FieldViolation(
+                        f"prepared_delivery.artifacts[{index}].item_key",
+                        f"{artifact.item_key!r} appears twice",
+                    )
+                ],
+            )
+        keys.add(artifact.item_key)
+        artifact.catalog_id = new.catalog_id
+    new.size = sum(a.size for a in new.artifacts)
+    new.url = ""
+    if new.status == D.PREPARED_DELIVERY_STATUS_DONE:
+        _require(
+            len(new.artifacts) > 0,
+            "prepared_delivery.artifacts",
+            "a prepared delivery is done only with its artifacts",
+            "DONE_REQUIRES_ARTIFACTS",
+        )
+        new.progress = 100
+        gpkg = [a for a in new.artifacts if a.artifact_type.lower() == "gpkg"]
+        new.url = (gpkg or list(new.artifacts))[0].url
+        if entering:
+            new.expire_time.FromDatetime(ctx.now + ctx.delivery_cache_lifetime)
+    else:
+        new.ClearField("expire_time")
+    if new.status == D.PREPARED_DELIVERY_STATUS_ERROR and entering:
+        _require(
+            new.error.error_code != errors_pb2.ERROR_CODE_UNSPECIFIED,
+            "prepared_delivery.error.error_code",
+            "a prepared delivery in error needs error.error_code",
+            "ERROR_REQUIRES_CODE",
+        )
+    if new.status == D.PREPARED_DELIVERY_STATUS_START and entering and old is not None:
+        new.ClearField("error")
+        new.progress = 0
+
+
+DELIVERY = Kind(
+    name="prepared_delivery",
+    display="prepared delivery",
+    message=delivery.PreparedDelivery,
+    id_field="catalog_id",
+    status_enum=delivery.PreparedDeliveryStatus.DESCRIPTOR,
+    not_found_reason="DELIVERY.notFound",
+    transitions=_lifecycle(
+        _DELIVERY,
+        {
+            "pending": "start inProgress error",
+            "start": "inProgress done error",
+            "inProgress": "done error",
+            "done": "delete error",
+            "error": "start",
+            "delete": "start",
+        },
+    ),
+    initial=(_DELIVERY["start"], _DELIVERY["pending"]),
+    settled=frozenset(_DELIVERY[s] for s in ("done", "error", "delete")),
+    status_of=lambda m: int(getattr(m, "status")),  # noqa: B009
+    output_only=OUTPUT_ONLY | {"size", "url", "expire_time"},
+    rule=_delivery_rule,
+    timed=(_DELIVERY["done"], _DELIVERY["delete"]),
+)
+
+# --- catalog import --------------------------------------------------------
+
+C = catalog.CatalogImportStatus
+_CATALOG = {
+    "WAITING": C.CATALOG_IMPORT_STATUS_WAITING,
+    "BLOCKED": C.CATALOG_IMPORT_STATUS_BLOCKED,
+    "IN_PROGRESS": C.CATALOG_IMPORT_STATUS_IN_PROGRESS,
+    "SUCCESS": C.CATALOG_IMPORT_STATUS_SUCCESS,
+    "FAILURE": C.CATALOG_IMPORT_STATUS_FAILURE,
+    "ABORTED": C.CATALOG_IMPORT_STATUS_ABORTED,
+}
+
+
+def _catalog_rule(new: Message, old: Message | None, ctx: Context) -> None:
+    assert isinstance(new, catalog.CatalogImport)
+    if old is None:
+        if new.type == catalog.CATALOG_IMPORT_TYPE_UNSPECIFIED:
+            raise InvalidArgument(
+                "an import needs its type",
+                reason="INVALID_ARGUMENT",
+                violations=[FieldViolation("catalog_import.type", "is required", "REQUIRED")],
+            )
+        if new.status == C.CATALOG_IMPORT_STATUS_WAITING:
+            running = ctx.jobs_in([C.CATALOG_IMPORT_STATUS_IN_PROGRESS])
+            if any(getattr(job, "type") == new.type for job in running):  # noqa: B009
+                new.status = C.CATALOG_IMPORT_STATUS_BLOCKED
+    elif getattr(old, "type") != new.type:  # noqa: B009
+        raise InvalidArgument(
+            "an import's type cannot change",
+            reason="INVALID_ARGUMENT",
+            violations=[FieldViolation("catalog_import.type", "cannot change", "IMMUTABLE")],
+        )
+
+
+def _new_catalog_id() -> str:
+    return str(secrets.randbelow(2**63 - 10**18) + 10**18)
+
+
+CATALOG_IMPORT = Kind(
+    name="catalog_import",
+    display="catalog import",
+    message=catalog.CatalogImport,
+    id_field="id",
+    status_enum=catalog.CatalogImportStatus.DESCRIPTOR,
+    not_found_reason="IMPORT_NOT_FOUND",
+    transitions=_lifecycle(
+        _CATALOG,
+        {
+            "WAITING": "IN_PROGRESS BLOCKED ABORTED",
+            "BLOCKED": "WAITING IN_PROGRESS ABORTED FAILURE",
+            "IN_PROGRESS": "SUCCESS FAILURE ABORTED",
+        },
+    ),
+    initial=(_CATALOG["WAITING"],),
+    settled=frozenset(_CATALOG[s] for s in ("SUCCESS", "FAILURE", "ABORTED")),
+    status_of=lambda m: int(getattr(m, "status")),  # noqa: B009
+    new_id=_new_catalog_id,
+    rule=_catalog_rule,
+)
+
+# --- dataset import --------------------------------------------------------
+
+S = dataset.DatasetImportStatus
+
+
+def _dataset_status(message: Message) -> int:
+    assert isinstance(message, dataset.Dataset)
+    return int(message.latest_run.status) if message.HasField("latest_run") else 0
+
+
+DATASET = Kind(
+    name="dataset",
+    display="dataset",
+    message=dataset.Dataset,
+    id_field="dataset_id",
+    status_enum=dataset.DatasetImportStatus.DESCRIPTOR,
+    not_found_reason="DATASET_NOT_FOUND",
+    transitions={},
+    initial=(0,),
+    settled=frozenset({S.DATASET_IMPORT_STATUS_SUCCESS, S.DATASET_IMPORT_STATUS_FAILED}),
+    status_of=_dataset_status,
+    new_id=lambda: str(uuid.uuid4()),
+    output_only=OUTPUT_ONLY | {"latest_run", "start_request_id"},
+    generic_update=False,
+)
+
+KINDS: dict[str, Kind] = {k.name: k for k in (MAP_IMPORT, DELIVERY, DATASET, CATALOG_IMPORT)}
+

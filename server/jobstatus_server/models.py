@@ -1,0 +1,54 @@
+"""The table models: jobs, their event log, and the store-wide revision counter."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Index, LargeBinary
+from sqlmodel import Field, SQLModel
+
+
+class Job(SQLModel, table=True):
+    """The current state of one job: its protobuf message and what queries need."""
+
+    __tablename__ = "job"
+    __table_args__ = (
+        Index("ix_job_list", "tenant", "kind", "create_revision"),
+        Index("ix_job_request", "tenant", "kind", "request_id", unique=True),
+        Index("ix_job_due", "due_at"),
+    )
+
+    tenant: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(primary_key=True, max_length=32)
+    job_id: str = Field(primary_key=True, max_length=128)
+    status: int
+    revision: int = Field(sa_type=BigInteger)
+    create_revision: int = Field(sa_type=BigInteger)
+    request_id: str | None = Field(default=None, max_length=128)
+    # When the job's time-driven transition fires (POSIX seconds), if it has one.
+    due_at: float | None = None
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class Event(SQLModel, table=True):
+    """One change: the job as of `revision`. The log the watch reads from."""
+
+    __tablename__ = "event"
+    __table_args__ = (Index("ix_event_kind", "kind", "revision"),)
+
+    revision: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    tenant: str = Field(max_length=64)
+    kind: str = Field(max_length=32)
+    job_id: str = Field(max_length=128)
+    status: int
+    created_at: float
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class Counter(SQLModel, table=True):
+    """Named counters; `revision` is the last revision handed out."""
+
+    __tablename__ = "counter"
+
+    name: str = Field(primary_key=True, max_length=32)
+    value: int = Field(sa_type=BigInteger)

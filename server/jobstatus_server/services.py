@@ -1,0 +1,255 @@
+"""The gRPC servicers: translate a request, call the core, translate back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from jobstatus.v1 import (
+    catalog_import_pb2 as cat,
+)
+from jobstatus.v1 import (
+    catalog_import_pb2_grpc as cat_grpc,
+)
+from jobstatus.v1 import (
+    dataset_pb2 as ds,
+)
+from jobstatus.v1 import (
+    dataset_pb2_grpc as ds_grpc,
+)
+from jobstatus.v1 import (
+    delivery_pb2 as dl,
+)
+from jobstatus.v1 import (
+    delivery_pb2_grpc as dl_grpc,
+)
+from jobstatus.v1 import (
+    map_import_pb2 as mi,
+)
+from jobstatus.v1 import (
+    map_import_pb2_grpc as mi_grpc,
+)
+from jobstatus_server.core import DEFAULT_TENANT, Core
+from jobstatus_server.errors import JobStatusError
+from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+SERVICE_NAMES = tuple(
+    module.DESCRIPTOR.services_by_name[name].full_name
+    for module, name in (
+        (mi, "MapImportService"),
+        (dl, "DeliveryService"),
+        (ds, "DatasetService"),
+        (cat, "CatalogImportService"),
+    )
+)
+
+
+def tenant_of(context: Context) -> str:
+    """The caller's tenant. One default tenant until API keys exist."""
+    return DEFAULT_TENANT
+
+
+class Unimplemented(JobStatusError):
+    code = grpc.StatusCode.UNIMPLEMENTED
+    http_status = 501
+
+
+def _watch_pending() -> Unimplemented:
+    return Unimplemented("watch streams are not served yet", reason="UNIMPLEMENTED")
+
+
+class MapImportService(mi_grpc.MapImportServiceServicer):
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def CreateMapImport(
+        self, request: mi.CreateMapImportRequest, context: Context
+    ) -> mi.CreateMapImportResponse:
+        job = await self.core.create(
+            MAP_IMPORT, tenant_of(context), request.request_id, request.map_import
+        )
+        return mi.CreateMapImportResponse(map_import=job)
+
+    async def UpdateMapImport(
+        self, request: mi.UpdateMapImportRequest, context: Context
+    ) -> mi.UpdateMapImportResponse:
+        job = await self.core.update(
+            MAP_IMPORT,
+            tenant_of(context),
+            request.map_import,
+            request.update_mask,
+            request.expected_revision,
+        )
+        return mi.UpdateMapImportResponse(map_import=job)
+
+    async def GetMapImportStatus(
+        self, request: mi.GetMapImportStatusRequest, context: Context
+    ) -> mi.GetMapImportStatusResponse:
+        job = await self.core.get(MAP_IMPORT, tenant_of(context), request.import_request_id)
+        return mi.GetMapImportStatusResponse(map_import=job)
+
+    async def ListMapImports(
+        self, request: mi.ListMapImportsRequest, context: Context
+    ) -> mi.ListMapImportsResponse:
+        jobs, token = await self.core.list(
+            MAP_IMPORT, tenant_of(context), request.page_size, request.page_token, request.statuses
+        )
+        return mi.ListMapImportsResponse(map_imports=jobs, next_page_token=token)
+
+    async def WatchMapImportStatus(  # type: ignore[override]
+        self, request: mi.WatchMapImportStatusRequest, context: Context
+    ) -> AsyncIterator[mi.WatchMapImportStatusResponse]:
+        raise _watch_pending()
+        yield
+
+
+class DeliveryService(dl_grpc.DeliveryServiceServicer):
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def CreatePreparedDelivery(
+        self, request: dl.CreatePreparedDeliveryRequest, context: Context
+    ) -> dl.CreatePreparedDeliveryResponse:
+        job = await self.core.create(
+            DELIVERY, tenant_of(context), request.request_id, request.prepared_delivery
+        )
+        return dl.CreatePreparedDeliveryResponse(prepared_delivery=job)
+
+    async def UpdatePreparedDelivery(
+        self, request: dl.UpdatePreparedDeliveryRequest, context: Context
+    ) -> dl.UpdatePreparedDeliveryResponse:
+        job = await self.core.update(
+            DELIVERY,
+            tenant_of(context),
+            request.prepared_delivery,
+            request.update_mask,
+            request.expected_revision,
+        )
+        return dl.UpdatePreparedDeliveryResponse(prepared_delivery=job)
+
+    async def GetPreparedDeliveryStatus(
+        self, request: dl.GetPreparedDeliveryStatusRequest, context: Context
+    ) -> dl.GetPreparedDeliveryStatusResponse:
+        job = await self.core.get(DELIVERY, tenant_of(context), request.catalog_id)
+        return dl.GetPreparedDeliveryStatusResponse(prepared_delivery=job)
+
+    async def ListPreparedDeliveries(
+        self, request: dl.ListPreparedDeliveriesRequest, context: Context
+    ) -> dl.ListPreparedDeliveriesResponse:
+        jobs, token = await self.core.list(
+            DELIVERY, tenant_of(context), request.page_size, request.page_token, request.statuses
+        )
+        return dl.ListPreparedDeliveriesResponse(prepared_deliveries=jobs, next_page_token=token)
+
+    async def WatchPreparedDeliveryStatus(  # type: ignore[override]
+        self, request: dl.WatchPreparedDeliveryStatusRequest, context: Context
+    ) -> AsyncIterator[dl.WatchPreparedDeliveryStatusResponse]:
+        raise _watch_pending()
+        yield
+
+
+class DatasetService(ds_grpc.DatasetServiceServicer):
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def CreateDataset(
+        self, request: ds.CreateDatasetRequest, context: Context
+    ) -> ds.CreateDatasetResponse:
+        job = await self.core.create(
+            DATASET, tenant_of(context), request.request_id, request.dataset
+        )
+        return ds.CreateDatasetResponse(dataset=job)
+
+    async def StartDatasetImport(
+        self, request: ds.StartDatasetImportRequest, context: Context
+    ) -> ds.StartDatasetImportResponse:
+        job = await self.core.start_dataset_import(
+            tenant_of(context), request.dataset_id, request.request_id
+        )
+        return ds.StartDatasetImportResponse(dataset=job)
+
+    async def UpdateDatasetImport(
+        self, request: ds.UpdateDatasetImportRequest, context: Context
+    ) -> ds.UpdateDatasetImportResponse:
+        job = await self.core.update_dataset_import(tenant_of(context), request)
+        return ds.UpdateDatasetImportResponse(dataset=job)
+
+    async def GetDatasetStatus(
+        self, request: ds.GetDatasetStatusRequest, context: Context
+    ) -> ds.GetDatasetStatusResponse:
+        job = await self.core.get(DATASET, tenant_of(context), request.dataset_id)
+        return ds.GetDatasetStatusResponse(dataset=job)
+
+    async def ListDatasets(
+        self, request: ds.ListDatasetsRequest, context: Context
+    ) -> ds.ListDatasetsResponse:
+        jobs, token = await self.core.list(
+            DATASET, tenant_of(context), request.page_size, request.page_token, request.statuses
+        )
+        return ds.ListDatasetsResponse(datasets=jobs, next_page_token=token)
+
+    async def WatchDatasetStatus(  # type: ignore[override]
+        self, request: ds.WatchDatasetStatusRequest, context: Context
+    ) -> AsyncIterator[ds.WatchDatasetStatusResponse]:
+        raise _watch_pending()
+        yield
+
+
+class CatalogImportService(cat_grpc.CatalogImportServiceServicer):
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def CreateImport(
+        self, request: cat.CreateImportRequest, context: Context
+    ) -> cat.CreateImportResponse:
+        job = await self.core.create(
+            CATALOG_IMPORT, tenant_of(context), request.request_id, request.catalog_import
+        )
+        return cat.CreateImportResponse(catalog_import=job)
+
+    async def UpdateImport(
+        self, request: cat.UpdateImportRequest, context: Context
+    ) -> cat.UpdateImportResponse:
+        job = await self.core.update(
+            CATALOG_IMPORT,
+            tenant_of(context),
+            request.catalog_import,
+            request.update_mask,
+            request.expected_revision,
+        )
+        return cat.UpdateImportResponse(catalog_import=job)
+
+    async def GetImportStatus(
+        self, request: cat.GetImportStatusRequest, context: Context
+    ) -> cat.GetImportStatusResponse:
+        job = await self.core.get(CATALOG_IMPORT, tenant_of(context), request.id)
+        return cat.GetImportStatusResponse(catalog_import=job)
+
+    async def ListImports(
+        self, request: cat.ListImportsRequest, context: Context
+    ) -> cat.ListImportsResponse:
+        jobs, token = await self.core.list(
+            CATALOG_IMPORT,
+            tenant_of(context),
+            request.page_size,
+            request.page_token,
+            request.statuses,
+        )
+        return cat.ListImportsResponse(catalog_imports=jobs, next_page_token=token)
+
+    async def WatchImportStatus(  # type: ignore[override]
+        self, request: cat.WatchImportStatusRequest, context: Context
+    ) -> AsyncIterator[cat.WatchImportStatusResponse]:
+        raise _watch_pending()
+        yield
+
+
+def add_services(server: grpc.aio.Server, core: Core) -> None:
+    mi_grpc.add_MapImportServiceServicer_to_server(MapImportService(core), server)
+    dl_grpc.add_DeliveryServiceServicer_to_server(DeliveryService(core), server)
+    ds_grpc.add_DatasetServiceServicer_to_server(DatasetService(core), server)
+    cat_grpc.add_CatalogImportServiceServicer_to_server(CatalogImportService(core), server)

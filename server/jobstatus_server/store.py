@@ -1,0 +1,366 @@
+"""The SQL store: jobs and their event log, one transaction per change.
+
+Writes run on one writer thread, so the event loop never blocks on the
+database. The writer takes every write that is waiting and commits them
+together (group commit); each write sees the ones before it. A revision is
+taken from the `counter` row, locked for the whole transaction, so revisions
+become visible in commit order and a tailing reader never skips one. A
+domain error in one write leaves the others of its group untouched; a
+database error re-runs each write of the group alone.
+
+Reads run on a small thread pool with their own connections (WAL readers do
+not wait for the writer). Hot paths use SQLAlchemy Core statements; the table
+models stay in SQLModel (models.py) and the schema in Alembic migrations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+from sqlalchemy import Connection, Engine, create_engine, event, insert, select, text, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from jobstatus_server.errors import JobStatusError, Unavailable
+from jobstatus_server.kinds import Kind
+from jobstatus_server.models import Counter, Event, Job
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+M = TypeVar("M", bound=Message)
+JOB = Job.__table__  # type: ignore[attr-defined]
+EVENT = Event.__table__  # type: ignore[attr-defined]
+COUNTER = Counter.__table__  # type: ignore[attr-defined]
+MAX_GROUP = 128
+
+
+@dataclass
+class Tx:
+    """One writing transaction: reads rows and appends changes with fresh revisions."""
+
+    conn: Connection
+    revision: int
+    now: datetime
+    changed: bool = False
+
+    def load(self, kind: Kind[M], tenant: str, job_id: str) -> M | None:
+        data = self.conn.execute(
+            select(JOB.c.data).where(
+                JOB.c.tenant == tenant, JOB.c.kind == kind.name, JOB.c.job_id == job_id
+            )
+        ).scalar_one_or_none()
+        return None if data is None else kind.message.FromString(data)
+
+    def load_by_request(self, kind: Kind[M], tenant: str, request_id: str) -> M | None:
+        data = self.conn.execute(
+            select(JOB.c.data).where(
+                JOB.c.tenant == tenant, JOB.c.kind == kind.name, JOB.c.request_id == request_id
+            )
+        ).scalar_one_or_none()
+        return None if data is None else kind.message.FromString(data)
+
+    def jobs_in(self, kind: Kind[M], tenant: str, statuses: Sequence[int]) -> list[M]:
+        rows = self.conn.execute(
+            select(JOB.c.data).where(
+                JOB.c.tenant == tenant, JOB.c.kind == kind.name, JOB.c.status.in_(statuses)
+            )
+        ).scalars()
+        return [kind.message.FromString(data) for data in rows]
+
+    def put(
+        self,
+        kind: Kind[M],
+        tenant: str,
+        message: M,
+        *,
+        created: bool,
+        request_id: str | None = None,
+    ) -> M:
+        """Store `message` as the job's new state with the next revision, and log the change."""
+        self.revision += 1
+        self.changed = True
+        revision = self.revision
+        setattr(message, "revision", revision)  # noqa: B010
+        getattr(message, "update_time").FromDatetime(self.now)  # noqa: B009
+        if created:
+            getattr(message, "create_time").FromDatetime(self.now)  # noqa: B009
+        job_id = kind.job_id(message)
+        status = kind.status_of(message)
+        data = message.SerializeToString()
+        row = {"status": status, "revision": revision, "due_at": kind.due(message), "data": data}
+        if created:
+            self.conn.execute(
+                insert(JOB).values(
+                    tenant=tenant,
+                    kind=kind.name,
+                    job_id=job_id,
+                    create_revision=revision,
+                    request_id=request_id or None,
+                    **row,
+                )
+            )
+        else:
+            self.conn.execute(
+                update(JOB)
+                .where(JOB.c.tenant == tenant, JOB.c.kind == kind.name, JOB.c.job_id == job_id)
+                .values(**row)
+            )
+        self.conn.execute(
+            insert(EVENT).values(
+                revision=revision,
+                tenant=tenant,
+                kind=kind.name,
+                job_id=job_id,
+                status=status,
+                created_at=self.now.timestamp(),
+                data=data,
+            )
+        )
+        return message
+
+
+@dataclass
+class _Write:
+    fn: Callable[[Tx], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    result: Any = None
+    error: BaseException | None = None
+
+
+@dataclass
+class Store:
+    url: str
+    sqlite_synchronous: str = "FULL"
+    _listeners: list[Callable[[int], None]] = field(default_factory=list)
+    _queue: queue.SimpleQueue[_Write | None] = field(default_factory=queue.SimpleQueue)
+    _thread: threading.Thread | None = None
+    _writer: Engine | None = None
+    _reader: Engine | None = None
+    _pool: ThreadPoolExecutor | None = None
+    revision: int = 0
+
+    @property
+    def is_sqlite(self) -> bool:
+        return make_url(self.url).get_backend_name() == "sqlite"
+
+    def _engine(self, *, writer: bool) -> Engine:
+        url = make_url(self.url)
+        if not self.is_sqlite:
+            return create_engine(url, pool_pre_ping=True, pool_size=1 if writer else 4)
+        database = url.database or ""
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True
+        )
+        synchronous = self.sqlite_synchronous
+
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+        return engine
+
+    async def start(self) -> None:
+        from jobstatus_server.migrations import upgrade
+
+        await asyncio.to_thread(upgrade, self.url)
+        self._writer = self._engine(writer=True)
+        self._reader = self._engine(writer=False)
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jobstatus-read")
+        self.revision = await self.read(self._current_revision)
+        self._thread = threading.Thread(target=self._write_loop, name="jobstatus-write", daemon=True)
+        self._thread.start()
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        for engine in (self._writer, self._reader):
+            if engine is not None:
+                engine.dispose()
+
+    def on_commit(self, listener: Callable[[int], None]) -> None:
+        """Call `listener(revision)` on the event loop after each commit that changed something."""
+        self._listeners.append(listener)
+
+    # --- writing ------------------------------------------------------------
+
+    async def transact(self, fn: Callable[[Tx], T]) -> T:
+        """Run `fn` in a writing transaction; return its result once committed."""
+        loop = asyncio.get_running_loop()
+        write = _Write(fn=fn, loop=loop, future=loop.create_future())
+        self._queue.put(write)
+        result: T = await write.future
+        return result
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            while len(group) < MAX_GROUP:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                group.append(item)
+            self._commit(group)
+
+    def _commit(self, group: list[_Write]) -> None:
+        assert self._writer is not None
+        try:
+            with self._writer.connect() as conn, conn.begin():
+                tx = Tx(conn, self._lock_revision(conn), datetime.now(UTC))
+                for write in group:
+                    write.result, write.error = None, None
+                    try:
+                        write.result = write.fn(tx)
+                    except JobStatusError as error:
+                        write.error = error
+                if tx.changed:
+                    conn.execute(
+                        update(COUNTER).where(COUNTER.c.name == "revision").values(value=tx.revision)
+                    )
+        except Exception as error:
+            if len(group) > 1:
+                for write in group:
+                    self._commit([write])
+                return
+            log.exception("write failed")
+            failure: BaseException = error
+            if isinstance(error, SQLAlchemyError):
+                failure = Unavailable("the database did not take the write", reason="STORAGE_UNAVAILABLE")
+            group[0].result, group[0].error = None, failure
+            self._resolve(group, None)
+            return
+        self._resolve(group, tx.revision if tx.changed else None)
+
+    @staticmethod
+    def _lock_revision(conn: Connection) -> int:
+        return int(
+            conn.execute(
+                select(COUNTER.c.value).where(COUNTER.c.name == "revision").with_for_update()
+            ).scalar_one()
+        )
+
+    def _resolve(self, group: list[_Write], revision: int | None) -> None:
+        loop = group[0].loop
+        loop.call_soon_threadsafe(self._deliver, group, revision)
+
+    def _deliver(self, group: list[_Write], revision: int | None) -> None:
+        if revision is not None and revision > self.revision:
+            self.revision = revision
+            for listener in self._listeners:
+                listener(revision)
+        for write in group:
+            if write.future.done():
+                continue
+            if write.error is not None:
+                write.future.set_exception(write.error)
+            else:
+                write.future.set_result(write.result)
+
+    # --- reading ------------------------------------------------------------
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn` with a reading connection on the reader pool."""
+        assert self._reader is not None
+        reader = self._reader
+
+        def run() -> T:
+            try:
+                with reader.connect() as conn, conn.begin():
+                    return fn(conn)
+            except SQLAlchemyError as error:
+                log.warning("read failed: %s", error)
+                raise Unavailable("the database did not answer", reason="STORAGE_UNAVAILABLE") from None
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+
+    @staticmethod
+    def _current_revision(conn: Connection) -> int:
+        return int(
+            conn.execute(select(COUNTER.c.value).where(COUNTER.c.name == "revision")).scalar_one()
+        )
+
+    async def get(self, kind: Kind[M], tenant: str, job_id: str) -> M | None:
+        def run(conn: Connection) -> bytes | None:
+            return conn.execute(
+                select(JOB.c.data).where(
+                    JOB.c.tenant == tenant, JOB.c.kind == kind.name, JOB.c.job_id == job_id
+                )
+            ).scalar_one_or_none()
+
+        data = await self.read(run)
+        return None if data is None else kind.message.FromString(data)
+
+    async def page(
+        self, kind: Kind[M], tenant: str, statuses: Sequence[int], after: int, limit: int
+    ) -> list[tuple[int, M]]:
+        """Up to `limit` jobs created after revision `after`, oldest first."""
+
+        def run(conn: Connection) -> list[tuple[int, bytes]]:
+            query = select(JOB.c.create_revision, JOB.c.data).where(
+                JOB.c.tenant == tenant, JOB.c.kind == kind.name, JOB.c.create_revision > after
+            )
+            if statuses:
+                query = query.where(JOB.c.status.in_(statuses))
+            query = query.order_by(JOB.c.create_revision).limit(limit)
+            return [(int(r), bytes(d)) for r, d in conn.execute(query)]
+
+        return [(r, kind.message.FromString(d)) for r, d in await self.read(run)]
+
+    async def due(self, now: float, limit: int = 500) -> list[tuple[str, str, str]]:
+        """The jobs whose time-driven transition is due: (kind, tenant, job_id)."""
+
+        def run(conn: Connection) -> list[tuple[str, str, str]]:
+            query = (
+                select(JOB.c.kind, JOB.c.tenant, JOB.c.job_id)
+                .where(JOB.c.due_at <= now)
+                .order_by(JOB.c.due_at)
+                .limit(limit)
+            )
+            return [(str(k), str(t), str(j)) for k, t, j in conn.execute(query)]
+
+        return await self.read(run)
+
+    async def ping(self) -> None:
+        """Raise Unavailable unless the database answers a query now."""
+        await self.read(lambda conn: conn.execute(text("SELECT value FROM counter")).first())
+
+    async def next_due(self) -> float | None:
+        def run(conn: Connection) -> float | None:
+            value = conn.execute(select(JOB.c.due_at).where(JOB.c.due_at.is_not(None)).order_by(JOB.c.due_at).limit(1)).scalar_one_or_none()
+            return None if value is None else float(value)
+
+        return await self.read(run)
+
