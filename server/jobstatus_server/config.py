@@ -20,6 +20,13 @@ class Settings:
     grace: float = 5.0
     timer_interval: float = 1.0
     health_interval: float = 1.0
+    heartbeat: float = 15.0
+    watch_buffer: int = 1024
+    history_count: int = 100_000
+    history_age: float = 24 * 3600.0
+    compact_interval: float = 10.0
+    max_connection_age: float = 1800.0
+    max_connection_age_grace: float = 60.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +67,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=float(env("JOBSTATUS_HEARTBEAT", "15")),
+        help="seconds between heartbeats on an idle watch stream, unless the request asks",
+    )
+    parser.add_argument(
+        "--watch-buffer",
+        type=int,
+        default=int(env("JOBSTATUS_WATCH_BUFFER", "1024")),
+        help="events queued per watch stream before a slow consumer is cut off",
+    )
+    parser.add_argument(
+        "--history-count",
+        type=int,
+        default=int(env("JOBSTATUS_HISTORY_COUNT", "100000")),
+        help="how many recent changes the event log keeps for resuming watches",
+    )
+    parser.add_argument(
+        "--history-age",
+        type=float,
+        default=float(env("JOBSTATUS_HISTORY_AGE", "86400")),
+        help="how many seconds of changes the event log keeps for resuming watches",
+    )
+    parser.add_argument(
+        "--compact-interval",
+        type=float,
+        default=float(env("JOBSTATUS_COMPACT_INTERVAL", "10")),
+        help="seconds between compactions of the event log",
+    )
+    parser.add_argument(
+        "--max-connection-age",
+        type=float,
+        default=float(env("JOBSTATUS_MAX_CONNECTION_AGE", "1800")),
+        help="seconds before a connection is asked to go away, so streams rebalance",
+    )
+
+
 def from_arguments(args: argparse.Namespace) -> Settings:
     return Settings(
         grpc_addr=args.grpc_addr,
@@ -68,4 +113,10 @@ def from_arguments(args: argparse.Namespace) -> Settings:
         delivery_cache_lifetime=timedelta(seconds=args.delivery_cache_lifetime),
         sqlite_synchronous=args.sqlite_synchronous,
         grace=args.grace,
+        heartbeat=args.heartbeat,
+        watch_buffer=args.watch_buffer,
+        history_count=args.history_count,
+        history_age=args.history_age,
+        compact_interval=args.compact_interval,
+        max_connection_age=args.max_connection_age,
     )

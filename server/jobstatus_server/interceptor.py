@@ -7,6 +7,7 @@ leaks: any other exception is logged and answered INTERNAL without details.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -72,6 +73,9 @@ def _unary(inner: Any, method: str) -> Any:
 
 
 def _stream(inner: Any, method: str) -> Any:
+    if not inspect.isasyncgenfunction(inner):
+        return _unary(inner, method)  # a streaming handler that writes with context.write
+
     async def call(
         request: Message, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:

@@ -46,7 +46,8 @@ class Event(SQLModel, table=True):
 
 
 class Counter(SQLModel, table=True):
-    """Named counters; `revision` is the last revision handed out."""
+    """Named counters: `revision`, the last revision handed out; `compacted`, the newest
+    revision deleted from the event log (every later one is kept)."""
 
     __tablename__ = "counter"
 

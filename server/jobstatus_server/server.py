@@ -19,19 +19,30 @@ from jobstatus_server.errors import Unavailable
 from jobstatus_server.interceptor import ErrorInterceptor
 from jobstatus_server.services import SERVICE_NAMES, add_services
 from jobstatus_server.store import Store
+from jobstatus_server.watch import Hub, WatchSettings
 
 log = logging.getLogger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
-GRPC_OPTIONS = [
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_ping_strikes", 0),
-    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
-]
+
+
+def grpc_options(settings: Settings) -> list[tuple[str, int]]:
+    return [
+        # Ping idle clients, and accept their pings on idle watch streams.
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_ping_strikes", 0),
+        # Long streams move between replicas: connections age out, with a finite grace.
+        ("grpc.max_connection_age_ms", int(settings.max_connection_age * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace * 1000)),
+        # Many watchers open at once: the defaults refuse bursts beyond 1,000.
+        ("grpc.server.max_pending_requests", 20_000),
+        ("grpc.server.max_pending_requests_hard_limit", 40_000),
+        ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    ]
 
 
 @dataclass
@@ -39,6 +50,7 @@ class Server:
     settings: Settings
     store: Store = field(init=False)
     core: Core = field(init=False)
+    hub: Hub = field(init=False)
     grpc_server: grpc.aio.Server = field(init=False)
     health: health.aio.HealthServicer = field(init=False)
     port: int = 0
@@ -50,8 +62,20 @@ class Server:
         self.store = Store(self.settings.database_url, self.settings.sqlite_synchronous)
         await self.store.start()
         self.core = Core(self.store, self.settings.delivery_cache_lifetime)
-        self.grpc_server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=GRPC_OPTIONS)
-        add_services(self.grpc_server, self.core)
+        self.hub = Hub(
+            self.store,
+            WatchSettings(
+                buffer=self.settings.watch_buffer,
+                heartbeat=self.settings.heartbeat,
+                history_count=self.settings.history_count,
+                history_age=self.settings.history_age,
+            ),
+        )
+        await self.hub.start()
+        self.grpc_server = grpc.aio.server(
+            interceptors=[ErrorInterceptor()], options=grpc_options(self.settings)
+        )
+        add_services(self.grpc_server, self.core, self.hub)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
         reflection.enable_server_reflection(
@@ -63,6 +87,7 @@ class Server:
         self._tasks = [
             asyncio.create_task(self._every(self.settings.timer_interval, self._timers)),
             asyncio.create_task(self._every(self.settings.health_interval, self._check_storage)),
+            asyncio.create_task(self._every(self.settings.compact_interval, self._compact)),
         ]
 
     @property
@@ -89,6 +114,10 @@ class Server:
         if moved:
             log.info("time-driven transitions: %d", moved)
 
+    async def _compact(self) -> None:
+        compacted = await self.store.compact(self.settings.history_count, self.settings.history_age)
+        self.hub.compacted = max(self.hub.compacted, compacted)
+
     async def _check_storage(self) -> None:
         try:
             await self.store.ping()
@@ -101,9 +130,11 @@ class Server:
         self._storage_ok = ok
 
     async def stop(self) -> None:
-        """Drain: health NOT_SERVING, calls get the grace period, then stop."""
+        """Drain: health NOT_SERVING, watch streams end with UNAVAILABLE and their
+        resume revision, unary calls get the grace period, then stop."""
         self._draining = True
         await self.health.enter_graceful_shutdown()
+        await self.hub.close()
         await self.grpc_server.stop(self.settings.grace)
         for task in self._tasks:
             task.cancel()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
 from jobstatus.v1 import (
     catalog_import_pb2 as cat,
@@ -32,8 +33,8 @@ from jobstatus.v1 import (
     map_import_pb2_grpc as mi_grpc,
 )
 from jobstatus_server.core import DEFAULT_TENANT, Core
-from jobstatus_server.errors import JobStatusError
-from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT
+from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind
+from jobstatus_server.watch import Hub, Respond
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -53,18 +54,54 @@ def tenant_of(context: Context) -> str:
     return DEFAULT_TENANT
 
 
-class Unimplemented(JobStatusError):
-    code = grpc.StatusCode.UNIMPLEMENTED
-    http_status = 501
+def _responder(response: type[Message], field: str) -> Respond:
+    """How one kind's watch events are built; one function per kind, so events share it."""
+
+    def respond(event_type: int, revision: int, job: Message | None) -> Message:
+        if job is None:
+            return response(type=event_type, revision=revision)
+        return response(**{"type": event_type, "revision": revision, field: job})
+
+    return respond
 
 
-def _watch_pending() -> Unimplemented:
-    return Unimplemented("watch streams are not served yet", reason="UNIMPLEMENTED")
+RESPOND_MAP = _responder(mi.WatchMapImportStatusResponse, "map_import")
+RESPOND_DELIVERY = _responder(dl.WatchPreparedDeliveryStatusResponse, "prepared_delivery")
+RESPOND_DATASET = _responder(ds.WatchDatasetStatusResponse, "dataset")
+RESPOND_CATALOG = _responder(cat.WatchImportStatusResponse, "catalog_import")
+
+
+async def _watch(
+    hub: Hub,
+    kind: Kind[Any],
+    ids: Sequence[str],
+    request: Any,
+    context: Context,
+    respond: Respond,
+) -> None:
+    # Headers go out at once: a client waiting for the stream must not hang.
+    await context.send_initial_metadata(())
+    heartbeat = (
+        request.heartbeat_interval.ToTimedelta().total_seconds()
+        if request.HasField("heartbeat_interval")
+        else hub.settings.heartbeat
+    )
+    await hub.watch(
+        kind,
+        tenant_of(context),
+        ids,
+        request.start_revision,
+        request.until_settled,
+        heartbeat,
+        context.write,
+        respond,
+    )
 
 
 class MapImportService(mi_grpc.MapImportServiceServicer):
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, hub: Hub) -> None:
         self.core = core
+        self.hub = hub
 
     async def CreateMapImport(
         self, request: mi.CreateMapImportRequest, context: Context
@@ -102,14 +139,14 @@ class MapImportService(mi_grpc.MapImportServiceServicer):
 
     async def WatchMapImportStatus(  # type: ignore[override]
         self, request: mi.WatchMapImportStatusRequest, context: Context
-    ) -> AsyncIterator[mi.WatchMapImportStatusResponse]:
-        raise _watch_pending()
-        yield
+    ) -> None:
+        await _watch(self.hub, MAP_IMPORT, request.import_request_ids, request, context, RESPOND_MAP)
 
 
 class DeliveryService(dl_grpc.DeliveryServiceServicer):
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, hub: Hub) -> None:
         self.core = core
+        self.hub = hub
 
     async def CreatePreparedDelivery(
         self, request: dl.CreatePreparedDeliveryRequest, context: Context
@@ -147,14 +184,14 @@ class DeliveryService(dl_grpc.DeliveryServiceServicer):
 
     async def WatchPreparedDeliveryStatus(  # type: ignore[override]
         self, request: dl.WatchPreparedDeliveryStatusRequest, context: Context
-    ) -> AsyncIterator[dl.WatchPreparedDeliveryStatusResponse]:
-        raise _watch_pending()
-        yield
+    ) -> None:
+        await _watch(self.hub, DELIVERY, request.catalog_ids, request, context, RESPOND_DELIVERY)
 
 
 class DatasetService(ds_grpc.DatasetServiceServicer):
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, hub: Hub) -> None:
         self.core = core
+        self.hub = hub
 
     async def CreateDataset(
         self, request: ds.CreateDatasetRequest, context: Context
@@ -194,14 +231,14 @@ class DatasetService(ds_grpc.DatasetServiceServicer):
 
     async def WatchDatasetStatus(  # type: ignore[override]
         self, request: ds.WatchDatasetStatusRequest, context: Context
-    ) -> AsyncIterator[ds.WatchDatasetStatusResponse]:
-        raise _watch_pending()
-        yield
+    ) -> None:
+        await _watch(self.hub, DATASET, request.dataset_ids, request, context, RESPOND_DATASET)
 
 
 class CatalogImportService(cat_grpc.CatalogImportServiceServicer):
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, hub: Hub) -> None:
         self.core = core
+        self.hub = hub
 
     async def CreateImport(
         self, request: cat.CreateImportRequest, context: Context
@@ -243,13 +280,12 @@ class CatalogImportService(cat_grpc.CatalogImportServiceServicer):
 
     async def WatchImportStatus(  # type: ignore[override]
         self, request: cat.WatchImportStatusRequest, context: Context
-    ) -> AsyncIterator[cat.WatchImportStatusResponse]:
-        raise _watch_pending()
-        yield
+    ) -> None:
+        await _watch(self.hub, CATALOG_IMPORT, request.ids, request, context, RESPOND_CATALOG)
 
 
-def add_services(server: grpc.aio.Server, core: Core) -> None:
-    mi_grpc.add_MapImportServiceServicer_to_server(MapImportService(core), server)
-    dl_grpc.add_DeliveryServiceServicer_to_server(DeliveryService(core), server)
-    ds_grpc.add_DatasetServiceServicer_to_server(DatasetService(core), server)
-    cat_grpc.add_CatalogImportServiceServicer_to_server(CatalogImportService(core), server)
+def add_services(server: grpc.aio.Server, core: Core, hub: Hub) -> None:
+    mi_grpc.add_MapImportServiceServicer_to_server(MapImportService(core, hub), server)
+    dl_grpc.add_DeliveryServiceServicer_to_server(DeliveryService(core, hub), server)
+    ds_grpc.add_DatasetServiceServicer_to_server(DatasetService(core, hub), server)
+    cat_grpc.add_CatalogImportServiceServicer_to_server(CatalogImportService(core, hub), server)

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
+import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from google.protobuf.message import Message
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select, text, update
@@ -353,9 +356,123 @@ class Store:
 
         return await self.read(run)
 
+    async def events_after(
+        self,
+        after: int,
+        limit: int,
+        *,
+        upper: int | None = None,
+        kind: str | None = None,
+        tenant: str | None = None,
+        ids: Sequence[str] = (),
+    ) -> list[Change]:
+        """Events with revision in (after, upper], oldest first, optionally filtered."""
+
+        def run(conn: Connection) -> list[Change]:
+            query = select(EVENT).where(EVENT.c.revision > after)
+            if upper is not None:
+                query = query.where(EVENT.c.revision <= upper)
+            if kind is not None:
+                query = query.where(EVENT.c.kind == kind)
+            if tenant is not None:
+                query = query.where(EVENT.c.tenant == tenant)
+            if ids:
+                query = query.where(EVENT.c.job_id.in_(ids))
+            return [_change(row) for row in conn.execute(query.order_by(EVENT.c.revision).limit(limit))]
+
+        return await self.read(run)
+
+    async def snapshot(
+        self, kind: str, tenant: str, ids: Sequence[str], *, with_jobs: bool
+    ) -> Snapshot:
+        """The store's revision, the compaction point and (if asked) the matching jobs, at once."""
+
+        def run(conn: Connection) -> Snapshot:
+            counters = dict(conn.execute(select(COUNTER.c.name, COUNTER.c.value)).tuples().all())
+            jobs: list[Change] = []
+            if with_jobs:
+                query = select(
+                    JOB.c.revision, JOB.c.tenant, JOB.c.kind, JOB.c.job_id, JOB.c.status, JOB.c.data
+                ).where(JOB.c.tenant == tenant, JOB.c.kind == kind)
+                if ids:
+                    query = query.where(JOB.c.job_id.in_(ids))
+                jobs = [_change(row) for row in conn.execute(query.order_by(JOB.c.create_revision))]
+            return Snapshot(int(counters["revision"]), int(counters["compacted"]), jobs)
+
+        return await self.read(run)
+
+    async def compacted(self) -> int:
+        def run(conn: Connection) -> int:
+            return int(
+                conn.execute(
+                    select(COUNTER.c.value).where(COUNTER.c.name == "compacted")
+                ).scalar_one()
+            )
+
+        return await self.read(run)
+
+    async def compact(self, keep_count: int, keep_age: float, batch: int = 5000) -> int:
+        """Delete events beyond the kept window (the newest `keep_count`, younger than
+        `keep_age` seconds); return the new compaction point. Runs in short batches
+        that never touch the revision counter, so writers are not held up."""
+        newest = self.revision
+        cutoff = datetime.now(UTC).timestamp() - keep_age
+
+        def cut_point(conn: Connection) -> int:
+            by_age = conn.execute(
+                select(EVENT.c.revision)
+                .where(EVENT.c.created_at < cutoff)
+                .order_by(EVENT.c.revision.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+            return max(newest - keep_count, int(by_age or 0))
+
+        cut = await self.read(cut_point)
+        compacted = await self.compacted()
+        while compacted < cut:
+            step = min(cut, compacted + batch)
+
+            def delete(conn: Connection, step: int = step) -> None:
+                conn.execute(EVENT.delete().where(EVENT.c.revision <= step))
+                conn.execute(
+                    update(COUNTER).where(COUNTER.c.name == "compacted").values(value=step)
+                )
+
+            if self.is_sqlite:
+                await self.transact(lambda tx, delete=delete: delete(tx.conn))  # type: ignore[misc]
+            else:
+                await self.read(delete)
+            compacted = step
+        return compacted
+
     async def ping(self) -> None:
-        """Raise Unavailable unless the database answers a query now."""
+        """Raise Unavailable unless the database answers a query now.
+
+        For SQLite the pooled connections keep their file open even after the
+        file or its directory is gone, so the probe opens the file afresh,
+        read-write and without creating it, as a new connection would.
+        """
+        if self.is_sqlite:
+            await asyncio.to_thread(self._ping_sqlite)
+            return
         await self.read(lambda conn: conn.execute(text("SELECT value FROM counter")).first())
+
+    def _ping_sqlite(self) -> None:
+        database = make_url(self.url).database or ""
+        if not database or database == ":memory:":
+            return
+        uri = f"file:{quote(os.path.abspath(database))}?mode=rw"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=5)
+            try:
+                conn.execute("SELECT value FROM counter").fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error as error:
+            log.debug("storage probe failed: %s", error)
+            raise Unavailable(
+                "the database did not answer", reason="STORAGE_UNAVAILABLE"
+            ) from None
 
     async def next_due(self) -> float | None:
         def run(conn: Connection) -> float | None:
@@ -364,3 +481,31 @@ class Store:
 
         return await self.read(run)
 
+
+
+@dataclass(slots=True)
+class Change:
+    """One committed change, as read from the event log."""
+
+    revision: int
+    tenant: str
+    kind: str
+    job_id: str
+    status: int
+    data: bytes
+    cache: dict[Any, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a watch starts from, read in one transaction."""
+
+    revision: int  # the store's revision
+    compacted: int  # every event after this one is kept
+    jobs: list[Change]  # the current state of the matching jobs (empty unless asked)
+
+
+def _change(row: Any) -> Change:
+    return Change(
+        int(row.revision), str(row.tenant), str(row.kind), str(row.job_id), int(row.status), bytes(row.data)
+    )

@@ -48,7 +48,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(32), primary_key=True),
         sa.Column("value", sa.BigInteger(), nullable=False),
     )
-    op.bulk_insert(counter, [{"name": "revision", "value": 0}])
+    op.bulk_insert(counter, [{"name": "revision", "value": 0}, {"name": "compacted", "value": 0}])
 
 
 def downgrade() -> None:
