@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml client/pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ./client -e '.[dev]'
 	touch $@
 
-$(BUF): package.json
+$(BUF): package.json package-lock.json
 	npm install --no-audit --no-fund --silent
 	touch $@
 
@@ -46,10 +46,10 @@ gen:
 
 .PHONY: checkgenerate
 checkgenerate: $(STAMP) ## Fail when the committed generated code is stale
-	@tmp=$$(mktemp -d); $(MAKE) --no-print-directory gen OUT=$$tmp >/dev/null; \
-	  if diff -r -x __pycache__ -x '__init__.py' -x py.typed -x '*.py[co]' $$tmp/jobstatus/v1 $(GEN_OUT)/jobstatus/v1 >/dev/null; then rm -rf $$tmp; \
-	  else diff -r -x __pycache__ -x '__init__.py' -x py.typed $$tmp/jobstatus/v1 $(GEN_OUT)/jobstatus/v1 | head -20; rm -rf $$tmp; \
-	  echo "generated code is stale: run make proto"; exit 1; fi
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	  $(MAKE) --no-print-directory gen OUT=$$tmp >/dev/null || exit 1; \
+	  if ! diff -r -x __pycache__ -x __init__.py -x py.typed $$tmp/jobstatus/v1 $(GEN_OUT)/jobstatus/v1 >$$tmp/diff; then \
+	    head -40 $$tmp/diff; echo "generated code is stale: run make proto"; exit 1; fi
 
 .PHONY: lint
 lint: $(STAMP) $(BUF) checkgenerate ## ruff, mypy, buf lint and buf format
