@@ -33,6 +33,12 @@ README = ROOT / "README.md"
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 README_ADDRESSES = ("127.0.0.1:50051", "localhost:50051")
 TIMESTAMP_KEYS = frozenset({"create_time", "update_time"})
+SESSION_METHODS = (
+    "CreateMapImport",
+    "UpdateMapImport",
+    "GetMapImportStatus",
+    "WatchMapImportStatus",
+)
 DETAIL = re.compile(r"^\d+\)\s+(\{.*\})$")
 
 
@@ -147,7 +153,7 @@ def test_readme_shows_the_session() -> None:
     texts = [command.text for command in COMMANDS]
     assert any(text.endswith(" list") for text in texts)
     assert any("grpc.health.v1.Health/Check" in text for text in texts)
-    for method in ("CreateMapImport", "UpdateMapImport", "GetMapImportStatus"):
+    for method in SESSION_METHODS:
         assert any(f"MapImportService/{method}" in text for text in texts), method
     assert any(command.fails for command in COMMANDS), "no failed call is shown"
     for command in COMMANDS:
