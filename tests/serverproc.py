@@ -30,6 +30,7 @@ class ServerProcess:
     database_url: str
     extra_args: list[str] = field(default_factory=list)
     port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
     process: subprocess.Popen[str] | None = None
     pump: threading.Thread | None = None
     output: deque[str] = field(default_factory=lambda: deque(maxlen=500))
@@ -37,6 +38,10 @@ class ServerProcess:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -47,6 +52,8 @@ class ServerProcess:
                 "jobstatus_server",
                 "--grpc-addr",
                 self.address,
+                "--http-addr",
+                f"127.0.0.1:{self.http_port}",
                 "--database-url",
                 self.database_url,
                 "--grace",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -18,29 +19,36 @@ from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from jobstatus_server.errors import JobStatusError, internal_status
+from jobstatus_server.metrics import RPC_SECONDS, RPCS
 from jobstatus_server.validation import validate
 
 log = logging.getLogger(__name__)
 PREFIX = "/jobstatus.v1."
+CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 def _status_of(error: BaseException, method: str) -> status_pb2.Status:
     if isinstance(error, JobStatusError):
-        return error.to_status()
+        status: status_pb2.Status = error.to_status()
+        return status
     log.error("%s failed", method, exc_info=error)
-    return internal_status()
+    internal: status_pb2.Status = internal_status()
+    return internal
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], status: status_pb2.Status) -> None:
-    await context.abort_with_status(rpc_status.to_status(status))
+    converted = rpc_status.to_status(status)
+    await context.abort(converted.code, converted.details, converted.trailing_metadata)
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
         if handler is None or not method.startswith(PREFIX):
@@ -61,12 +69,22 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _unary(inner: Any, method: str) -> Any:
+    name = method.rsplit("/", 1)[-1]
+    seconds = RPC_SECONDS.labels(name)
+    ok = RPCS.labels(name, "OK")
+
     async def call(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        started = time.perf_counter()
         try:
             validate(request)
-            return await inner(request, context)
+            response = await inner(request, context)
+            ok.inc()
+            seconds.observe(time.perf_counter() - started)
+            return response
         except Exception as error:  # every failure becomes a status, none a traceback
             status = _status_of(error, method)
+        RPCS.labels(name, CODE_NAMES.get(status.code, "UNKNOWN")).inc()
+        seconds.observe(time.perf_counter() - started)
         await _abort(context, status)
 
     return call

@@ -10,13 +10,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
+from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from jobstatus_server.config import Settings
 from jobstatus_server.core import Core
 from jobstatus_server.errors import Unavailable
+from jobstatus_server.http import HttpServer, http_server, make_app
 from jobstatus_server.interceptor import ErrorInterceptor
+from jobstatus_server.metrics import STORAGE_UP
 from jobstatus_server.services import SERVICE_NAMES, add_services
 from jobstatus_server.store import Store
 from jobstatus_server.watch import Hub, WatchSettings
@@ -24,7 +27,6 @@ from jobstatus_server.watch import Hub, WatchSettings
 log = logging.getLogger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
 
 
 def grpc_options(settings: Settings) -> list[tuple[str, int]]:
@@ -52,8 +54,9 @@ class Server:
     core: Core = field(init=False)
     hub: Hub = field(init=False)
     grpc_server: grpc.aio.Server = field(init=False)
-    health: health.aio.HealthServicer = field(init=False)
+    health: health_aio.HealthServicer = field(init=False)
     port: int = 0
+    http: HttpServer | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _draining: bool = False
     _storage_ok: bool = True
@@ -76,7 +79,7 @@ class Server:
             interceptors=[ErrorInterceptor()], options=grpc_options(self.settings)
         )
         add_services(self.grpc_server, self.core, self.hub)
-        self.health = health.aio.HealthServicer()
+        self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc_server
@@ -84,18 +87,31 @@ class Server:
         self.port = self.grpc_server.add_insecure_port(self.settings.grpc_addr)
         await self.grpc_server.start()
         await self._set_health(SERVING)
+        self.http = http_server(make_app([], self.serving), self.settings.http_addr)
+        http_task = asyncio.create_task(self.http.serve(), name="jobstatus-http")
+        while not self.http.started:
+            if http_task.done():
+                http_task.result()
+                raise RuntimeError(f"HTTP listener on {self.settings.http_addr} did not start")
+            await asyncio.sleep(0.01)
         self._tasks = [
+            http_task,
             asyncio.create_task(self._every(self.settings.timer_interval, self._timers)),
             asyncio.create_task(self._every(self.settings.health_interval, self._check_storage)),
             asyncio.create_task(self._every(self.settings.compact_interval, self._compact)),
         ]
+
+    def serving(self) -> bool:
+        return self._storage_ok and not self._draining
 
     @property
     def grpc_address(self) -> str:
         host = self.settings.grpc_addr.rsplit(":", 1)[0]
         return f"{host}:{self.port}"
 
-    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+    async def _set_health(
+        self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType
+    ) -> None:
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, status)
 
@@ -124,6 +140,7 @@ class Server:
             ok = True
         except Unavailable:
             ok = False
+        STORAGE_UP.set(1 if ok else 0)
         if ok != self._storage_ok and not self._draining:
             log.warning("storage is %s", "back" if ok else "unreachable")
             await self._set_health(SERVING if ok else NOT_SERVING)
@@ -136,7 +153,10 @@ class Server:
         await self.health.enter_graceful_shutdown()
         await self.hub.close()
         await self.grpc_server.stop(self.settings.grace)
-        for task in self._tasks:
+        if self.http is not None:
+            self.http.should_exit = True
+            await self._tasks[0]
+        for task in self._tasks[1:]:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
@@ -148,7 +168,7 @@ async def serve(settings: Settings) -> None:
     server = Server(settings)
     await server.start()
     print(
-        f"jobstatus: serving gRPC on {server.grpc_address} "
+        f"jobstatus: serving gRPC on {server.grpc_address} and HTTP on {settings.http_addr} "
         f"(database {settings.database_url})",
         flush=True,
     )

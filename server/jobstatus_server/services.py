@@ -140,7 +140,9 @@ class MapImportService(mi_grpc.MapImportServiceServicer):
     async def WatchMapImportStatus(  # type: ignore[override]
         self, request: mi.WatchMapImportStatusRequest, context: Context
     ) -> None:
-        await _watch(self.hub, MAP_IMPORT, request.import_request_ids, request, context, RESPOND_MAP)
+        await _watch(
+            self.hub, MAP_IMPORT, request.import_request_ids, request, context, RESPOND_MAP
+        )
 
 
 class DeliveryService(dl_grpc.DeliveryServiceServicer):

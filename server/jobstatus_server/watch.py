@@ -35,6 +35,7 @@ from jobstatus_server.errors import (
     Unavailable,
 )
 from jobstatus_server.kinds import Kind
+from jobstatus_server.metrics import HUB_REVISION, WATCH_CUTOFFS, WATCH_STREAMS
 from jobstatus_server.store import Change, Store
 
 log = logging.getLogger(__name__)
@@ -75,14 +76,17 @@ class Stream:
     ended: JobStatusError | None = None
 
     def matches(self, change: Change) -> bool:
-        return change.kind == self.kind.name and change.tenant == self.tenant and (
-            not self.ids or change.job_id in self.ids
+        return (
+            change.kind == self.kind.name
+            and change.tenant == self.tenant
+            and (not self.ids or change.job_id in self.ids)
         )
 
     def end(self, error: JobStatusError) -> None:
         """End the stream from outside: its task raises `error` to the client."""
         if self.ended is None:
             self.ended = error
+            WATCH_CUTOFFS.labels(error.reason).inc()
             self.task.cancel()
 
 
@@ -173,6 +177,7 @@ class Hub:
             targets = self._by_kind.get((change.kind, change.tenant), set()) | self._by_job.get(
                 (change.kind, change.tenant, change.job_id), set()
             )
+            HUB_REVISION.set(change.revision)
             for stream in targets:
                 try:
                     stream.queue.put_nowait(change)
@@ -200,10 +205,10 @@ class Hub:
         keys: list[Any]
         if stream.ids:
             keys = [(stream.kind.name, stream.tenant, job_id) for job_id in stream.ids]
-            index: dict[Any, set[Stream]] = self._by_job  # type: ignore[assignment]
+            index: dict[Any, set[Stream]] = self._by_job
         else:
             keys = [(stream.kind.name, stream.tenant)]
-            index = self._by_kind  # type: ignore[assignment]
+            index = self._by_kind
         for key in keys:
             members = index.get(key)
             if members is not None:
@@ -256,6 +261,7 @@ class Hub:
         )
         heartbeat = min(max(heartbeat, self.settings.min_heartbeat), self.settings.max_heartbeat)
         self.streams.add(stream)
+        WATCH_STREAMS.inc()
         try:
             await self._serve(stream, start_revision, until_settled, heartbeat, send, respond)
         except asyncio.CancelledError:
@@ -266,6 +272,7 @@ class Hub:
         finally:
             self._detach(stream)
             self.streams.discard(stream)
+            WATCH_STREAMS.dec()
 
     async def _serve(
         self,
@@ -357,7 +364,7 @@ class Hub:
 
 
 def _job(kind: Kind[Any], change: Change) -> Message:
-    job = change.cache.get(kind.name)
+    job: Message | None = change.cache.get(kind.name)
     if job is None:
         job = kind.message.FromString(change.data)
         change.cache[kind.name] = job

@@ -1,0 +1,25 @@
+"""Prometheus metrics of the process, served at GET /metrics on the HTTP listener."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RPCS = Counter("jobstatus_rpcs", "gRPC calls by method and status code", ["method", "code"])
+RPC_SECONDS = Histogram(
+    "jobstatus_rpc_seconds",
+    "gRPC call latency (unary) by method",
+    ["method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+HTTP_REQUESTS = Counter(
+    "jobstatus_http_requests", "HTTP requests by route and status code", ["route", "code"]
+)
+HTTP_SECONDS = Histogram("jobstatus_http_seconds", "HTTP request latency by route", ["route"])
+WATCH_STREAMS = Gauge("jobstatus_watch_streams", "open watch streams")
+WATCH_CUTOFFS = Counter(
+    "jobstatus_watch_cutoffs", "watch streams ended by the server, by reason", ["reason"]
+)
+STORE_REVISION = Gauge("jobstatus_store_revision", "the last revision this process committed")
+HUB_REVISION = Gauge("jobstatus_hub_revision", "the last revision the watch hub published")
+WRITES = Counter("jobstatus_writes", "committed changes by kind", ["kind"])
+STORAGE_UP = Gauge("jobstatus_storage_up", "1 while the database answers, else 0")
