@@ -1,0 +1,297 @@
+"""jobstatus: the command line of the jobstatus service.
+
+    jobstatus get map-import m-1
+    jobstatus list delivery --status inProgress --status start
+    jobstatus get dataset 0b6e… --json
+
+A subcommand is one entry of COMMANDS: its help line, a function that adds its
+arguments, and a function that runs it with a connected Client. Statuses are
+read and printed in their documented spelling. A failure prints one line to
+stderr and exits non-zero: 3 for NOT_FOUND, 2 for bad usage, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from rich.console import Console
+from rich.table import Table
+
+from jobstatus.client import Client
+from jobstatus.errors import JobStatusError
+from jobstatus.kinds import KINDS, Kind
+from jobstatus.spelling import by_spelling, spell
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+
+DEFAULT_ADDR = "127.0.0.1:50051"
+DEFAULT_TIMEOUT = 30.0
+
+# The KIND argument: the command-line name of each kind, and its name in kinds.py.
+KIND_NAMES = {
+    "map-import": "map_import",
+    "delivery": "prepared_delivery",
+    "dataset": "dataset",
+    "catalog-import": "catalog_import",
+}
+# What `list` shows besides id, status, revision and update time, as field paths.
+LIST_COLUMNS: dict[str, tuple[str, ...]] = {
+    "map_import": ("meta_data.progress",),
+    "prepared_delivery": ("progress",),
+    "dataset": ("name",),
+    "catalog_import": ("type",),
+}
+_WELL_KNOWN = {"google.protobuf.Timestamp", "google.protobuf.Duration"}
+
+
+class UsageError(Exception):
+    """Bad arguments that argparse cannot catch, such as an unknown status spelling."""
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[Client, argparse.Namespace, Console], int]
+
+
+# --- rendering --------------------------------------------------------------------
+
+
+# Field descriptors are typed `Any` here: protobuf's stubs type them as a union of the
+# pure-Python and the upb descriptor classes, which share the attributes used below.
+def plain(value: Any, field: Any) -> Any:
+    """A field's value for people and JSON: enums spelled, times in ISO 8601, messages as dicts."""
+    if field.is_repeated:
+        return [_plain_one(item, field) for item in value]
+    return _plain_one(value, field)
+
+
+def _plain_one(value: Any, field: Any) -> Any:
+    if field.enum_type is not None:
+        return spell(field.enum_type, value)
+    if field.message_type is None:
+        return value
+    name = field.message_type.full_name
+    if name == "google.protobuf.Timestamp":
+        return value.ToDatetime(tzinfo=UTC).isoformat()
+    if name == "google.protobuf.Duration":
+        return f"{value.ToTimedelta().total_seconds():g}s"
+    return {f.name: plain(v, f) for f, v in value.ListFields()}
+
+
+def rows(message: Message, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """(path, value) for every populated field; single nested messages are flattened."""
+    for field, value in message.ListFields():
+        path = prefix + field.name
+        nested = (
+            field.message_type is not None
+            and not field.is_repeated
+            and field.message_type.full_name not in _WELL_KNOWN
+        )
+        if nested:
+            yield from rows(value, path + ".")
+        else:
+            yield path, plain(value, field)
+
+
+def text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def field_value(message: Message, path: str) -> str:
+    """The value at a dotted field path, for a table cell."""
+    *parents, last = path.split(".")
+    for name in parents:
+        message = getattr(message, name)
+    return text(plain(getattr(message, last), message.DESCRIPTOR.fields_by_name[last]))
+
+
+def job_table(kind: Kind[Any], job: Message) -> Table:
+    table = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    for path, value in rows(job):
+        table.add_row(path, text(value))
+    return table
+
+
+def list_table(kind: Kind[Any], jobs: Sequence[Message]) -> Table:
+    extra = LIST_COLUMNS.get(kind.name, ())
+    table = Table(caption=f"{len(jobs)} {kind.name.replace('_', ' ')}(s)")
+    table.add_column(kind.id_field, no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("revision", justify="right")
+    for path in extra:
+        table.add_column(path.rsplit(".", 1)[-1])
+    table.add_column("updated", no_wrap=True)
+    for job in jobs:
+        table.add_row(
+            kind.job_id(job),
+            spell(kind.status_enum, kind.status_of(job)) if kind.status_of(job) else "-",
+            field_value(job, "revision"),
+            *(field_value(job, path) for path in extra),
+            field_value(job, "update_time"),
+        )
+    return table
+
+
+def parse_statuses(kind: Kind[Any], spelled: Sequence[str]) -> list[int]:
+    """Status numbers from their documented spellings (case-insensitive when unambiguous)."""
+    known = by_spelling(kind.status_enum)
+    folded = {s.lower(): n for s, n in known.items()}
+    numbers = []
+    for status in spelled:
+        number = known.get(status, folded.get(status.lower()))
+        if number is None:
+            raise UsageError(
+                f"unknown status {status!r} for {kind.name}; one of: {', '.join(known)}"
+            )
+        numbers.append(number)
+    return numbers
+
+
+# --- commands ---------------------------------------------------------------------
+
+
+def _kind_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "kind", choices=list(KIND_NAMES), metavar="KIND", help=", ".join(KIND_NAMES)
+    )
+
+
+def _kind(args: argparse.Namespace) -> Kind[Any]:
+    return KINDS[KIND_NAMES[args.kind]]
+
+
+def _configure_get(parser: argparse.ArgumentParser) -> None:
+    _kind_argument(parser)
+    parser.add_argument("id", help="the job's id")
+
+
+def _run_get(client: Client, args: argparse.Namespace, out: Console) -> int:
+    kind = _kind(args)
+    job = client.kinds[kind.name].get(args.id, timeout=args.timeout)
+    if args.json:
+        print(json_format.MessageToJson(job))
+    else:
+        out.print(job_table(kind, job))
+    return EXIT_OK
+
+
+def _configure_list(parser: argparse.ArgumentParser) -> None:
+    _kind_argument(parser)
+    parser.add_argument(
+        "--status",
+        action="append",
+        default=[],
+        metavar="S",
+        help="only jobs in this status, as documented (InProgress, inProgress, in_progress, "
+        "IN_PROGRESS); repeat for several",
+    )
+    parser.add_argument("--page-size", type=int, default=0, help="jobs per call (server default)")
+
+
+def _run_list(client: Client, args: argparse.Namespace, out: Console) -> int:
+    kind = _kind(args)
+    statuses = parse_statuses(kind, args.status)
+    jobs = list(
+        client.kinds[kind.name].list(
+            statuses=statuses, page_size=args.page_size, timeout=args.timeout
+        )
+    )
+    if args.json:
+        print(json.dumps([json_format.MessageToDict(job) for job in jobs], indent=2))
+    else:
+        out.print(list_table(kind, jobs))
+    return EXIT_OK
+
+
+# Adding a subcommand is adding an entry here (watch and demo go here too).
+COMMANDS: dict[str, Command] = {
+    "get": Command("show one job", _configure_get, _run_get),
+    "list": Command("list jobs, every page, oldest first", _configure_list, _run_list),
+}
+
+
+# --- main -------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--addr",
+        default=os.environ.get("JOBSTATUS_GRPC_ADDR", DEFAULT_ADDR),
+        help=f"host:port of the server (JOBSTATUS_GRPC_ADDR, default {DEFAULT_ADDR})",
+    )
+    common.add_argument(
+        "--api-key",
+        default=os.environ.get("JOBSTATUS_API_KEY"),
+        help="sent as x-api-key (JOBSTATUS_API_KEY)",
+    )
+    common.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds per call (default {DEFAULT_TIMEOUT:g})",
+    )
+    common.add_argument("--json", action="store_true", help="print protobuf JSON")
+    parser = argparse.ArgumentParser(
+        prog="jobstatus", description="Read the status of jobstatus jobs."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        sub = commands.add_parser(name, parents=[common], help=command.help)
+        command.configure(sub)
+    return parser
+
+
+def _console() -> Console:
+    """A console for stdout. Into a pipe, tables keep their natural width unless COLUMNS says
+    otherwise, so that no id is cut short for the program that reads them."""
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(width=10_000 if wide else None, soft_wrap=False)
+
+
+def _error(message: str) -> None:
+    print(f"jobstatus: {' '.join(message.split())}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = COMMANDS[args.command]
+    try:
+        with Client(args.addr, api_key=args.api_key or None) as client:
+            return command.run(client, args, _console())
+    except JobStatusError as error:
+        _error(str(error))
+        return EXIT_NOT_FOUND if error.code == grpc.StatusCode.NOT_FOUND else EXIT_ERROR
+    except UsageError as error:
+        _error(str(error))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`jobstatus list … | head`): say nothing more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+    except Exception as error:  # never a traceback: one line, as for every other failure
+        _error(f"unexpected error: {type(error).__name__}: {error}")
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

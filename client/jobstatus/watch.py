@@ -1,0 +1,161 @@
+"""Watch events, and the resume logic that the sync and the async client share.
+
+WatchResumer is a pure state machine: it is told each response's type and
+revision and each failure's status code, and it says what to yield, which
+start_revision the next call uses and how long to wait before it. It does no
+I/O and no sleeping, so the clients only drive it and the tests check it alone.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from jobstatus.v1 import watch_pb2
+
+M = TypeVar("M", bound=Message)
+
+
+class EventType(enum.Enum):
+    """What a WatchEvent carries: the server's four event types, and RESYNC."""
+
+    STATE = watch_pb2.WATCH_EVENT_TYPE_STATE
+    SYNCED = watch_pb2.WATCH_EVENT_TYPE_SYNCED
+    CHANGE = watch_pb2.WATCH_EVENT_TYPE_CHANGE
+    HEARTBEAT = watch_pb2.WATCH_EVENT_TYPE_HEARTBEAT
+    # Client-side only: forget what the watch told you so far; the current state
+    # (STATE events, then SYNCED) follows. Sent when the history the watch
+    # would resume from is gone (OUT_OF_RANGE), or when a stream broke in the
+    # middle of its initial state.
+    RESYNC = -1
+
+
+@dataclass(frozen=True)
+class WatchEvent(Generic[M]):
+    """One event of a watch. `job` is set for STATE and CHANGE; RESYNC has revision 0."""
+
+    type: EventType
+    revision: int
+    job: M | None = None
+
+
+# Failures after which a watch reconnects: the server going away or draining
+# (UNAVAILABLE), a slow consumer cut off (RESOURCE_EXHAUSTED), a stream reset
+# by a proxy or the transport (INTERNAL, UNKNOWN), a stream cancelled by the
+# server or the transport (CANCELLED; the caller's own cancellation never
+# arrives as a status).
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with jitter: a delay in [ceiling/2, ceiling], the ceiling doubling."""
+
+    initial: float = 0.05
+    maximum: float = 5.0
+    multiplier: float = 2.0
+    rng: random.Random = field(default_factory=random.Random)
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.maximum, self.initial * self.multiplier**self.attempt)
+        self.attempt += 1
+        return self.rng.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Reconnect after `delay` seconds; first yield a RESYNC event when `resync`."""
+
+    delay: float
+    resync: bool
+
+
+class WatchResumer:
+    """Where a watch stands, and what to do with each event and each failure.
+
+    - `start_revision` is what the next call asks for: the last revision
+      received once the initial state is complete (SYNCED), else 0.
+    - `receive()` says which EventType to yield for a response, or None to drop
+      it: a CHANGE at or below the last yielded CHANGE revision is a repeat, a
+      HEARTBEAT below it is stale, a second SYNCED is a repeat. STATE events of
+      an initial state are always yielded.
+    - `fail()` says whether and how to reconnect, or None to raise.
+    """
+
+    def __init__(self, start_revision: int = 0, backoff: Backoff | None = None) -> None:
+        if start_revision < 0:
+            raise ValueError(f"start_revision must be 0 or more, not {start_revision}")
+        self.revision = start_revision  # the last revision received
+        self.synced = start_revision > 0  # a watch from R > 0 has no initial state
+        self.last_change = start_revision  # the last CHANGE yielded, or where the watch began
+        self.sent_state = False  # STATE events yielded in the current, unfinished initial state
+        self.backoff = backoff or Backoff()
+
+    @property
+    def start_revision(self) -> int:
+        return self.revision if self.synced else 0
+
+    def receive(self, event_type: int, revision: int) -> EventType | None:
+        self.backoff.reset()
+        self.revision = max(self.revision, revision)
+        if event_type == EventType.STATE.value:
+            if self.synced:  # not part of an initial state: treat it as a change
+                return self._change(revision, EventType.STATE)
+            self.sent_state = True
+            return EventType.STATE
+        if event_type == EventType.SYNCED.value:
+            if self.synced:
+                return None
+            self.synced = True
+            self.sent_state = False
+            return EventType.SYNCED
+        if event_type == EventType.CHANGE.value:
+            return self._change(revision, EventType.CHANGE)
+        if event_type == EventType.HEARTBEAT.value:
+            return EventType.HEARTBEAT if revision >= self.last_change else None
+        return None  # an event type this client does not know yet
+
+    def _change(self, revision: int, event_type: EventType) -> EventType | None:
+        if revision <= self.last_change:
+            return None
+        self.last_change = revision
+        return event_type
+
+    def fail(self, code: grpc.StatusCode, retry_delay: float | None = None) -> Retry | None:
+        if code == grpc.StatusCode.OUT_OF_RANGE:
+            if (
+                self.start_revision == 0
+            ):  # the state itself is out of range: nothing to fall back to
+                return None
+            self._restart_from_state()
+            return Retry(delay=0.0, resync=True)
+        if code not in RETRYABLE:
+            return None
+        delay = max(self.backoff.next_delay(), retry_delay or 0.0)
+        resync = False
+        if not self.synced:  # broke inside the initial state: start it over, from 0
+            resync = self.sent_state
+            self._restart_from_state()
+        return Retry(delay=delay, resync=resync)
+
+    def _restart_from_state(self) -> None:
+        self.synced = False
+        self.revision = 0
+        self.sent_state = False
