@@ -27,6 +27,13 @@ class Settings:
     compact_interval: float = 10.0
     max_connection_age: float = 1800.0
     max_connection_age_grace: float = 60.0
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    allow_open: bool = False
+    key_refresh: float = 1.0
+    dataset_rate_interval: float = 5.0
+    dataset_quota: int = 0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,6 +110,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=float(env("JOBSTATUS_MAX_CONNECTION_AGE", "1800")),
         help="seconds before a connection is asked to go away, so streams rebalance",
     )
+    parser.add_argument(
+        "--tls-cert",
+        default=env("JOBSTATUS_TLS_CERT", ""),
+        help="PEM certificate (chain) for TLS on both listeners (JOBSTATUS_TLS_CERT)",
+    )
+    parser.add_argument(
+        "--tls-key",
+        default=env("JOBSTATUS_TLS_KEY", ""),
+        help="PEM private key of --tls-cert (JOBSTATUS_TLS_KEY)",
+    )
+    parser.add_argument(
+        "--tls-client-ca",
+        default=env("JOBSTATUS_TLS_CLIENT_CA", ""),
+        help="PEM CA bundle; clients must present a certificate it signed "
+        "(JOBSTATUS_TLS_CLIENT_CA)",
+    )
+    parser.add_argument(
+        "--allow-open",
+        action="store_true",
+        default=env("JOBSTATUS_ALLOW_OPEN", "") in ("1", "true", "yes"),
+        help="serve without API keys on a non-loopback address (JOBSTATUS_ALLOW_OPEN=1)",
+    )
+    parser.add_argument(
+        "--key-refresh",
+        type=float,
+        default=float(env("JOBSTATUS_KEY_REFRESH", "1")),
+        help="seconds between re-reads of the API keys: a revocation holds within this",
+    )
+    parser.add_argument(
+        "--dataset-rate-interval",
+        type=float,
+        default=float(env("JOBSTATUS_DATASET_RATE_INTERVAL", "5")),
+        help="seconds between two dataset status requests of one key; 0: no limit",
+    )
+    parser.add_argument(
+        "--dataset-quota",
+        type=int,
+        default=int(env("JOBSTATUS_DATASET_QUOTA", "0")),
+        help="dataset status requests per key per UTC day before 402; 0: no quota",
+    )
 
 
 def from_arguments(args: argparse.Namespace) -> Settings:
@@ -119,4 +166,11 @@ def from_arguments(args: argparse.Namespace) -> Settings:
         history_age=args.history_age,
         compact_interval=args.compact_interval,
         max_connection_age=args.max_connection_age,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        allow_open=args.allow_open,
+        key_refresh=args.key_refresh,
+        dataset_rate_interval=args.dataset_rate_interval,
+        dataset_quota=args.dataset_quota,
     )

@@ -1,8 +1,12 @@
-"""One interceptor for every jobstatus RPC: validate the request, map errors to statuses.
+"""One interceptor for every jobstatus RPC: authenticate the caller, validate the
+request, map errors to statuses.
 
-Servicers raise typed errors (errors.py) and never touch the status; this is
-the only place where an exception becomes a gRPC status, so nothing unmapped
-leaks: any other exception is logged and answered INTERNAL without details.
+The caller's API key (`x-api-key` metadata or `authorization: Bearer`) is checked
+before anything else, and the scope the method needs (auth.py); the servicer then
+finds the caller's tenant in `auth.CALLER`. Servicers raise typed errors
+(errors.py) and never touch the status; this is the only place where an
+exception becomes a gRPC status, so nothing unmapped leaks: any other exception
+is logged and answered INTERNAL without details.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from google.protobuf.message import Message
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
+from jobstatus_server.auth import CALLER, Authenticator, bearer, method_scope
 from jobstatus_server.errors import JobStatusError, internal_status
 from jobstatus_server.metrics import RPC_SECONDS, RPCS
 from jobstatus_server.validation import validate
@@ -41,7 +46,22 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], status: status_pb2
     await context.abort(converted.code, converted.details, converted.trailing_metadata)
 
 
+async def _authenticate(
+    auth: Authenticator, context: grpc.aio.ServicerContext[Any, Any], scope: str
+) -> None:
+    """Find the caller, check the method's scope, and make the caller the servicer's."""
+    metadata = context.invocation_metadata() or ()
+    values = {key.lower(): value for key, value in metadata if isinstance(value, str)}
+    presented = values.get("x-api-key") or bearer(values.get("authorization"))
+    caller = await auth.authenticate(presented)
+    auth.authorize(caller, scope)
+    CALLER.set(caller)
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self, auth: Authenticator) -> None:
+        self.auth = auth
+
     async def intercept_service(
         self,
         continuation: Callable[
@@ -55,27 +75,29 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             return handler
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _unary(handler.unary_unary, method),
+                _unary(handler.unary_unary, method, self.auth),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _stream(handler.unary_stream, method),
+                _stream(handler.unary_stream, method, self.auth),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
 
 
-def _unary(inner: Any, method: str) -> Any:
+def _unary(inner: Any, method: str, auth: Authenticator) -> Any:
     name = method.rsplit("/", 1)[-1]
+    scope = method_scope(method)
     seconds = RPC_SECONDS.labels(name)
     ok = RPCS.labels(name, "OK")
 
     async def call(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         started = time.perf_counter()
         try:
+            await _authenticate(auth, context, scope)
             validate(request)
             response = await inner(request, context)
             ok.inc()
@@ -90,14 +112,16 @@ def _unary(inner: Any, method: str) -> Any:
     return call
 
 
-def _stream(inner: Any, method: str) -> Any:
+def _stream(inner: Any, method: str, auth: Authenticator) -> Any:
     if not inspect.isasyncgenfunction(inner):
-        return _unary(inner, method)  # a streaming handler that writes with context.write
+        return _unary(inner, method, auth)  # a streaming handler that writes with context.write
+    scope = method_scope(method)
 
     async def call(
         request: Message, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
         try:
+            await _authenticate(auth, context, scope)
             validate(request)
             async for response in inner(request, context):
                 yield response

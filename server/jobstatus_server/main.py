@@ -20,6 +20,16 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("serve", help="serve gRPC (the default)")
     db = commands.add_parser("db", help="manage the database")
     db.add_argument("action", choices=["upgrade"], help="apply every migration")
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    create = keys.add_parser("create", help="make a key; its secret is printed once")
+    create.add_argument("--tenant", required=True, help="the tenant the key belongs to")
+    create.add_argument("--scope", default="read", help="read, write or read,write (read)")
+    create.add_argument("--name", default="", help="what the key is for, for people")
+    keys.add_parser("list", help="list the keys (never their secrets)")
+    revoke = keys.add_parser("revoke", help="revoke a key at once, for good")
+    revoke.add_argument("key_id", help="the key's id, as `keys list` shows it")
     args = parser.parse_args(argv)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.basicConfig(
@@ -32,9 +42,57 @@ def main(argv: list[str] | None = None) -> int:
         upgrade(settings.database_url)
         print(f"jobstatus: database at {settings.database_url} is up to date")
         return 0
+    if args.command == "keys":
+        return _keys(args, settings.database_url)
     from jobstatus_server.server import serve
 
-    asyncio.run(serve(settings))
+    return asyncio.run(serve(settings))
+
+
+def _keys(args: argparse.Namespace, url: str) -> int:
+    from datetime import UTC, datetime
+
+    from jobstatus_server import auth
+
+    def when(stamp: float | None) -> str:
+        if stamp is None:
+            return "-"
+        return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    if args.keys_command == "create":
+        try:
+            info, secret = auth.create_key(url, args.tenant, [args.scope], args.name)
+        except ValueError as error:
+            print(f"jobstatus: {error}", file=sys.stderr)
+            return 2
+        print(secret)
+        print(
+            f"jobstatus: key {info.key_id} for tenant {info.tenant} "
+            f"({','.join(info.scopes)}); the secret above is not shown again",
+            file=sys.stderr,
+        )
+        return 0
+    if args.keys_command == "list":
+        rows = [("ID", "TENANT", "SCOPES", "CREATED", "REVOKED", "NAME")]
+        for key in auth.list_keys(url):
+            rows.append(
+                (
+                    key.key_id,
+                    key.tenant,
+                    ",".join(key.scopes),
+                    when(key.created_at),
+                    when(key.revoked_at),
+                    key.name,
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+        for row in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+        return 0
+    if not auth.revoke_key(url, args.key_id):
+        print(f"jobstatus: no active key {args.key_id}", file=sys.stderr)
+        return 1
+    print(f"jobstatus: key {args.key_id} revoked")
     return 0
 
 

@@ -12,9 +12,24 @@ RPC_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 HTTP_REQUESTS = Counter(
-    "jobstatus_http_requests", "HTTP requests by route and status code", ["route", "code"]
+    "jobstatus_http_requests",
+    "HTTP requests by method, route and status code",
+    ["method", "route", "code"],
 )
-HTTP_SECONDS = Histogram("jobstatus_http_seconds", "HTTP request latency by route", ["route"])
+HTTP_SECONDS = Histogram(
+    "jobstatus_http_seconds",
+    "HTTP latency until the response starts, by method and route",
+    ["method", "route"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+HTTP_WATCH_STREAMS = Gauge("jobstatus_http_watch_streams", "open server-sent-event watch streams")
+AUTH_FAILURES = Counter(
+    "jobstatus_auth_failures", "calls refused for their API key, by reason", ["reason"]
+)
+HUB_LAG = Gauge(
+    "jobstatus_hub_lag_revisions",
+    "revisions this process committed that the watch hub has not published yet",
+)
 WATCH_STREAMS = Gauge("jobstatus_watch_streams", "open watch streams")
 WATCH_CUTOFFS = Counter(
     "jobstatus_watch_cutoffs", "watch streams ended by the server, by reason", ["reason"]

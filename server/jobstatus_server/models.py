@@ -53,3 +53,19 @@ class Counter(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=32)
     value: int = Field(sa_type=BigInteger)
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key: it belongs to one tenant and grants read and/or write. Only a hash of
+    its secret is kept; the secret itself is shown once, when the key is created."""
+
+    __tablename__ = "api_key"
+    __table_args__ = (Index("ix_api_key_tenant", "tenant"),)
+
+    key_id: str = Field(primary_key=True, max_length=32)
+    tenant: str = Field(max_length=64)
+    name: str = Field(default="", max_length=256)
+    scopes: str = Field(max_length=64)  # comma-separated: read, write
+    secret_hash: str = Field(max_length=64)  # sha256 of the secret, hex
+    created_at: float  # POSIX seconds
+    revoked_at: float | None = None

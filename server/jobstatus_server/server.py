@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -14,19 +15,54 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from jobstatus_server import openapi
+from jobstatus_server.auth import Authenticator, is_loopback
 from jobstatus_server.config import Settings
 from jobstatus_server.core import Core
 from jobstatus_server.errors import Unavailable
 from jobstatus_server.http import HttpServer, http_server, make_app
 from jobstatus_server.interceptor import ErrorInterceptor
-from jobstatus_server.metrics import STORAGE_UP
+from jobstatus_server.metrics import HUB_LAG, STORAGE_UP
+from jobstatus_server.rest import Limits, Rest
 from jobstatus_server.services import SERVICE_NAMES, add_services
+from jobstatus_server.sse import Watch
 from jobstatus_server.store import Store
 from jobstatus_server.watch import Hub, WatchSettings
 
 log = logging.getLogger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class Refused(Exception):
+    """The server will not start as configured; the message says why."""
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as error:
+        raise Refused(f"cannot read {path}: {error.strerror}") from None
+
+
+def check_tls(settings: Settings) -> None:
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise Refused("--tls-cert and --tls-key go together")
+    if settings.tls_client_ca and not settings.tls_cert:
+        raise Refused("--tls-client-ca needs --tls-cert and --tls-key")
+
+
+def grpc_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS for the gRPC listener from the certificate files, if configured."""
+    if not settings.tls_cert:
+        return None
+    client_ca = _read(settings.tls_client_ca) if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(_read(settings.tls_key), _read(settings.tls_cert))],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
 
 
 def grpc_options(settings: Settings) -> list[tuple[str, int]]:
@@ -54,6 +90,7 @@ class Server:
     core: Core = field(init=False)
     hub: Hub = field(init=False)
     grpc_server: grpc.aio.Server = field(init=False)
+    auth: Authenticator = field(init=False)
     health: health_aio.HealthServicer = field(init=False)
     port: int = 0
     http: HttpServer | None = None
@@ -62,8 +99,23 @@ class Server:
     _storage_ok: bool = True
 
     async def start(self) -> None:
+        check_tls(self.settings)
         self.store = Store(self.settings.database_url, self.settings.sqlite_synchronous)
         await self.store.start()
+        self.auth = Authenticator(self.store, self.settings.key_refresh)
+        await self.auth.start()
+        exposed = [
+            a for a in (self.settings.grpc_addr, self.settings.http_addr) if not is_loopback(a)
+        ]
+        if self.auth.open and exposed and not self.settings.allow_open:
+            await self.auth.close()
+            await self.store.close()
+            raise Refused(
+                f"no API key is active, so every caller would be tenant 'default' with read "
+                f"and write, and {', '.join(exposed)} is not loopback: create a key "
+                "(jobstatus-server keys create --tenant T --scope read,write), listen on "
+                "loopback, or pass --allow-open"
+            )
         self.core = Core(self.store, self.settings.delivery_cache_lifetime)
         self.hub = Hub(
             self.store,
@@ -76,7 +128,7 @@ class Server:
         )
         await self.hub.start()
         self.grpc_server = grpc.aio.server(
-            interceptors=[ErrorInterceptor()], options=grpc_options(self.settings)
+            interceptors=[ErrorInterceptor(self.auth)], options=grpc_options(self.settings)
         )
         add_services(self.grpc_server, self.core, self.hub)
         self.health = health_aio.HealthServicer()
@@ -84,10 +136,27 @@ class Server:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc_server
         )
-        self.port = self.grpc_server.add_insecure_port(self.settings.grpc_addr)
+        credentials = grpc_credentials(self.settings)
+        if credentials is None:
+            self.port = self.grpc_server.add_insecure_port(self.settings.grpc_addr)
+        else:
+            self.port = self.grpc_server.add_secure_port(self.settings.grpc_addr, credentials)
         await self.grpc_server.start()
         await self._set_health(SERVING)
-        self.http = http_server(make_app([], self.serving), self.settings.http_addr)
+        HUB_LAG.set_function(lambda: max(0, self.store.revision - self.hub.revision))
+        rest = Rest(
+            self.core,
+            self.auth,
+            Limits(self.settings.dataset_rate_interval, self.settings.dataset_quota),
+        )
+        routes = [*rest.routes(), *Watch(self.hub, self.auth).routes(), *openapi.routes(self.auth)]
+        self.http = http_server(
+            make_app(routes, self.serving),
+            self.settings.http_addr,
+            tls_cert=self.settings.tls_cert,
+            tls_key=self.settings.tls_key,
+            tls_client_ca=self.settings.tls_client_ca,
+        )
         http_task = asyncio.create_task(self.http.serve(), name="jobstatus-http")
         while not self.http.started:
             if http_task.done():
@@ -161,14 +230,27 @@ class Server:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.auth.close()
         await self.store.close()
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings) -> int:
     server = Server(settings)
-    await server.start()
+    try:
+        await server.start()
+    except Refused as refused:
+        print(f"jobstatus: refusing to start: {refused}", file=sys.stderr, flush=True)
+        return 2
+    if server.auth.open:
+        print(
+            "jobstatus: no API keys are configured: the server is OPEN, every caller is "
+            "tenant 'default' with read and write"
+            + ("" if not settings.allow_open else " (--allow-open: also beyond loopback)"),
+            flush=True,
+        )
+    scheme = "HTTPS" if settings.tls_cert else "HTTP"
     print(
-        f"jobstatus: serving gRPC on {server.grpc_address} and HTTP on {settings.http_addr} "
+        f"jobstatus: serving gRPC on {server.grpc_address} and {scheme} on {settings.http_addr} "
         f"(database {settings.database_url})",
         flush=True,
     )
@@ -180,3 +262,4 @@ async def serve(settings: Settings) -> None:
     log.info("stopping: draining for up to %.1f s", settings.grace)
     await server.stop()
     print("jobstatus: stopped", flush=True)
+    return 0

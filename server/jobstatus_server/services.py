@@ -32,7 +32,8 @@ from jobstatus.v1 import (
 from jobstatus.v1 import (
     map_import_pb2_grpc as mi_grpc,
 )
-from jobstatus_server.core import DEFAULT_TENANT, Core
+from jobstatus_server.auth import CALLER
+from jobstatus_server.core import Core
 from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind
 from jobstatus_server.watch import Hub, Respond
 
@@ -50,8 +51,8 @@ SERVICE_NAMES = tuple(
 
 
 def tenant_of(context: Context) -> str:
-    """The caller's tenant. One default tenant until API keys exist."""
-    return DEFAULT_TENANT
+    """The caller's tenant, as the interceptor authenticated it (auth.py)."""
+    return CALLER.get().tenant
 
 
 def _responder(response: type[Message], field: str) -> Respond:

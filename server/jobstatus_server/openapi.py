@@ -1,0 +1,362 @@
+"""GET /openapi.json: the HTTP paths as they really answer.
+
+Body schemas come from the same Shapes that render the answers (rest.py), enum
+values from the descriptors; the error bodies are those each path really sends.
+Security is declared only while the server requires API keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from jobstatus_server import rest, sse
+from jobstatus_server.auth import Authenticator
+from jobstatus_server.kinds import KINDS
+
+PATH = "/openapi.json"
+REF = "#/components/schemas/"
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": REF + name}
+
+
+def _json(description: str, schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+        **extra,
+    }
+
+
+def _text(name: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {name: {"type": "string"}},
+        "required": [name],
+        "additionalProperties": False,
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    return {
+        "MapImportV1": rest.MAP_V1.schema(),
+        "MapImportV2": rest.MAP_V2.schema(),
+        "MapImportNotFound": rest.MAP_NOT_FOUND.schema(),
+        "PreparedDelivery": rest.DELIVERY_BODY.schema(),
+        "PreparedDeliveryNotFound": rest.DELIVERY_NOT_FOUND.schema(),
+        "DatasetImportRun": rest.DATASET_RUN.schema(),
+        "CatalogImport": rest.CATALOG_BODY.schema(),
+        "GetAppError": {
+            "type": "object",
+            "properties": {"statusCode": {"type": "integer"}, "message": {"type": "string"}},
+            "required": ["statusCode", "message"],
+            "additionalProperties": False,
+        },
+        "GetAppBadRequest": {
+            "type": "object",
+            "properties": {
+                "statusCode": {"type": "integer"},
+                "message": {"type": "array", "items": {"type": "string"}},
+                "error": {"type": "string"},
+            },
+            "required": ["statusCode", "message", "error"],
+            "additionalProperties": False,
+        },
+        "Detail": _text("detail"),
+        "Details": _text("details"),
+        "ValidationError": {
+            "type": "object",
+            "properties": {
+                "detail": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "loc": {"type": "array", "items": {}},
+                            "msg": {"type": "string"},
+                            "type": {"type": "string"},
+                            "input": {},
+                        },
+                        "required": ["loc", "msg", "type"],
+                    },
+                }
+            },
+            "required": ["detail"],
+            "additionalProperties": False,
+        },
+        "ElevateError": _text("message"),
+        "Error": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "code": {"type": "string"},
+                        "reason": {"type": "string"},
+                        "message": {"type": "string"},
+                        "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+                    },
+                    "required": ["code", "reason", "message", "metadata"],
+                }
+            },
+            "required": ["error"],
+            "additionalProperties": False,
+        },
+        "Health": {
+            "type": "object",
+            "properties": {"status": {"type": "string", "enum": ["SERVING", "NOT_SERVING"]}},
+            "required": ["status"],
+            "additionalProperties": False,
+        },
+    }
+
+
+SECURITY_SCHEMES = {
+    "XApiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
+    "Bearer": {"type": "http", "scheme": "bearer"},
+    "PrivateKey": {"type": "apiKey", "in": "query", "name": "private_key"},
+    "ApiKey": {"type": "apiKey", "in": "header", "name": "Api-Key"},
+    "ApiKeyQuery": {"type": "apiKey", "in": "query", "name": "api_key"},
+}
+
+
+def _path_param(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", **schema},
+    }
+
+
+def _getapp(description: str) -> dict[str, Any]:
+    return _json(description, _ref("GetAppError"))
+
+
+def _operations(secured: bool) -> dict[str, Any]:
+    def security(*schemes: str) -> dict[str, Any]:
+        return {"security": [{s: []} for s in schemes]} if secured else {}
+
+    unavailable_getapp = {"503": _getapp("The database did not answer.")}
+    paths: dict[str, Any] = {}
+    for version, schema in (("v1", "MapImportV1"), ("v2", "MapImportV2")):
+        reports = (
+            "Draft and Discovered are reported as Start, for older clients."
+            if version == "v1"
+            else "Every status is reported as it is."
+        )
+        paths[f"/api/{version}/map/import/status/{{importRequestId}}"] = {
+            "get": {
+                "operationId": f"getMapImportStatus{version.upper()}",
+                "summary": "Get Import Status (GetApp map import)",
+                "description": reports,
+                "parameters": [_path_param("importRequestId", "The map's catalog id.")],
+                **security("Bearer", "XApiKey"),
+                "responses": {
+                    "200": _json(
+                        "The import, or for an unknown id only the error MAP.notFound.",
+                        {"oneOf": [_ref(schema), _ref("MapImportNotFound")]},
+                    ),
+                    "401": _getapp("No API key, or one that is not valid."),
+                    "403": _getapp("The API key does not have the read scope."),
+                    **unavailable_getapp,
+                },
+            }
+        }
+    paths["/api/v1/delivery/preparedDelivery/{catalogId}"] = {
+        "get": {
+            "operationId": "getPreparedDeliveryStatus",
+            "summary": "Get Prepared Delivery Status (GetApp delivery)",
+            "parameters": [
+                _path_param("catalogId", "The catalog id of the delivered item."),
+                {
+                    "name": "source",
+                    "in": "query",
+                    "required": False,
+                    "description": "Delivery source: 'remote' for direct download from "
+                    "artifact, 'cache' for download from delivery server cache.",
+                    "schema": {"type": "string", "enum": list(rest.SOURCES)},
+                },
+            ],
+            **security("Bearer", "XApiKey"),
+            "responses": {
+                "200": _json("The prepared delivery.", _ref("PreparedDelivery")),
+                "400": _json("source is not remote or cache.", _ref("GetAppBadRequest")),
+                "401": _getapp("No API key, or one that is not valid."),
+                "403": _getapp("The API key does not have the read scope."),
+                "404": _json(
+                    "No delivery with this catalog id: error code DELIVERY.notFound.",
+                    _ref("PreparedDeliveryNotFound"),
+                ),
+                **unavailable_getapp,
+            },
+        }
+    }
+    limited = {
+        "Retry-After": {
+            "description": "Seconds until the key may call again.",
+            "schema": {"type": "integer"},
+        }
+    }
+    paths["/datasets/{dataset_id}/status"] = {
+        "get": {
+            "operationId": "getDatasetStatus",
+            "summary": "Get Dataset Status (Woosmap)",
+            "description": "The latest import run of the dataset. Rate limit: 1/5s per key "
+            "(configurable).",
+            "parameters": [_path_param("dataset_id", "The dataset's id.", format="uuid")],
+            **security("PrivateKey", "XApiKey"),
+            "responses": {
+                "200": _json("Successful Response", _ref("DatasetImportRun")),
+                "401": _json(rest.NO_CREDENTIALS, _ref("Detail")),
+                "402": _json(rest.OUT_OF_QUOTA, _ref("Detail")),
+                "403": _json(rest.NOT_MATCHING, _ref("Detail")),
+                "404": _json(
+                    f"{rest.DATASET_NOT_FOUND}, or it has no import run yet.", _ref("Details")
+                ),
+                "422": _json("Validation Error", _ref("ValidationError")),
+                "429": _json(rest.RATE_LIMITED, _ref("Details"), headers=limited),
+                "503": _json("The database did not answer.", _ref("Detail")),
+            },
+        }
+    }
+    paths["/api/v2/import/status/{id}"] = {
+        "get": {
+            "operationId": "getImportStatus",
+            "summary": "Import Status (Voyado Elevate)",
+            "description": "The host's first label names the cluster (the tenant); an IP "
+            "address or a single-label host means the API key's own cluster.",
+            "parameters": [_path_param("id", "The id of the import.")],
+            **security("ApiKey"),
+            "responses": {
+                "200": _json(
+                    "Import information; status NOT_FOUND for an unknown id.",
+                    _ref("CatalogImport"),
+                ),
+                "403": _json(rest.KEY_NOT_VALID, _ref("ElevateError")),
+                "404": _json(rest.CLUSTER_NOT_FOUND, _ref("ElevateError")),
+                "503": _json("The database did not answer.", _ref("ElevateError")),
+            },
+        }
+    }
+    error = _ref("Error")
+    paths[sse.PATH] = {
+        "get": {
+            "operationId": "watch",
+            "summary": "Watch jobs of one kind as server-sent events",
+            "description": (sse.__doc__ or "").split("\n\n", 1)[-1].strip()
+            + "\n\nEvent data: the job's documented JSON (map imports as on the v2 path; "
+            "a dataset as its latest run's body plus dataset_id).",
+            "parameters": [
+                {
+                    "name": "kind",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "enum": list(KINDS)},
+                },
+                {
+                    "name": "ids",
+                    "in": "query",
+                    "required": False,
+                    "description": "The jobs to watch; every job of the kind when absent.",
+                    "style": "form",
+                    "explode": False,
+                    "schema": {"type": "array", "items": {"type": "string"}},
+                },
+                {"name": "until_settled", "in": "query", "schema": {"type": "boolean"}},
+                {
+                    "name": "start_revision",
+                    "in": "query",
+                    "description": "Resume after this revision (Last-Event-ID wins).",
+                    "schema": {"type": "integer", "minimum": 0},
+                },
+                {
+                    "name": "heartbeat",
+                    "in": "query",
+                    "description": "Seconds between heartbeats on an idle stream.",
+                    "schema": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
+                },
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "description": "Resume exactly after this revision.",
+                    "schema": {"type": "integer", "minimum": 0},
+                },
+            ],
+            **security("Bearer", "XApiKey", "ApiKeyQuery"),
+            "responses": {
+                "200": {
+                    "description": "The event stream.",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                "204": {"description": "Every watched job is settled: nothing more to send."},
+                "400": _json("A parameter is not valid.", error),
+                "401": _json("No API key, or one that is not valid.", error),
+                "403": _json("The API key does not have the read scope.", error),
+                "404": _json("No such kind.", error),
+                "410": _json("The resume revision is outside the kept history.", error),
+                "503": _json("The server is shutting down or the database is away.", error),
+            },
+        }
+    }
+    paths["/healthz"] = {
+        "get": {
+            "operationId": "health",
+            "responses": {
+                "200": _json("Serving.", _ref("Health")),
+                "503": _json("Not serving: storage away, or shutting down.", _ref("Health")),
+            },
+        }
+    }
+    paths["/metrics"] = {
+        "get": {
+            "operationId": "metrics",
+            "responses": {
+                "200": {
+                    "description": "Prometheus metrics.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    }
+    paths[PATH] = {
+        "get": {
+            "operationId": "openapi",
+            "responses": {"200": _json("This document.", {"type": "object"})},
+        }
+    }
+    return paths
+
+
+def document(secured: bool) -> dict[str, Any]:
+    components: dict[str, Any] = {"schemas": _schemas()}
+    if secured:
+        components["securitySchemes"] = SECURITY_SCHEMES
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "jobstatus",
+            "version": "1",
+            "description": "The documented status paths of four job kinds, and a watch.",
+        },
+        "paths": _operations(secured),
+        "components": components,
+    }
+
+
+def routes(auth: Authenticator) -> list[BaseRoute]:
+    cache: dict[bool, dict[str, Any]] = {}
+
+    async def openapi(request: Request) -> Response:
+        secured = not auth.open
+        if secured not in cache:
+            cache[secured] = document(secured)
+        return JSONResponse(cache[secured])
+
+    return [Route(PATH, openapi, methods=["GET"])]

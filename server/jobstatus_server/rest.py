@@ -1,0 +1,434 @@
+"""The documented REST paths, served by the same core in the same event loop as gRPC.
+
+Each path answers as its document (../shared/seeds) says: its keys, spellings,
+status codes and error bodies, and the way it takes an API key. The bodies are
+rendered from the descriptors by the Shapes below (render.py); /openapi.json is
+built from the same Shapes (openapi.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from jobstatus.spelling import by_spelling
+from jobstatus.v1 import catalog_import_pb2 as cat
+from jobstatus.v1 import dataset_pb2 as ds
+from jobstatus.v1 import delivery_pb2 as dl
+from jobstatus.v1 import errors_pb2
+from jobstatus.v1 import map_import_pb2 as mi
+from jobstatus_server.auth import READ, Authenticator, Caller, bearer, cluster_of
+from jobstatus_server.core import Core
+from jobstatus_server.errors import (
+    JobStatusError,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
+from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT
+from jobstatus_server.render import Key, Shape
+
+log = logging.getLogger(__name__)
+
+# --- the documented bodies ----------------------------------------------------------------
+
+ERROR = Shape(errors_pb2.Error.DESCRIPTOR, (Key("error_code"), Key("message")))
+ERROR_FULL = Shape(
+    errors_pb2.Error.DESCRIPTOR, (Key("error_code", always=True), Key("message", always=True))
+)
+
+MAP_META = Shape(
+    mi.MapImportMetaData.DESCRIPTOR,
+    (
+        Key("job_id", always=True),
+        Key("export_start"),
+        Key("export_end"),
+        Key("progress", always=True),
+        Key("size", always=True),
+        Key("area", always=True),
+        Key("footprint"),
+        Key("zoom_level", always=True),
+        Key("package_url"),
+        Key("file_name"),
+        Key("imaging_start"),
+        Key("imaging_end"),
+    ),
+)
+# The v1 path reports the newest statuses as Start, for older clients (seeds/README.md).
+V1_REPORTS = {
+    mi.MAP_IMPORT_STATUS_DRAFT: mi.MAP_IMPORT_STATUS_START,
+    mi.MAP_IMPORT_STATUS_DISCOVERED: mi.MAP_IMPORT_STATUS_START,
+}
+
+
+def _map_shape(never: frozenset[int]) -> Shape:
+    return Shape(
+        mi.MapImport.DESCRIPTOR,
+        (
+            Key("import_request_id", always=True),
+            Key("status", always=True, never=never),
+            Key("error", shape=ERROR, description="Present only when the import has an error."),
+            Key("meta_data", always=True, shape=MAP_META),
+        ),
+    )
+
+
+MAP_V1 = _map_shape(frozenset(V1_REPORTS))
+MAP_V2 = _map_shape(frozenset())
+# An unknown map answers 200 with only the error (seeds/README.md).
+MAP_NOT_FOUND = Shape(mi.MapImport.DESCRIPTOR, (Key("error", always=True, shape=ERROR_FULL),))
+
+ARTIFACT = Shape(
+    dl.Artifact.DESCRIPTOR,
+    (
+        Key("catalog_id", always=True),
+        Key("id", always=True),
+        Key("item_key", always=True),
+        Key("artifact_type"),
+        Key("meta_data"),
+        Key("url", always=True),
+        Key("size", always=True),
+        Key(
+            "hash",
+            shape=Shape(
+                dl.ArtifactHash.DESCRIPTOR,
+                (Key("algorithm", always=True), Key("hash", always=True)),
+            ),
+        ),
+        Key("signature"),
+        Key("is_executable"),
+        Key("arguments"),
+    ),
+)
+DELIVERY_BODY = Shape(
+    dl.PreparedDelivery.DESCRIPTOR,
+    (
+        Key("catalog_id", always=True),
+        Key("status", always=True),
+        Key("progress", always=True),
+        Key("size", always=True),
+        Key(
+            "url", description="Deprecated: the gpkg (or else the first) artifact's url, once done."
+        ),
+        Key("artifacts", always=True, shape=ARTIFACT),
+        Key("error", shape=ERROR, description="Present only when the delivery has an error."),
+    ),
+)
+DELIVERY_NOT_FOUND = Shape(
+    dl.PreparedDelivery.DESCRIPTOR, (Key("error", always=True, shape=ERROR_FULL),)
+)
+SOURCES = by_spelling(dl.DeliverySource.DESCRIPTOR)
+
+DATASET_RUN = Shape(
+    ds.DatasetImportRun.DESCRIPTOR,
+    (
+        Key("id", always=True),
+        Key(
+            "steps",
+            always=True,
+            shape=Shape(
+                ds.DatasetImportStep.DESCRIPTOR,
+                (
+                    Key("name", always=True),
+                    Key("start", always=True),
+                    Key("end", always=True, description="null while the step runs."),
+                    Key(
+                        "entries",
+                        always=True,
+                        shape=Shape(
+                            ds.DatasetLogEntry.DESCRIPTOR,
+                            (
+                                Key("created_at", always=True),
+                                Key("detail", always=True),
+                                Key("level", always=True),
+                            ),
+                        ),
+                    ),
+                    Key("status", always=True),
+                ),
+            ),
+        ),
+        Key("status", always=True),
+    ),
+)
+
+CATALOG_BODY = Shape(
+    cat.CatalogImport.DESCRIPTOR,
+    (
+        Key("id", always=True),
+        Key("status", always=True),
+        Key("type", description="Absent for status NOT_FOUND."),
+        Key("message", description="Present when the import failed with a message."),
+    ),
+)
+
+# The documented texts of the dataset path's errors.
+NO_CREDENTIALS = "Unable to locate credentials."
+NOT_MATCHING = "Credentials found, but not matching."
+OUT_OF_QUOTA = "Out of free quota."
+RATE_LIMITED = "Rate limit reached"
+DATASET_NOT_FOUND = "Dataset was not found"
+NO_RUN = "Dataset has no import run yet"
+# ... and of the catalog import path's.
+KEY_NOT_VALID = "Api-Key could not be validated."
+CLUSTER_NOT_FOUND = "Cluster not found."
+
+
+# --- error bodies, one style per document ---------------------------------------------------
+
+
+def getapp_error(status: int, message: str) -> JSONResponse:
+    """GetApp (NestJS): `{"statusCode": 401, "message": "..."}`."""
+    return JSONResponse({"statusCode": status, "message": message}, status)
+
+
+def detail(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """Woosmap 401, 402, 403: `{"detail": "..."}`."""
+    return JSONResponse({"detail": message}, status, headers)
+
+
+def details(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """Woosmap 404 and 429: `{"details": "..."}` (the document uses both spellings)."""
+    return JSONResponse({"details": message}, status, headers)
+
+
+def elevate_error(status: int, message: str) -> JSONResponse:
+    """Voyado Elevate: `{"message": "..."}`."""
+    return JSONResponse({"message": message}, status)
+
+
+ErrorStyle = Callable[[int, str], Response]
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _guarded(style: ErrorStyle, handler: Handler) -> Handler:
+    """Answer any failure the handler did not answer itself in the path's error style."""
+
+    async def run(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except JobStatusError as error:
+            return style(error.http_status, error.message)
+        except Exception:  # nothing leaks a traceback
+            log.exception("%s %s failed", request.method, request.url.path)
+            return style(500, "internal error; the server log has the details")
+
+    return run
+
+
+# --- the dataset path's rate limit and quota --------------------------------------------------
+
+
+@dataclass
+class Limits:
+    """Per key: at most one request per `interval` seconds (0: no limit) and `quota`
+    requests per UTC day (0: no quota). In memory, per process."""
+
+    interval: float = 5.0
+    quota: int = 0
+    _next: dict[str, float] = field(default_factory=dict)
+    _used: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    def retry_after(self, who: str) -> float:
+        """Seconds until `who` may call again (0: now); a call that may go is counted."""
+        if self.interval <= 0:
+            return 0.0
+        now = time.monotonic()
+        wait = self._next.get(who, 0.0) - now
+        if wait > 0:
+            return wait
+        if len(self._next) > 10_000:
+            self._next = {k: v for k, v in self._next.items() if v > now}
+        self._next[who] = now + self.interval
+        return 0.0
+
+    def spend(self, who: str) -> bool:
+        """Count one request against today's quota; False when it is used up."""
+        if self.quota <= 0:
+            return True
+        today = datetime.now(UTC).date().isoformat()
+        day, used = self._used.get(who, (today, 0))
+        if day != today:
+            used = 0
+        if used >= self.quota:
+            return False
+        self._used[who] = (today, used + 1)
+        return True
+
+
+# --- the paths ------------------------------------------------------------------------------
+
+
+@dataclass
+class Rest:
+    core: Core
+    auth: Authenticator
+    limits: Limits = field(default_factory=Limits)
+
+    async def _reader(self, presented: str | None) -> Caller:
+        caller = await self.auth.authenticate(presented)
+        self.auth.authorize(caller, READ)
+        return caller
+
+    @staticmethod
+    def _getapp_key(request: Request) -> str | None:
+        return request.headers.get("x-api-key") or bearer(request.headers.get("authorization"))
+
+    async def _getapp_caller(self, request: Request) -> Caller | Response:
+        try:
+            return await self._reader(self._getapp_key(request))
+        except Unauthenticated as error:
+            return getapp_error(401, error.message)
+        except PermissionDenied as error:
+            return getapp_error(403, error.message)
+
+    async def map_v1(self, request: Request) -> Response:
+        return await self._map(request, MAP_V1, v1=True)
+
+    async def map_v2(self, request: Request) -> Response:
+        return await self._map(request, MAP_V2, v1=False)
+
+    async def _map(self, request: Request, shape: Shape, *, v1: bool) -> Response:
+        caller = await self._getapp_caller(request)
+        if isinstance(caller, Response):
+            return caller
+        job_id = request.path_params["importRequestId"]
+        try:
+            job = await self.core.get(MAP_IMPORT, caller.tenant, job_id)
+        except NotFound as error:
+            return JSONResponse(MAP_NOT_FOUND.render(mi.MapImport(error=_error(error))))
+        if v1 and job.status in V1_REPORTS:
+            shown = mi.MapImport()
+            shown.CopyFrom(job)
+            shown.status = V1_REPORTS[job.status]
+            job = shown
+        return JSONResponse(shape.render(job))
+
+    async def delivery(self, request: Request) -> Response:
+        caller = await self._getapp_caller(request)
+        if isinstance(caller, Response):
+            return caller
+        source = request.query_params.get("source")
+        if source is not None and source not in SOURCES:
+            allowed = ", ".join(SOURCES)
+            return JSONResponse(
+                {
+                    "statusCode": 400,
+                    "message": [f"source must be one of the following values: {allowed}"],
+                    "error": "Bad Request",
+                },
+                400,
+            )
+        job_id = request.path_params["catalogId"]
+        try:
+            job = await self.core.get(DELIVERY, caller.tenant, job_id)
+        except NotFound as error:
+            body = DELIVERY_NOT_FOUND.render(dl.PreparedDelivery(error=_error(error)))
+            return JSONResponse(body, 404)
+        return JSONResponse(DELIVERY_BODY.render(job))
+
+    async def dataset(self, request: Request) -> Response:
+        presented = request.query_params.get("private_key") or request.headers.get("x-api-key")
+        try:
+            caller = await self._reader(presented)
+        except Unauthenticated as error:
+            if error.reason == "API_KEY_MISSING":
+                return detail(401, NO_CREDENTIALS)
+            return detail(403, NOT_MATCHING)
+        except PermissionDenied:
+            return detail(403, NOT_MATCHING)
+        who = caller.key_id or f"address:{request.client.host if request.client else ''}"
+        wait = self.limits.retry_after(who)
+        if wait > 0:
+            return details(429, RATE_LIMITED, {"Retry-After": str(math.ceil(wait))})
+        if not self.limits.spend(who):
+            return detail(402, OUT_OF_QUOTA)
+        raw = request.path_params["dataset_id"]
+        try:
+            dataset_id = str(uuid.UUID(raw))
+        except ValueError:
+            return JSONResponse(
+                {
+                    "detail": [
+                        {
+                            "type": "uuid_parsing",
+                            "loc": ["path", "dataset_id"],
+                            "msg": "Input should be a valid UUID",
+                            "input": raw,
+                        }
+                    ]
+                },
+                422,
+            )
+        try:
+            job = await self.core.get(DATASET, caller.tenant, dataset_id)
+        except NotFound:
+            return details(404, DATASET_NOT_FOUND)
+        if not job.HasField("latest_run"):
+            return details(404, NO_RUN)
+        return JSONResponse(DATASET_RUN.render(job.latest_run))
+
+    async def catalog(self, request: Request) -> Response:
+        cluster = cluster_of(request.headers.get("host", ""))
+        if cluster is not None and not self.auth.knows_tenant(cluster):
+            return elevate_error(404, CLUSTER_NOT_FOUND)
+        try:
+            caller = await self._reader(request.headers.get("api-key"))
+        except (Unauthenticated, PermissionDenied):
+            return elevate_error(403, KEY_NOT_VALID)
+        if cluster is not None and cluster != caller.tenant:
+            return elevate_error(403, KEY_NOT_VALID)
+        job_id = request.path_params["id"]
+        try:
+            job = await self.core.get(CATALOG_IMPORT, caller.tenant, job_id)
+        except NotFound:
+            job = cat.CatalogImport(id=job_id, status=cat.CATALOG_IMPORT_STATUS_NOT_FOUND)
+        return JSONResponse(CATALOG_BODY.render(job))
+
+    def routes(self) -> list[BaseRoute]:
+        # `:path` takes any id, even one with a slash, so every id gets the documented answer.
+        return [
+            Route(
+                "/api/v1/map/import/status/{importRequestId:path}",
+                _guarded(getapp_error, self.map_v1),
+                methods=["GET"],
+            ),
+            Route(
+                "/api/v2/map/import/status/{importRequestId:path}",
+                _guarded(getapp_error, self.map_v2),
+                methods=["GET"],
+            ),
+            Route(
+                "/api/v1/delivery/preparedDelivery/{catalogId:path}",
+                _guarded(getapp_error, self.delivery),
+                methods=["GET"],
+            ),
+            Route(
+                "/datasets/{dataset_id:path}/status",
+                _guarded(detail, self.dataset),
+                methods=["GET"],
+            ),
+            Route(
+                "/api/v2/import/status/{id:path}",
+                _guarded(elevate_error, self.catalog),
+                methods=["GET"],
+            ),
+        ]
+
+
+_ERROR_CODES = by_spelling(errors_pb2.ErrorCode.DESCRIPTOR)
+
+
+def _error(error: NotFound) -> errors_pb2.Error:
+    """The documented error object of a not-found job: its code is the kind's reason."""
+    code = errors_pb2.ErrorCode.ValueType(_ERROR_CODES.get(error.reason, 0))
+    return errors_pb2.Error(error_code=code, message=error.message)

@@ -1,0 +1,313 @@
+"""Watch over HTTP: server-sent events with the gRPC watch's guarantees (watch.py).
+
+GET /api/v1/watch/{kind}?ids=a,b&until_settled=true&start_revision=R&heartbeat=S
+
+- Without a resume point, every matching job's current state comes first
+  (`event: state`, no id), then `event: synced` with id = the revision the state
+  was read at, then every change (`event: change`, id = its revision, data = the
+  job's documented JSON). With `Last-Event-ID: R` (or `start_revision=R`): exactly
+  the changes after R, in order, none twice.
+- An idle stream gets `event: heartbeat` with id = the current revision, so a
+  client that resumes from its last id never falls behind the kept history.
+- `until_settled`: the stream ends after the change in which every watched job is
+  settled, with `event: settled`; a reconnect after that answers 204, which
+  tells an EventSource to stop.
+- A resume point older than the kept history answers 410 before the stream
+  starts; a stream the server ends (a slow consumer, a shutdown) gets
+  `event: error` with the resume revision, and the client reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import Message
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
+
+from jobstatus.v1 import dataset_pb2 as ds
+from jobstatus.v1 import watch_pb2
+from jobstatus_server.auth import READ, Authenticator, bearer
+from jobstatus_server.errors import InvalidArgument, JobStatusError, NotFound, OutOfRange
+from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, KINDS, MAP_IMPORT, Kind
+from jobstatus_server.metrics import HTTP_WATCH_STREAMS
+from jobstatus_server.render import Shape
+from jobstatus_server.rest import CATALOG_BODY, DATASET_RUN, DELIVERY_BODY, MAP_V2
+from jobstatus_server.services import (
+    RESPOND_CATALOG,
+    RESPOND_DATASET,
+    RESPOND_DELIVERY,
+    RESPOND_MAP,
+)
+from jobstatus_server.watch import Hub, Respond
+
+log = logging.getLogger(__name__)
+
+PATH = "/api/v1/watch/{kind}"
+MAX_IDS = 1000
+RETRY_MS = 2000
+EVENT_NAMES = {
+    value.number: value.name.removeprefix("WATCH_EVENT_TYPE_").lower()
+    for value in watch_pb2.WatchEventType.DESCRIPTOR.values
+    if value.number
+}
+STATE, SYNCED, CHANGE, HEARTBEAT = (
+    watch_pb2.WATCH_EVENT_TYPE_STATE,
+    watch_pb2.WATCH_EVENT_TYPE_SYNCED,
+    watch_pb2.WATCH_EVENT_TYPE_CHANGE,
+    watch_pb2.WATCH_EVENT_TYPE_HEARTBEAT,
+)
+SETTLED_EVENT = "settled"
+ERROR_EVENT = "error"
+DATASET_ID = ds.Dataset.DESCRIPTOR.fields_by_name["dataset_id"].name
+
+
+def _dataset(job: Message) -> dict[str, Any]:
+    """A dataset's event data: its id (the documented run body has none) and its latest run."""
+    assert isinstance(job, ds.Dataset)
+    run = DATASET_RUN.render(job.latest_run) if job.HasField("latest_run") else {}
+    return {DATASET_ID: job.dataset_id, **run}
+
+
+@dataclass(frozen=True)
+class Feed:
+    """How one kind's watch events are built and rendered."""
+
+    respond: Respond
+    shape: Shape
+    render: Any  # Callable[[Message], dict[str, Any]]
+
+
+FEEDS: dict[str, Feed] = {
+    MAP_IMPORT.name: Feed(RESPOND_MAP, MAP_V2, MAP_V2.render),
+    DELIVERY.name: Feed(RESPOND_DELIVERY, DELIVERY_BODY, DELIVERY_BODY.render),
+    DATASET.name: Feed(RESPOND_DATASET, DATASET_RUN, _dataset),
+    CATALOG_IMPORT.name: Feed(RESPOND_CATALOG, CATALOG_BODY, CATALOG_BODY.render),
+}
+
+
+def error_body(error: JobStatusError) -> dict[str, Any]:
+    """The body of a jobstatus error on jobstatus's own paths (not the documented ones)."""
+    return {
+        "error": {
+            "code": error.code.name,
+            "reason": error.reason,
+            "message": error.message,
+            "metadata": dict(error.metadata),
+        }
+    }
+
+
+def _invalid(name: str, description: str) -> InvalidArgument:
+    return InvalidArgument(f"invalid request: {name}: {description}", reason="INVALID_ARGUMENT")
+
+
+def _revision(name: str, text: str) -> int:
+    if not text.strip().isdigit():
+        raise _invalid(name, "must be a revision: a whole number from 0")
+    return int(text.strip())
+
+
+def _flag(name: str, text: str | None) -> bool:
+    if text is None or text.lower() in ("", "false", "0", "no"):
+        return False
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    raise _invalid(name, "must be true or false")
+
+
+def _job_of(message: Message, kind: Kind[Any]) -> Message | None:
+    for field, value in message.ListFields():
+        if field.message_type is kind.descriptor:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+def _frame(event: str, data: Any, event_id: int | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return f"{head}event: {event}\ndata: {payload}\n\n".encode()
+
+
+class EventStream(Response):
+    """A running watch, written to the client as server-sent events."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        hub: Hub,
+        kind: Kind[Any],
+        tenant: str,
+        ids: Sequence[str],
+        start: int,
+        until_settled: bool,
+        heartbeat: float,
+    ) -> None:
+        # No Response.__init__: it would send content-length: 0 for the empty body.
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ]
+        self.hub, self.kind, self.tenant, self.ids = hub, kind, tenant, ids
+        self.start, self.until_settled, self.heartbeat = start, until_settled, heartbeat
+        self.feed = FEEDS[kind.name]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+
+        async def write(chunk: bytes) -> None:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+        last = [self.start]
+
+        async def emit(message: Message) -> None:
+            event_type = int(getattr(message, "type"))  # noqa: B009
+            revision = int(getattr(message, "revision"))  # noqa: B009
+            name = EVENT_NAMES[event_type]
+            if event_type in (STATE, CHANGE):
+                job = _job_of(message, self.kind)
+                data = self.feed.render(job if job is not None else self.kind.message())
+                await write(_frame(name, data, None if event_type == STATE else revision))
+            else:
+                await write(_frame(name, {"revision": revision}, revision))
+            if event_type != STATE:
+                last[0] = revision
+
+        await write(f"retry: {RETRY_MS}\n: watching {self.kind.name}\n\n".encode())
+        watch = asyncio.create_task(
+            self.hub.watch(
+                self.kind,
+                self.tenant,
+                self.ids,
+                self.start,
+                self.until_settled,
+                self.heartbeat,
+                emit,
+                self.feed.respond,
+            )
+        )
+        left = asyncio.create_task(_disconnected(receive))
+        HTTP_WATCH_STREAMS.inc()
+        try:
+            await asyncio.wait({watch, left}, return_when=asyncio.FIRST_COMPLETED)
+            if not watch.done():
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
+                return
+            left.cancel()
+            error = watch.exception()
+            if error is None:
+                await write(_frame(SETTLED_EVENT, {"revision": last[0]}))
+            elif isinstance(error, JobStatusError):
+                await write(_frame(ERROR_EVENT, error_body(error)["error"]))
+            else:
+                log.error("SSE watch failed", exc_info=error)
+                await write(_frame(ERROR_EVENT, {"code": "INTERNAL", "message": "internal error"}))
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            HTTP_WATCH_STREAMS.dec()
+            for task in (watch, left):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+@dataclass
+class Watch:
+    hub: Hub
+    auth: Authenticator
+
+    async def _precheck(
+        self, kind: Kind[Any], tenant: str, ids: list[str], start: int, until_settled: bool
+    ) -> bool:
+        """Fail now, before the stream starts, where the watch would fail at once; True
+        when there is nothing left to send (every watched job settled at `start`)."""
+        until_done = until_settled and bool(ids) and start > 0
+        snapshot = await self.hub.store.snapshot(kind.name, tenant, ids, with_jobs=until_done)
+        if start > snapshot.revision:
+            raise OutOfRange(
+                f"revision {start} is ahead of the store (at {snapshot.revision})",
+                reason="REVISION_AHEAD",
+                metadata={"current_revision": str(snapshot.revision)},
+            )
+        if start and start < snapshot.compacted:
+            raise OutOfRange(
+                f"revision {start} is older than the kept history, which starts after "
+                f"revision {snapshot.compacted}: watch again without a resume point",
+                reason="REVISION_COMPACTED",
+                metadata={"oldest_revision": str(snapshot.compacted + 1)},
+            )
+        jobs = {job.job_id: job for job in snapshot.jobs}
+        return until_done and all(
+            job_id in jobs
+            and jobs[job_id].revision <= start
+            and jobs[job_id].status in kind.settled
+            for job_id in ids
+        )
+
+    async def endpoint(self, request: Request) -> Response:
+        try:
+            return await self._open(request)
+        except JobStatusError as error:
+            return JSONResponse(error_body(error), error.http_status)
+
+    async def _open(self, request: Request) -> Response:
+        presented = (
+            request.headers.get("x-api-key")
+            or bearer(request.headers.get("authorization"))
+            or request.query_params.get("api_key")
+        )
+        caller = await self.auth.authenticate(presented)
+        self.auth.authorize(caller, READ)
+        kind = KINDS.get(request.path_params["kind"])
+        if kind is None:
+            raise NotFound(
+                f"no kind {request.path_params['kind']!r}; kinds: {', '.join(KINDS)}",
+                reason="KIND_NOT_FOUND",
+            )
+        query = request.query_params
+        ids = list(
+            dict.fromkeys(
+                part.strip() for value in query.getlist("ids") for part in value.split(",")
+            )
+        )
+        ids = [job_id for job_id in ids if job_id]
+        if len(ids) > MAX_IDS:
+            raise _invalid("ids", f"at most {MAX_IDS} ids")
+        until_settled = _flag("until_settled", query.get("until_settled"))
+        resume = request.headers.get("last-event-id")
+        start = _revision("Last-Event-ID", resume) if resume else 0
+        if not resume and query.get("start_revision"):
+            start = _revision("start_revision", query["start_revision"])
+        heartbeat = self.hub.settings.heartbeat
+        if query.get("heartbeat"):
+            try:
+                heartbeat = float(query["heartbeat"])
+            except ValueError:
+                heartbeat = -1.0
+            if not 0 < heartbeat <= 3600:
+                raise _invalid("heartbeat", "must be seconds, more than 0 and at most 3600")
+        if await self._precheck(kind, caller.tenant, ids, start, until_settled):
+            return Response(status_code=204)
+        return EventStream(self.hub, kind, caller.tenant, ids, start, until_settled, heartbeat)
+
+    def routes(self) -> list[BaseRoute]:
+        return [Route(PATH, self.endpoint, methods=["GET"])]
