@@ -112,7 +112,7 @@ class Client:
         ).map_import
 
     async def close(self) -> None:
-        await self.channel.close()
+        await self.channel.close(None)
 
 
 @contextlib.asynccontextmanager
