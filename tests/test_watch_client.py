@@ -1,0 +1,146 @@
+"""The client library's watch() and wait() against a real server that dies and restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from jobstatus.client import AsyncClient
+from jobstatus.errors import DeadlineExceeded, JobStatusError
+from jobstatus.v1 import map_import_pb2 as mi
+from jobstatus.watch import EventType
+from tests.conftest import sqlite_url
+from tests.serverproc import ServerProcess
+
+IN_PROGRESS = mi.MAP_IMPORT_STATUS_IN_PROGRESS
+
+
+def progress(job_id: str, value: int) -> mi.MapImport:
+    return mi.MapImport(
+        import_request_id=job_id,
+        status=IN_PROGRESS,
+        meta_data=mi.MapImportMetaData(progress=value),
+    )
+
+
+async def until(condition: Callable[[], bool], within: float = 60.0) -> None:
+    async with asyncio.timeout(within):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.05)
+
+
+async def write_until(
+    client: AsyncClient, job_id: str, acknowledged: list[int], stop: asyncio.Event
+) -> None:
+    """Update the job again and again, through server deaths; record each acknowledged revision."""
+    n = 0
+    while not stop.is_set():
+        n += 1
+        try:
+            job = await client.map_imports.update(progress(job_id, n % 100 + 1), timeout=5)
+        except JobStatusError:
+            await asyncio.sleep(0.05)  # the server is down: try again
+            continue
+        acknowledged.append(job.revision)
+        await asyncio.sleep(0.002)
+
+
+async def test_watch_has_no_gap_and_no_duplicate_across_kill_9_and_restart(
+    tmp_path: Path, uid: str
+) -> None:
+    server = ServerProcess(sqlite_url(tmp_path)).start()
+    try:
+        async with AsyncClient(server.address) as writer, AsyncClient(server.address) as watcher:
+            created = await writer.map_imports.create(mi.MapImport(import_request_id=uid))
+            acknowledged: list[int] = []
+            seen: list[int] = []
+            stop = asyncio.Event()
+
+            async def watch() -> None:
+                async for event in watcher.map_imports.watch(
+                    [uid], start_revision=created.revision, heartbeat_interval=0.5
+                ):
+                    assert event.type in (EventType.CHANGE, EventType.HEARTBEAT)
+                    if event.type is EventType.CHANGE:
+                        seen.append(event.revision)
+
+            watching = asyncio.create_task(watch())
+            writing = asyncio.create_task(write_until(writer, uid, acknowledged, stop))
+            for round_ in (1, 2):
+                await until(lambda: len(acknowledged) >= 50 * round_)
+                await asyncio.to_thread(server.kill)
+                await asyncio.sleep(0.3)
+                await asyncio.to_thread(server.start)
+            await until(lambda: len(acknowledged) >= 150)
+            stop.set()
+            await writing
+            last = acknowledged[-1]
+            await until(lambda: bool(seen) and seen[-1] >= last)
+            watching.cancel()
+            # Every change once, in order, with no gap: this job is the only writer.
+            assert seen == list(range(created.revision + 1, last + 1))
+            assert set(acknowledged) <= set(seen)
+    finally:
+        server.stop()
+
+
+async def test_watch_resumes_across_a_graceful_restart(tmp_path: Path, uid: str) -> None:
+    server = ServerProcess(sqlite_url(tmp_path)).start()
+    try:
+        async with AsyncClient(server.address) as client:
+            created = await client.map_imports.create(mi.MapImport(import_request_id=uid))
+            events = client.map_imports.watch([uid], start_revision=created.revision)
+            first = await client.map_imports.update(progress(uid, 1))
+            event = await anext(events)
+            assert (event.type, event.revision) == (EventType.CHANGE, first.revision)
+            await asyncio.to_thread(server.restart)
+            second = await client.map_imports.update(progress(uid, 2), timeout=30)
+            event = await anext(events)
+            assert (event.type, event.revision) == (EventType.CHANGE, second.revision)
+            assert event.job is not None and event.job.meta_data.progress == 2
+            await events.aclose()
+    finally:
+        server.stop()
+
+
+async def test_watch_behind_the_history_resyncs_explicitly(tmp_path: Path, uid: str) -> None:
+    server = ServerProcess(
+        sqlite_url(tmp_path), extra_args=["--history-count", "3", "--compact-interval", "0.2"]
+    ).start()
+    try:
+        async with AsyncClient(server.address) as client:
+            created = await client.map_imports.create(mi.MapImport(import_request_id=uid))
+            for value in range(1, 20):
+                last = await client.map_imports.update(progress(uid, value))
+            await asyncio.sleep(1.0)  # a compaction runs
+            events = client.map_imports.watch([uid], start_revision=created.revision)
+            kinds = [(await anext(events)).type for _ in range(3)]
+            assert kinds == [EventType.RESYNC, EventType.STATE, EventType.SYNCED]
+            await events.aclose()
+            state = await client.map_imports.get(uid)
+            assert state.revision == last.revision
+    finally:
+        server.stop()
+
+
+async def test_wait_returns_the_settled_job_or_raises_on_the_deadline(
+    server: ServerProcess, uid: str
+) -> None:
+    async with AsyncClient(server.address) as client:
+        await client.map_imports.create(mi.MapImport(import_request_id=uid))
+        with pytest.raises(DeadlineExceeded):
+            await client.map_imports.wait(uid, timeout=1.0)
+        waiting = asyncio.create_task(client.map_imports.wait(uid, timeout=30))
+        await asyncio.sleep(0.2)
+        await client.map_imports.update(progress(uid, 50))
+        cancelled = await client.map_imports.update(
+            mi.MapImport(import_request_id=uid, status=mi.MAP_IMPORT_STATUS_CANCEL)
+        )
+        settled = await waiting
+        assert settled.status == mi.MAP_IMPORT_STATUS_CANCEL
+        assert settled.revision == cancelled.revision
