@@ -71,8 +71,8 @@ async def test_watch_has_no_gap_and_no_duplicate_across_kill_9_and_restart(
 
             watching = asyncio.create_task(watch())
             writing = asyncio.create_task(write_until(writer, uid, acknowledged, stop))
-            for round_ in (1, 2):
-                await until(lambda: len(acknowledged) >= 50 * round_)
+            for enough in (50, 100):
+                await until(lambda enough=enough: len(acknowledged) >= enough)
                 await asyncio.to_thread(server.kill)
                 await asyncio.sleep(0.3)
                 await asyncio.to_thread(server.start)
