@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,10 @@ def progress(job_id: str, value: int) -> mi.MapImport:
         status=IN_PROGRESS,
         meta_data=mi.MapImportMetaData(progress=value),
     )
+
+
+def has_at_least(items: list[int], count: int) -> bool:
+    return len(items) >= count
 
 
 async def until(condition: Callable[[], bool], within: float = 60.0) -> None:
@@ -72,7 +77,7 @@ async def test_watch_has_no_gap_and_no_duplicate_across_kill_9_and_restart(
             watching = asyncio.create_task(watch())
             writing = asyncio.create_task(write_until(writer, uid, acknowledged, stop))
             for enough in (50, 100):
-                await until(lambda enough=enough: len(acknowledged) >= enough)
+                await until(partial(has_at_least, acknowledged, enough))
                 await asyncio.to_thread(server.kill)
                 await asyncio.sleep(0.3)
                 await asyncio.to_thread(server.start)
