@@ -83,6 +83,8 @@ class CatalogImportServiceServicer:
         fields when it is empty); type cannot change. Fails with NOT_FOUND,
         FAILED_PRECONDITION on a forbidden transition, ABORTED on a stale
         expected_revision.
+        An update that changes nothing returns the job as it is, with no new
+        revision; a zero value (progress 0) can only be set by naming it in update_mask.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

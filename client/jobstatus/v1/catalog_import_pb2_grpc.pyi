@@ -46,6 +46,8 @@ class CatalogImportServiceStub:
     fields when it is empty); type cannot change. Fails with NOT_FOUND,
     FAILED_PRECONDITION on a forbidden transition, ABORTED on a stale
     expected_revision.
+    An update that changes nothing returns the job as it is, with no new
+    revision; a zero value (progress 0) can only be set by naming it in update_mask.
     """
     GetImportStatus: _grpc.UnaryUnaryMultiCallable[_catalog_import_pb2.GetImportStatusRequest, _catalog_import_pb2.GetImportStatusResponse]
     """GetImportStatus returns one import. Fails with NOT_FOUND for an unknown id
@@ -76,6 +78,8 @@ class CatalogImportServiceAsyncStub(CatalogImportServiceStub):
     fields when it is empty); type cannot change. Fails with NOT_FOUND,
     FAILED_PRECONDITION on a forbidden transition, ABORTED on a stale
     expected_revision.
+    An update that changes nothing returns the job as it is, with no new
+    revision; a zero value (progress 0) can only be set by naming it in update_mask.
     """
     GetImportStatus: _aio.UnaryUnaryMultiCallable[_catalog_import_pb2.GetImportStatusRequest, _catalog_import_pb2.GetImportStatusResponse]  # type: ignore[assignment]
     """GetImportStatus returns one import. Fails with NOT_FOUND for an unknown id
@@ -115,6 +119,8 @@ class CatalogImportServiceServicer(metaclass=_abc_1.ABCMeta):
         fields when it is empty); type cannot change. Fails with NOT_FOUND,
         FAILED_PRECONDITION on a forbidden transition, ABORTED on a stale
         expected_revision.
+        An update that changes nothing returns the job as it is, with no new
+        revision; a zero value (progress 0) can only be set by naming it in update_mask.
         """
 
     @_abc_1.abstractmethod

@@ -86,6 +86,8 @@ class DeliveryServiceServicer:
         progress is 100. Fails with NOT_FOUND (reason DELIVERY.notFound),
         FAILED_PRECONDITION on a forbidden transition, on done without artifacts or
         on error without an error code, ABORTED on a stale expected_revision.
+        An update that changes nothing returns the job as it is, with no new
+        revision; a zero value (progress 0) can only be set by naming it in update_mask.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -48,6 +48,8 @@ class DeliveryServiceStub:
     progress is 100. Fails with NOT_FOUND (reason DELIVERY.notFound),
     FAILED_PRECONDITION on a forbidden transition, on done without artifacts or
     on error without an error code, ABORTED on a stale expected_revision.
+    An update that changes nothing returns the job as it is, with no new
+    revision; a zero value (progress 0) can only be set by naming it in update_mask.
     """
     GetPreparedDeliveryStatus: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.GetPreparedDeliveryStatusRequest, _delivery_pb2.GetPreparedDeliveryStatusResponse]
     """GetPreparedDeliveryStatus returns one prepared delivery. Fails with
@@ -81,6 +83,8 @@ class DeliveryServiceAsyncStub(DeliveryServiceStub):
     progress is 100. Fails with NOT_FOUND (reason DELIVERY.notFound),
     FAILED_PRECONDITION on a forbidden transition, on done without artifacts or
     on error without an error code, ABORTED on a stale expected_revision.
+    An update that changes nothing returns the job as it is, with no new
+    revision; a zero value (progress 0) can only be set by naming it in update_mask.
     """
     GetPreparedDeliveryStatus: _aio.UnaryUnaryMultiCallable[_delivery_pb2.GetPreparedDeliveryStatusRequest, _delivery_pb2.GetPreparedDeliveryStatusResponse]  # type: ignore[assignment]
     """GetPreparedDeliveryStatus returns one prepared delivery. Fails with
@@ -123,6 +127,8 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         progress is 100. Fails with NOT_FOUND (reason DELIVERY.notFound),
         FAILED_PRECONDITION on a forbidden transition, on done without artifacts or
         on error without an error code, ABORTED on a stale expected_revision.
+        An update that changes nothing returns the job as it is, with no new
+        revision; a zero value (progress 0) can only be set by naming it in update_mask.
         """
 
     @_abc_1.abstractmethod

@@ -86,6 +86,8 @@ class MapImportServiceServicer:
         unknown job, FAILED_PRECONDITION on a transition the lifecycle forbids (the
         allowed next statuses are listed) or on Done without packageUrl and
         footprint, ABORTED if expected_revision is set and the job moved on.
+        An update that changes nothing returns the job as it is, with no new
+        revision; a zero value (progress 0) can only be set by naming it in update_mask.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

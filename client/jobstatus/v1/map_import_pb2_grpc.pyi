@@ -48,6 +48,8 @@ class MapImportServiceStub:
     unknown job, FAILED_PRECONDITION on a transition the lifecycle forbids (the
     allowed next statuses are listed) or on Done without packageUrl and
     footprint, ABORTED if expected_revision is set and the job moved on.
+    An update that changes nothing returns the job as it is, with no new
+    revision; a zero value (progress 0) can only be set by naming it in update_mask.
     """
     GetMapImportStatus: _grpc.UnaryUnaryMultiCallable[_map_import_pb2.GetMapImportStatusRequest, _map_import_pb2.GetMapImportStatusResponse]
     """GetMapImportStatus returns one map import. Fails with NOT_FOUND (reason
@@ -82,6 +84,8 @@ class MapImportServiceAsyncStub(MapImportServiceStub):
     unknown job, FAILED_PRECONDITION on a transition the lifecycle forbids (the
     allowed next statuses are listed) or on Done without packageUrl and
     footprint, ABORTED if expected_revision is set and the job moved on.
+    An update that changes nothing returns the job as it is, with no new
+    revision; a zero value (progress 0) can only be set by naming it in update_mask.
     """
     GetMapImportStatus: _aio.UnaryUnaryMultiCallable[_map_import_pb2.GetMapImportStatusRequest, _map_import_pb2.GetMapImportStatusResponse]  # type: ignore[assignment]
     """GetMapImportStatus returns one map import. Fails with NOT_FOUND (reason
@@ -125,6 +129,8 @@ class MapImportServiceServicer(metaclass=_abc_1.ABCMeta):
         unknown job, FAILED_PRECONDITION on a transition the lifecycle forbids (the
         allowed next statuses are listed) or on Done without packageUrl and
         footprint, ABORTED if expected_revision is set and the job moved on.
+        An update that changes nothing returns the job as it is, with no new
+        revision; a zero value (progress 0) can only be set by naming it in update_mask.
         """
 
     @_abc_1.abstractmethod
