@@ -302,9 +302,31 @@ _CATALOG = {
 }
 
 
+_INT64_MAX = 2**63 - 1
+
+
+def _is_int64(text: str) -> bool:
+    """Whether `text` is the decimal spelling of a non-negative int64."""
+    return text.isascii() and text.isdigit() and str(int(text)) == text and int(text) <= _INT64_MAX
+
+
 def _catalog_rule(new: Message, old: Message | None, ctx: Context) -> None:
     assert isinstance(new, catalog.CatalogImport)
     if old is None:
+        # The contract's pattern admits any run of up to 19 digits; an id is an int64
+        # in its one decimal spelling, so the REST path and the RPCs name it alike.
+        if new.id and not _is_int64(new.id):
+            raise InvalidArgument(
+                "an import id is an int64 in decimal, without leading zeros",
+                reason="INVALID_ARGUMENT",
+                violations=[
+                    FieldViolation(
+                        "catalog_import.id",
+                        f"must be a decimal int64 from 0 to {_INT64_MAX} without leading zeros",
+                        "PATTERN",
+                    )
+                ],
+            )
         if new.type == catalog.CATALOG_IMPORT_TYPE_UNSPECIFIED:
             raise InvalidArgument(
                 "an import needs its type",
