@@ -1,10 +1,17 @@
-"""Shared fixtures: a real server process on a free port, and typed stubs to it."""
+"""Shared fixtures: a real server process on a free port, and typed stubs to it.
+
+Every test module that uses `server` (or `database_url` / `databases`) runs
+twice, once on SQLite and once on PostgreSQL (a throwaway cluster on loopback,
+one per session, a fresh database per module; see tests/pg.py).
+JOBSTATUS_TEST_DATABASES=sqlite runs only the SQLite half (not allowed in CI).
+"""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -17,7 +24,24 @@ from jobstatus.v1 import (
     delivery_pb2_grpc,
     map_import_pb2_grpc,
 )
+from tests.pg import PgCluster, PostgresNotFound
 from tests.serverproc import ServerProcess
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+def _backends() -> list[str]:
+    chosen = [
+        name.strip()
+        for name in os.environ.get("JOBSTATUS_TEST_DATABASES", ",".join(BACKENDS)).split(",")
+        if name.strip()
+    ]
+    unknown = set(chosen) - set(BACKENDS)
+    if unknown:
+        raise pytest.UsageError(f"JOBSTATUS_TEST_DATABASES: unknown {sorted(unknown)}")
+    if os.environ.get("CI") == "true" and "postgresql" not in chosen:
+        raise pytest.UsageError("in CI the PostgreSQL half of the suite must run")
+    return chosen
 
 
 @dataclass
@@ -47,10 +71,59 @@ def sqlite_url(directory: Path) -> str:
     return f"sqlite:///{directory / 'jobstatus.db'}"
 
 
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """One throwaway PostgreSQL cluster for the session (started on first use)."""
+    try:
+        cluster = PgCluster.create()
+    except PostgresNotFound as missing:
+        pytest.fail(str(missing), pytrace=False)
+    yield cluster
+    cluster.destroy()
+
+
+@dataclass
+class Databases:
+    """Fresh, empty databases of one backend: `new()` returns a SQLAlchemy URL."""
+
+    backend: str
+    tmp: pytest.TempPathFactory
+    cluster: PgCluster | None = None
+    urls: list[str] = field(default_factory=list)
+
+    def new(self, name: str = "db") -> str:
+        if self.cluster is not None:
+            url = self.cluster.database(name)
+        else:
+            url = sqlite_url(self.tmp.mktemp(name))
+        self.urls.append(url)
+        return url
+
+
+@pytest.fixture(scope="module", params=_backends())
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database backend of this module's run: sqlite or postgresql."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One server per test module, on its own SQLite file."""
-    proc = ServerProcess(sqlite_url(tmp_path_factory.mktemp("db"))).start()
+def databases(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Databases:
+    cluster = request.getfixturevalue("pg_cluster") if backend == "postgresql" else None
+    return Databases(backend, tmp_path_factory, cluster)
+
+
+@pytest.fixture(scope="module")
+def database_url(databases: Databases) -> str:
+    """A fresh database for this module, on each backend in turn."""
+    return databases.new()
+
+
+@pytest.fixture(scope="module")
+def server(database_url: str) -> Iterator[ServerProcess]:
+    """One server per test module (and backend), on its own database."""
+    proc = ServerProcess(database_url).start()
     yield proc
     proc.stop()
 

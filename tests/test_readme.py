@@ -26,7 +26,6 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.conftest import sqlite_url
 from tests.serverproc import ROOT, ServerProcess
 
 README = ROOT / "README.md"
@@ -139,9 +138,9 @@ def argv(command: Command, address: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def readme_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def readme_server(database_url: str) -> Iterator[ServerProcess]:
     """A server of its own on a fresh database, so revisions match the README's."""
-    proc = ServerProcess(sqlite_url(tmp_path_factory.mktemp("readme"))).start()
+    proc = ServerProcess(database_url).start()
     yield proc
     proc.stop()
 

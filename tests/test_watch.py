@@ -7,7 +7,6 @@ import contextlib
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 import httpx
@@ -19,7 +18,7 @@ from grpc_status import rpc_status
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.v1 import map_import_pb2_grpc as mi_grpc
 from jobstatus.v1 import watch_pb2
-from tests.conftest import sqlite_url
+from tests.conftest import Databases
 from tests.serverproc import ServerProcess
 
 STATE = watch_pb2.WATCH_EVENT_TYPE_STATE
@@ -30,13 +29,13 @@ IN_PROGRESS = mi.MAP_IMPORT_STATUS_IN_PROGRESS
 Event = mi.WatchMapImportStatusResponse
 
 
-def start_server(tmp: Path, *args: str) -> ServerProcess:
-    return ServerProcess(sqlite_url(tmp), extra_args=list(args)).start()
+def start_server(database_url: str, *args: str) -> ServerProcess:
+    return ServerProcess(database_url, extra_args=list(args)).start()
 
 
 @pytest.fixture(scope="module")
-def watch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = start_server(tmp_path_factory.mktemp("watch"), "--watch-buffer", "100000")
+def watch_server(database_url: str) -> Iterator[ServerProcess]:
+    proc = start_server(database_url, "--watch-buffer", "100000")
     yield proc
     proc.stop()
 
@@ -294,8 +293,8 @@ async def test_start_revision_ahead_of_the_store_is_out_of_range(
         assert error_info(error).reason == "REVISION_AHEAD"
 
 
-async def test_cancelled_streams_leave_no_watcher_behind(tmp_path: Path, uid: str) -> None:
-    server = start_server(tmp_path)
+async def test_cancelled_streams_leave_no_watcher_behind(databases: Databases, uid: str) -> None:
+    server = start_server(databases.new())
     try:
         async with client(server.address) as c:
             await c.create(uid)
@@ -317,9 +316,9 @@ async def test_cancelled_streams_leave_no_watcher_behind(tmp_path: Path, uid: st
 
 
 async def test_revision_older_than_the_kept_history_is_out_of_range(
-    tmp_path: Path, uid: str
+    databases: Databases, uid: str
 ) -> None:
-    server = start_server(tmp_path, "--history-count", "5", "--compact-interval", "0.2")
+    server = start_server(databases.new(), "--history-count", "5", "--compact-interval", "0.2")
     try:
         async with client(server.address) as c:
             first = await c.create(uid)
@@ -349,8 +348,10 @@ async def test_revision_older_than_the_kept_history_is_out_of_range(
         server.stop()
 
 
-async def test_stalled_consumer_is_cut_off_and_others_keep_up(tmp_path: Path, uid: str) -> None:
-    server = start_server(tmp_path, "--watch-buffer", "8")
+async def test_stalled_consumer_is_cut_off_and_others_keep_up(
+    databases: Databases, uid: str
+) -> None:
+    server = start_server(databases.new(), "--watch-buffer", "8")
     big = "x" * 60_000  # large events fill the transport's windows quickly
     updates = 200
     try:
@@ -394,9 +395,9 @@ async def test_stalled_consumer_is_cut_off_and_others_keep_up(tmp_path: Path, ui
 
 
 async def test_shutdown_ends_streams_with_unavailable_and_a_resume_revision(
-    tmp_path: Path, uid: str
+    databases: Databases, uid: str
 ) -> None:
-    server = start_server(tmp_path)
+    server = start_server(databases.new())
     try:
         async with client(server.address) as c:
             job = await c.create(uid)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
 import pytest
 
@@ -13,7 +12,7 @@ from jobstatus.client import AsyncClient
 from jobstatus.errors import DeadlineExceeded, JobStatusError
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.watch import EventType
-from tests.conftest import sqlite_url
+from tests.conftest import Databases
 from tests.serverproc import ServerProcess
 
 IN_PROGRESS = mi.MAP_IMPORT_STATUS_IN_PROGRESS
@@ -56,9 +55,9 @@ async def write_until(
 
 
 async def test_watch_has_no_gap_and_no_duplicate_across_kill_9_and_restart(
-    tmp_path: Path, uid: str
+    databases: Databases, uid: str
 ) -> None:
-    server = ServerProcess(sqlite_url(tmp_path)).start()
+    server = ServerProcess(databases.new()).start()
     try:
         async with AsyncClient(server.address) as writer, AsyncClient(server.address) as watcher:
             created = await writer.map_imports.create(mi.MapImport(import_request_id=uid))
@@ -94,8 +93,8 @@ async def test_watch_has_no_gap_and_no_duplicate_across_kill_9_and_restart(
         server.stop()
 
 
-async def test_watch_resumes_across_a_graceful_restart(tmp_path: Path, uid: str) -> None:
-    server = ServerProcess(sqlite_url(tmp_path)).start()
+async def test_watch_resumes_across_a_graceful_restart(databases: Databases, uid: str) -> None:
+    server = ServerProcess(databases.new()).start()
     try:
         async with AsyncClient(server.address) as client:
             created = await client.map_imports.create(mi.MapImport(import_request_id=uid))
@@ -113,9 +112,9 @@ async def test_watch_resumes_across_a_graceful_restart(tmp_path: Path, uid: str)
         server.stop()
 
 
-async def test_watch_behind_the_history_resyncs_explicitly(tmp_path: Path, uid: str) -> None:
+async def test_watch_behind_the_history_resyncs_explicitly(databases: Databases, uid: str) -> None:
     server = ServerProcess(
-        sqlite_url(tmp_path), extra_args=["--history-count", "3", "--compact-interval", "0.2"]
+        databases.new(), extra_args=["--history-count", "3", "--compact-interval", "0.2"]
     ).start()
     try:
         async with AsyncClient(server.address) as client:

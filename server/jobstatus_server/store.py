@@ -11,6 +11,19 @@ database error re-runs each write of the group alone.
 Reads run on a small thread pool with their own connections (WAL readers do
 not wait for the writer). Hot paths use SQLAlchemy Core statements; the table
 models stay in SQLModel (models.py) and the schema in Alembic migrations.
+
+PostgreSQL (any number of replicas on one database): the same writer takes
+`SELECT ... FOR UPDATE` on the counter row first, so writing transactions of
+all replicas run one after another, each sees the rows of the one before
+(READ COMMITTED), and a revision becomes visible only after every smaller one
+is (the next writer gets the lock only once the previous transaction is
+visible). Each writing transaction sends a NOTIFY that wakes the other
+replicas' hubs (notify.py). Reads run in REPEATABLE READ, so a read of several
+statements sees one snapshot. A lost connection fails the writes of its group
+with UNAVAILABLE (a transaction is all or nothing) and the pool reconnects.
+The database work stays on threads, not on asyncio drivers: one code path
+for both databases, group commit on a plain connection, and the event loop
+never waits on the database.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ import os
 import queue
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,11 +46,19 @@ from urllib.parse import quote
 from google.protobuf.message import Message
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select, text, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import (
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from jobstatus_server.errors import JobStatusError, Unavailable
 from jobstatus_server.kinds import Kind
+from jobstatus_server.metrics import STORE_REVISION, WRITES
 from jobstatus_server.models import Counter, Event, Job
+from jobstatus_server.notify import CHANNEL, Listener, payload
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +68,10 @@ JOB = Job.__table__  # type: ignore[attr-defined]
 EVENT = Event.__table__  # type: ignore[attr-defined]
 COUNTER = Counter.__table__  # type: ignore[attr-defined]
 MAX_GROUP = 128
+READERS = 4
+COMPACT_LOCK = 0x6A6F6273_00000002  # pg advisory lock: one replica compacts at a time
+# A failure of the database or the connection to it, not of one write's statements.
+LOST = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
 
 
 @dataclass
@@ -56,6 +82,7 @@ class Tx:
     revision: int
     now: datetime
     changed: bool = False
+    kinds: list[str] = field(default_factory=list)
 
     def load(self, kind: Kind[M], tenant: str, job_id: str) -> M | None:
         data = self.conn.execute(
@@ -93,6 +120,7 @@ class Tx:
         """Store `message` as the job's new state with the next revision, and log the change."""
         self.revision += 1
         self.changed = True
+        self.kinds.append(kind.name)
         revision = self.revision
         setattr(message, "revision", revision)  # noqa: B010
         getattr(message, "update_time").FromDatetime(self.now)  # noqa: B009
@@ -152,6 +180,9 @@ class Store:
     _writer: Engine | None = None
     _reader: Engine | None = None
     _pool: ThreadPoolExecutor | None = None
+    _listener: Listener | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+    _sender: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     revision: int = 0
 
     @property
@@ -161,7 +192,15 @@ class Store:
     def _engine(self, *, writer: bool) -> Engine:
         url = make_url(self.url)
         if not self.is_sqlite:
-            return create_engine(url, pool_pre_ping=True, pool_size=1 if writer else 4)
+            return create_engine(
+                url,
+                pool_pre_ping=True,
+                pool_size=1 if writer else READERS,
+                max_overflow=0 if writer else 2,
+                pool_timeout=10,
+                isolation_level="READ COMMITTED" if writer else "REPEATABLE READ",
+                connect_args={"connect_timeout": 5, "application_name": "jobstatus"},
+            )
         database = url.database or ""
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
@@ -191,12 +230,21 @@ class Store:
         await asyncio.to_thread(upgrade, self.url)
         self._writer = self._engine(writer=True)
         self._reader = self._engine(writer=False)
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jobstatus-read")
+        self._pool = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="jobstatus-read")
         self.revision = await self.read(self._current_revision)
-        self._thread = threading.Thread(target=self._write_loop, name="jobstatus-write", daemon=True)
+        self._loop = asyncio.get_running_loop()
+        if not self.is_sqlite:
+            self._listener = Listener(self.url, self._sender, self._remote_commit)
+            self._listener.start()
+        self._thread = threading.Thread(
+            target=self._write_loop, name="jobstatus-write", daemon=True
+        )
         self._thread.start()
 
     async def close(self) -> None:
+        if self._listener is not None:
+            await asyncio.to_thread(self._listener.stop)
+            self._listener = None
         if self._thread is not None:
             self._queue.put(None)
             await asyncio.to_thread(self._thread.join)
@@ -208,8 +256,20 @@ class Store:
                 engine.dispose()
 
     def on_commit(self, listener: Callable[[int], None]) -> None:
-        """Call `listener(revision)` on the event loop after each commit that changed something."""
+        """Call `listener(revision)` on the event loop after each commit that changed something:
+        this process's, and (on PostgreSQL) another replica's, when its NOTIFY arrives
+        (`revision` may then be 0: something may have been committed)."""
         self._listeners.append(listener)
+
+    def _remote_commit(self, revision: int) -> None:
+        """On the listener thread: another replica committed (or may have)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._notify_listeners, revision)
+
+    def _notify_listeners(self, revision: int) -> None:
+        for listener in self._listeners:
+            listener(revision)
 
     # --- writing ------------------------------------------------------------
 
@@ -251,8 +311,26 @@ class Store:
                         write.error = error
                 if tx.changed:
                     conn.execute(
-                        update(COUNTER).where(COUNTER.c.name == "revision").values(value=tx.revision)
+                        update(COUNTER)
+                        .where(COUNTER.c.name == "revision")
+                        .values(value=tx.revision)
                     )
+                    if not self.is_sqlite:
+                        # Delivered at commit, to the other replicas' listeners.
+                        conn.execute(
+                            text("SELECT pg_notify(:channel, :payload)"),
+                            {"channel": CHANNEL, "payload": payload(self._sender, tx.revision)},
+                        )
+        except LOST as error:
+            # The database (or our connection to it) is gone: the transaction is rolled
+            # back or, if the connection died during COMMIT, its outcome is unknown; either
+            # way every write of the group fails, and none is run again here.
+            log.warning("the database did not take a write: %s", error)
+            lost = Unavailable("the database did not take the write", reason="STORAGE_UNAVAILABLE")
+            for write in group:
+                write.result, write.error = None, lost
+            self._resolve(group, None)
+            return
         except Exception as error:
             if len(group) > 1:
                 for write in group:
@@ -261,10 +339,14 @@ class Store:
             log.exception("write failed")
             failure: BaseException = error
             if isinstance(error, SQLAlchemyError):
-                failure = Unavailable("the database did not take the write", reason="STORAGE_UNAVAILABLE")
+                failure = Unavailable(
+                    "the database did not take the write", reason="STORAGE_UNAVAILABLE"
+                )
             group[0].result, group[0].error = None, failure
             self._resolve(group, None)
             return
+        for name in tx.kinds:
+            WRITES.labels(name).inc()
         self._resolve(group, tx.revision if tx.changed else None)
 
     @staticmethod
@@ -282,6 +364,7 @@ class Store:
     def _deliver(self, group: list[_Write], revision: int | None) -> None:
         if revision is not None and revision > self.revision:
             self.revision = revision
+            STORE_REVISION.set(revision)
             for listener in self._listeners:
                 listener(revision)
         for write in group:
@@ -294,18 +377,24 @@ class Store:
 
     # --- reading ------------------------------------------------------------
 
-    async def read(self, fn: Callable[[Connection], T]) -> T:
-        """Run `fn` with a reading connection on the reader pool."""
+    async def read(self, fn: Callable[[Connection], T], *, isolation: str | None = None) -> T:
+        """Run `fn` in a transaction on a connection of the reader pool (on PostgreSQL
+        REPEATABLE READ, one snapshot for all its statements, unless `isolation` says)."""
         assert self._reader is not None
         reader = self._reader
 
         def run() -> T:
             try:
-                with reader.connect() as conn, conn.begin():
-                    return fn(conn)
+                with reader.connect() as conn:
+                    if isolation is not None:
+                        conn.execution_options(isolation_level=isolation)
+                    with conn.begin():
+                        return fn(conn)
             except SQLAlchemyError as error:
                 log.warning("read failed: %s", error)
-                raise Unavailable("the database did not answer", reason="STORAGE_UNAVAILABLE") from None
+                raise Unavailable(
+                    "the database did not answer", reason="STORAGE_UNAVAILABLE"
+                ) from None
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, run)
 
@@ -378,7 +467,9 @@ class Store:
                 query = query.where(EVENT.c.tenant == tenant)
             if ids:
                 query = query.where(EVENT.c.job_id.in_(ids))
-            return [_change(row) for row in conn.execute(query.order_by(EVENT.c.revision).limit(limit))]
+            return [
+                _change(row) for row in conn.execute(query.order_by(EVENT.c.revision).limit(limit))
+            ]
 
         return await self.read(run)
 
@@ -388,7 +479,10 @@ class Store:
         """The store's revision, the compaction point and (if asked) the matching jobs, at once."""
 
         def run(conn: Connection) -> Snapshot:
-            counters = dict(conn.execute(select(COUNTER.c.name, COUNTER.c.value)).tuples().all())
+            counters: dict[str, int] = {
+                str(name): int(value)
+                for name, value in conn.execute(select(COUNTER.c.name, COUNTER.c.value))
+            }
             jobs: list[Change] = []
             if with_jobs:
                 query = select(
@@ -414,34 +508,51 @@ class Store:
     async def compact(self, keep_count: int, keep_age: float, batch: int = 5000) -> int:
         """Delete events beyond the kept window (the newest `keep_count`, younger than
         `keep_age` seconds); return the new compaction point. Runs in short batches
-        that never touch the revision counter, so writers are not held up."""
-        newest = self.revision
+        that never touch the revision counter, so writers are not held up. On
+        PostgreSQL one replica at a time compacts (the others skip), and the
+        compaction point only moves forward."""
         cutoff = datetime.now(UTC).timestamp() - keep_age
 
-        def cut_point(conn: Connection) -> int:
+        def cut_point(conn: Connection) -> tuple[int, int]:
+            counters = {
+                str(name): int(value)
+                for name, value in conn.execute(select(COUNTER.c.name, COUNTER.c.value))
+            }
             by_age = conn.execute(
                 select(EVENT.c.revision)
                 .where(EVENT.c.created_at < cutoff)
                 .order_by(EVENT.c.revision.desc())
                 .limit(1)
             ).scalar_one_or_none()
-            return max(newest - keep_count, int(by_age or 0))
+            cut = max(counters["revision"] - keep_count, int(by_age or 0))
+            return cut, counters["compacted"]
 
-        cut = await self.read(cut_point)
-        compacted = await self.compacted()
+        cut, compacted = await self.read(cut_point)
         while compacted < cut:
             step = min(cut, compacted + batch)
 
-            def delete(conn: Connection, step: int = step) -> None:
+            def delete(conn: Connection, step: int = step) -> bool:
+                if not self.is_sqlite:
+                    locked = conn.execute(
+                        text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": COMPACT_LOCK}
+                    ).scalar_one()
+                    if not locked:
+                        return False  # another replica is compacting
                 conn.execute(EVENT.delete().where(EVENT.c.revision <= step))
                 conn.execute(
-                    update(COUNTER).where(COUNTER.c.name == "compacted").values(value=step)
+                    update(COUNTER)
+                    .where(COUNTER.c.name == "compacted", COUNTER.c.value < step)
+                    .values(value=step)
                 )
+                return True
 
             if self.is_sqlite:
-                await self.transact(lambda tx, delete=delete: delete(tx.conn))  # type: ignore[misc]
+                done = await self.transact(lambda tx, delete=delete: delete(tx.conn))  # type: ignore[misc]
             else:
-                await self.read(delete)
+                # Its own short transaction: deleting old events takes no lock a writer needs.
+                done = await self.read(delete, isolation="READ COMMITTED")
+            if not done:
+                return await self.compacted()
             compacted = step
         return compacted
 
@@ -470,17 +581,19 @@ class Store:
                 conn.close()
         except sqlite3.Error as error:
             log.debug("storage probe failed: %s", error)
-            raise Unavailable(
-                "the database did not answer", reason="STORAGE_UNAVAILABLE"
-            ) from None
+            raise Unavailable("the database did not answer", reason="STORAGE_UNAVAILABLE") from None
 
     async def next_due(self) -> float | None:
         def run(conn: Connection) -> float | None:
-            value = conn.execute(select(JOB.c.due_at).where(JOB.c.due_at.is_not(None)).order_by(JOB.c.due_at).limit(1)).scalar_one_or_none()
+            value = conn.execute(
+                select(JOB.c.due_at)
+                .where(JOB.c.due_at.is_not(None))
+                .order_by(JOB.c.due_at)
+                .limit(1)
+            ).scalar_one_or_none()
             return None if value is None else float(value)
 
         return await self.read(run)
-
 
 
 @dataclass(slots=True)
@@ -507,5 +620,10 @@ class Snapshot:
 
 def _change(row: Any) -> Change:
     return Change(
-        int(row.revision), str(row.tenant), str(row.kind), str(row.job_id), int(row.status), bytes(row.data)
+        int(row.revision),
+        str(row.tenant),
+        str(row.kind),
+        str(row.job_id),
+        int(row.status),
+        bytes(row.data),
     )
