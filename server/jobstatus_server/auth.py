@@ -86,11 +86,12 @@ def parse_key(presented: str) -> tuple[str, str] | None:
 
 
 def bearer(authorization: str | None) -> str | None:
-    """The token of an `Authorization: Bearer <token>` value."""
-    if not authorization:
+    """The token of an `Authorization: Bearer <token>` value; any other value is returned
+    as it is, so that it counts as a credential, and not a valid one."""
+    if authorization is None:
         return None
     scheme, _, token = authorization.strip().partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+    return token.strip() if scheme.lower() == "bearer" else authorization
 
 
 def cluster_of(host: str) -> str | None:
@@ -236,7 +237,7 @@ class Authenticator:
         self._keys: dict[str, _Key] = {}
         self._tenants: frozenset[str] = frozenset()
         self._required = False
-        self._loaded_at = 0.0
+        self._started = -1e9  # when the last read of the keys began (monotonic)
         self._loading: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -264,10 +265,24 @@ class Authenticator:
                 log.warning("could not re-read the API keys: %s", error)
 
     async def reload(self) -> None:
-        """Re-read the keys; concurrent callers share one read."""
-        if self._loading is None or self._loading.done():
+        """Re-read the keys: return once a read that began after this call has finished.
+        Concurrent callers share reads, and reads begin at most every `miss_interval`."""
+        since = time.monotonic()
+        while True:
+            task = self._loading
+            if task is not None and self._started >= since:
+                await asyncio.shield(task)
+                return
+            if task is not None and not task.done():
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(task)  # an older read: a fresh one follows
+                continue
+            wait = self._started + self.miss_interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            self._started = time.monotonic()
             self._loading = asyncio.create_task(self._load())
-        await asyncio.shield(self._loading)
 
     async def _load(self) -> None:
         rows = await self.store.read(lambda conn: list(conn.execute(select(API_KEY))))
@@ -278,7 +293,6 @@ class Authenticator:
             keys[info.key_id] = _Key(caller, str(row.secret_hash), not info.active)
         self._keys = keys
         self._tenants = frozenset(key.caller.tenant for key in keys.values())
-        self._loaded_at = time.monotonic()
         if not self._required and any(not key.revoked for key in keys.values()):
             if self._task is not None:
                 log.warning("an API key is active: every call needs a key from now on")
@@ -288,19 +302,22 @@ class Authenticator:
         """Whether a tenant exists: it has keys, or it is the open server's tenant."""
         return tenant in self._tenants or (self.open and tenant == DEFAULT_TENANT)
 
-    async def authenticate(self, presented: str | None) -> Caller:
-        """The caller a presented key stands for; raise Unauthenticated if none or invalid."""
+    async def authenticate(self, *presented: str | None) -> Caller:
+        """The caller the presented key stands for (one key, in any of the ways the call
+        may carry it); raise Unauthenticated if there is none, it is not valid, or the
+        call carries two different ones."""
         if self.open:
             return OPEN
-        if not presented:
+        keys = {value for value in presented if value is not None}  # present, even if empty
+        if not keys:
             AUTH_FAILURES.labels("API_KEY_MISSING").inc()
             raise Unauthenticated("this call needs an API key", reason="API_KEY_MISSING")
-        parsed = parse_key(presented)
+        parsed = parse_key(keys.pop()) if len(keys) == 1 else None  # two different: invalid
         key = None
         if parsed is not None:
             key_id, secret = parsed
             key = self._keys.get(key_id)
-            if key is None and time.monotonic() - self._loaded_at >= self.miss_interval:
+            if key is None:  # perhaps made since the last read
                 await self.reload()
                 key = self._keys.get(key_id)
             if key is not None and (

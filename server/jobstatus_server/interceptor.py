@@ -52,8 +52,7 @@ async def _authenticate(
     """Find the caller, check the method's scope, and make the caller the servicer's."""
     metadata = context.invocation_metadata() or ()
     values = {key.lower(): value for key, value in metadata if isinstance(value, str)}
-    presented = values.get("x-api-key") or bearer(values.get("authorization"))
-    caller = await auth.authenticate(presented)
+    caller = await auth.authenticate(values.get("x-api-key"), bearer(values.get("authorization")))
     auth.authorize(caller, scope)
     CALLER.set(caller)
 

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -38,6 +39,21 @@ from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT
 from jobstatus_server.render import Key, Shape
 
 log = logging.getLogger(__name__)
+
+
+class AnyText(Convertor[str]):
+    """A path parameter of any characters: Starlette's `path` stops at a newline."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("any", AnyText())
 
 # --- the documented bodies ----------------------------------------------------------------
 
@@ -274,18 +290,16 @@ class Rest:
     auth: Authenticator
     limits: Limits = field(default_factory=Limits)
 
-    async def _reader(self, presented: str | None) -> Caller:
-        caller = await self.auth.authenticate(presented)
+    async def _reader(self, *presented: str | None) -> Caller:
+        caller = await self.auth.authenticate(*presented)
         self.auth.authorize(caller, READ)
         return caller
 
-    @staticmethod
-    def _getapp_key(request: Request) -> str | None:
-        return request.headers.get("x-api-key") or bearer(request.headers.get("authorization"))
-
     async def _getapp_caller(self, request: Request) -> Caller | Response:
         try:
-            return await self._reader(self._getapp_key(request))
+            return await self._reader(
+                request.headers.get("x-api-key"), bearer(request.headers.get("authorization"))
+            )
         except Unauthenticated as error:
             return getapp_error(401, error.message)
         except PermissionDenied as error:
@@ -337,9 +351,10 @@ class Rest:
         return JSONResponse(DELIVERY_BODY.render(job))
 
     async def dataset(self, request: Request) -> Response:
-        presented = request.query_params.get("private_key") or request.headers.get("x-api-key")
         try:
-            caller = await self._reader(presented)
+            caller = await self._reader(
+                request.query_params.get("private_key"), request.headers.get("x-api-key")
+            )
         except Unauthenticated as error:
             if error.reason == "API_KEY_MISSING":
                 return detail(401, NO_CREDENTIALS)
@@ -395,30 +410,30 @@ class Rest:
         return JSONResponse(CATALOG_BODY.render(job))
 
     def routes(self) -> list[BaseRoute]:
-        # `:path` takes any id, even one with a slash, so every id gets the documented answer.
+        # `:any` takes any id, even with a slash or a newline: every id gets the documented answer.
         return [
             Route(
-                "/api/v1/map/import/status/{importRequestId:path}",
+                "/api/v1/map/import/status/{importRequestId:any}",
                 _guarded(getapp_error, self.map_v1),
                 methods=["GET"],
             ),
             Route(
-                "/api/v2/map/import/status/{importRequestId:path}",
+                "/api/v2/map/import/status/{importRequestId:any}",
                 _guarded(getapp_error, self.map_v2),
                 methods=["GET"],
             ),
             Route(
-                "/api/v1/delivery/preparedDelivery/{catalogId:path}",
+                "/api/v1/delivery/preparedDelivery/{catalogId:any}",
                 _guarded(getapp_error, self.delivery),
                 methods=["GET"],
             ),
             Route(
-                "/datasets/{dataset_id:path}/status",
+                "/datasets/{dataset_id:any}/status",
                 _guarded(detail, self.dataset),
                 methods=["GET"],
             ),
             Route(
-                "/api/v2/import/status/{id:path}",
+                "/api/v2/import/status/{id:any}",
                 _guarded(elevate_error, self.catalog),
                 methods=["GET"],
             ),

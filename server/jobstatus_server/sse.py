@@ -270,12 +270,11 @@ class Watch:
             return JSONResponse(error_body(error), error.http_status)
 
     async def _open(self, request: Request) -> Response:
-        presented = (
-            request.headers.get("x-api-key")
-            or bearer(request.headers.get("authorization"))
-            or request.query_params.get("api_key")
+        caller = await self.auth.authenticate(
+            request.headers.get("x-api-key"),
+            bearer(request.headers.get("authorization")),
+            request.query_params.get("api_key"),
         )
-        caller = await self.auth.authenticate(presented)
         self.auth.authorize(caller, READ)
         kind = KINDS.get(request.path_params["kind"])
         if kind is None:
