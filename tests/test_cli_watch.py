@@ -109,6 +109,7 @@ class Terminal:
         self.env = env
         self.size = (width, height)
         self.exit_file = directory / "exit"
+        self.socket_path = ""
 
     def tmux(self, *args: str) -> str:
         result = subprocess.run(
@@ -131,6 +132,7 @@ class Terminal:
             "new-session", "-d", "-x", str(width), "-y", str(height),
             f"env {variables} bash -c {shlex.quote(script)}",
         )  # fmt: skip
+        self.socket_path = self.tmux("display-message", "-p", "#{socket_path}").strip()
 
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p")
@@ -159,6 +161,8 @@ class Terminal:
 
     def close(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, check=False)
+        if self.socket_path:  # tmux leaves its socket file behind
+            Path(self.socket_path).unlink(missing_ok=True)
 
 
 @pytest.fixture
