@@ -11,10 +11,9 @@ from typing import Any
 
 import grpc
 import httpx
-import pytest
 
 from jobstatus_server import auth
-from tests.conftest import Stubs, sqlite_url
+from tests.conftest import Stubs
 from tests.serverproc import ServerProcess
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
@@ -52,12 +51,9 @@ class Keyed:
 
 @contextmanager
 def keyed_server(
-    tmp_path_factory: pytest.TempPathFactory,
-    keys: Mapping[str, tuple[str, Sequence[str]]],
-    *extra_args: str,
+    url: str, keys: Mapping[str, tuple[str, Sequence[str]]], *extra_args: str
 ) -> Iterator[Keyed]:
-    """A server on a fresh database with the given keys (name: (tenant, scopes)) made first."""
-    url = sqlite_url(tmp_path_factory.mktemp("keyed"))
+    """A server on the fresh database `url` with the given keys (name: (tenant, scopes))."""
     made = Keyed(ServerProcess(url, extra_args=list(extra_args)), url)
     for name, (tenant, scopes) in keys.items():
         made.key(name, tenant, scopes)

@@ -14,6 +14,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from jobstatus_server import sse
+from tests.conftest import sqlite_url
 from tests.restkit import Keyed, keyed_server
 
 KEYS = {"reader": ("acme", ["read"])}
@@ -21,7 +22,9 @@ KEYS = {"reader": ("acme", ["read"])}
 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyed]:
-    with keyed_server(tmp_path_factory, KEYS, "--dataset-rate-interval", "0") as server:
+    with keyed_server(
+        sqlite_url(tmp_path_factory.mktemp("keyed")), KEYS, "--dataset-rate-interval", "0"
+    ) as server:
         yield server
 
 

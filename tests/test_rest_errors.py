@@ -20,7 +20,7 @@ from jobstatus.v1 import catalog_import_pb2 as cat
 from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus_server import auth
-from tests.conftest import Stubs
+from tests.conftest import Stubs, sqlite_url
 from tests.restkit import Keyed, keyed_server, metadata
 from tests.rpcerrors import fails
 
@@ -40,7 +40,7 @@ WRONG_SECRET = "jsk_0123456789abcdef_" + "A" * 43
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyed]:
     args = ("--dataset-rate-interval", "1", "--dataset-quota", "2", "--key-refresh", "0.5")
-    with keyed_server(tmp_path_factory, KEYS, *args) as server:
+    with keyed_server(sqlite_url(tmp_path_factory.mktemp("keyed")), KEYS, *args) as server:
         yield server
 
 

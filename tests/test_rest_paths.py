@@ -21,7 +21,7 @@ from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import delivery_pb2 as dl
 from jobstatus.v1 import errors_pb2 as er
 from jobstatus.v1 import map_import_pb2 as mi
-from tests.conftest import Stubs, sqlite_url
+from tests.conftest import Stubs
 from tests.restkit import DATETIME
 from tests.serverproc import ServerProcess
 
@@ -96,9 +96,9 @@ ERROR_CODES = [
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    url = sqlite_url(tmp_path_factory.mktemp("rest"))
-    proc = ServerProcess(url, extra_args=["--dataset-rate-interval", "0"]).start()
+def server(database_url: str) -> Iterator[ServerProcess]:
+    """On SQLite and on PostgreSQL (conftest's `database_url`)."""
+    proc = ServerProcess(database_url, extra_args=["--dataset-rate-interval", "0"]).start()
     yield proc
     proc.stop()
 

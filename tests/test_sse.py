@@ -16,17 +16,17 @@ import pytest
 
 from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import map_import_pb2 as mi
-from tests.conftest import Stubs, sqlite_url
+from tests.conftest import Stubs
 from tests.serverproc import ServerProcess
 
 HISTORY = 30
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    url = sqlite_url(tmp_path_factory.mktemp("sse"))
+def server(database_url: str) -> Iterator[ServerProcess]:
+    """On SQLite and on PostgreSQL (conftest's `database_url`)."""
     args = ["--history-count", str(HISTORY), "--compact-interval", "0.2"]
-    proc = ServerProcess(url, extra_args=args).start()
+    proc = ServerProcess(database_url, extra_args=args).start()
     yield proc
     proc.stop()
 

@@ -40,8 +40,9 @@ MATRIX_KEYS = ["alpha-read", "alpha-write", "beta-read", "beta-write"]
 
 
 @pytest.fixture(scope="module")
-def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyed]:
-    with keyed_server(tmp_path_factory, KEYS, "--dataset-rate-interval", "0") as server:
+def keyed(database_url: str) -> Iterator[Keyed]:
+    """On SQLite and on PostgreSQL (conftest's `database_url`)."""
+    with keyed_server(database_url, KEYS, "--dataset-rate-interval", "0") as server:
         yield server
 
 
