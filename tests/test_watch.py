@@ -410,3 +410,16 @@ async def test_shutdown_ends_streams_with_unavailable_and_a_resume_revision(
             assert int(error_info(error).metadata["resume_revision"]) >= job.revision
     finally:
         server.stop()
+
+
+async def test_until_settled_on_an_unknown_job_is_not_found(
+    watch_server: ServerProcess, uid: str
+) -> None:
+    async with client(watch_server.address) as c:
+        await c.create(uid)
+        stream = c.watch(import_request_ids=[uid, f"{uid}-missing"], until_settled=True)
+        error = await stream.end()
+        assert error is not None and error.code() == grpc.StatusCode.NOT_FOUND
+        info = error_info(error)
+        assert info.reason == "MAP.notFound"
+        assert info.metadata["import_request_id"] == f"{uid}-missing"

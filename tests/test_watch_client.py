@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from functools import partial
 
+import grpc
 import pytest
 
 from jobstatus.client import AsyncClient
@@ -148,3 +149,18 @@ async def test_wait_returns_the_settled_job_or_raises_on_the_deadline(
         settled = await waiting
         assert settled.status == mi.MAP_IMPORT_STATUS_CANCEL
         assert settled.revision == cancelled.revision
+
+
+async def test_watch_from_a_revision_ahead_of_the_store_raises(
+    server: ServerProcess, uid: str
+) -> None:
+    async with AsyncClient(server.address) as client:
+        await client.map_imports.create(mi.MapImport(import_request_id=uid))
+        events = client.map_imports.watch([uid], start_revision=10**12)
+        with pytest.raises(JobStatusError) as raised:
+            await anext(events)
+        assert raised.value.code == grpc.StatusCode.OUT_OF_RANGE
+        assert raised.value.reason == "REVISION_AHEAD"
+        with pytest.raises(JobStatusError) as missing:
+            await client.map_imports.wait(f"{uid}-missing", timeout=10)
+        assert missing.value.code == grpc.StatusCode.NOT_FOUND

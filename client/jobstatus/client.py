@@ -207,7 +207,9 @@ class BaseKindClient(Generic[M]):
             except grpc.RpcError as rpc_error:
                 error = JobStatusError.from_rpc_error(rpc_error)
                 retry = (
-                    None if self._session.closed else resumer.fail(error.code, error.retry_delay)
+                    None
+                    if self._session.closed
+                    else resumer.fail(error.code, error.retry_delay, error.reason)
                 )
                 if retry is None:
                     raise error from rpc_error
@@ -452,7 +454,9 @@ class AsyncBaseKindClient(Generic[M]):
             except grpc.RpcError as rpc_error:
                 error = JobStatusError.from_rpc_error(rpc_error)
                 retry = (
-                    None if self._session.closed else resumer.fail(error.code, error.retry_delay)
+                    None
+                    if self._session.closed
+                    else resumer.fail(error.code, error.retry_delay, error.reason)
                 )
                 if retry is None:
                     raise error from rpc_error

@@ -106,6 +106,7 @@ class WatchResumer:
         self.synced = start_revision > 0  # a watch from R > 0 has no initial state
         self.last_change = start_revision  # the last CHANGE yielded, or where the watch began
         self.sent_state = False  # STATE events yielded in the current, unfinished initial state
+        self.received = False  # any event received yet, on any call
         self.backoff = backoff or Backoff()
 
     @property
@@ -113,6 +114,7 @@ class WatchResumer:
         return self.revision if self.synced else 0
 
     def receive(self, event_type: int, revision: int) -> EventType | None:
+        self.received = True
         self.backoff.reset()
         self.revision = max(self.revision, revision)
         if event_type == EventType.STATE.value:
@@ -138,12 +140,15 @@ class WatchResumer:
         self.last_change = revision
         return event_type
 
-    def fail(self, code: grpc.StatusCode, retry_delay: float | None = None) -> Retry | None:
+    def fail(
+        self, code: grpc.StatusCode, retry_delay: float | None = None, reason: str = ""
+    ) -> Retry | None:
         if code == grpc.StatusCode.OUT_OF_RANGE:
-            if (
-                self.start_revision == 0
-            ):  # the state itself is out of range: nothing to fall back to
-                return None
+            if self.start_revision == 0:
+                return None  # the state itself is out of range: nothing to fall back to
+            if reason == "REVISION_AHEAD" and not self.received:
+                return None  # the caller asked for a revision the store has not reached
+
             self._restart_from_state()
             return Retry(delay=0.0, resync=True)
         if code not in RETRYABLE:

@@ -30,6 +30,7 @@ from google.protobuf.message import Message
 from jobstatus.v1 import watch_pb2
 from jobstatus_server.errors import (
     JobStatusError,
+    NotFound,
     OutOfRange,
     ResourceExhausted,
     Unavailable,
@@ -298,6 +299,15 @@ class Hub:
             )
         if start_revision and start_revision < snapshot.compacted:
             raise _out_of_range(start_revision, snapshot.compacted)
+        if until_settled and stream.ids:
+            missing = sorted(stream.ids - {job.job_id for job in snapshot.jobs})
+            if missing:
+                # Waiting for a job that does not exist would never end.
+                raise NotFound(
+                    f"no {kind.display} with {kind.id_field} {', '.join(map(repr, missing))}",
+                    reason=kind.not_found_reason,
+                    metadata={kind.id_field: ",".join(missing)},
+                )
         # The settled state of each watched job as of the stream's position.
         settled: dict[str, bool] = {job_id: False for job_id in stream.ids}
         cursor = start_revision
