@@ -633,3 +633,12 @@ def test_catalog_import_host_names_the_cluster(http: httpx.Client, stubs: Stubs)
     )
     assert response.status_code == 404
     assert response.json() == {"message": "Cluster not found."}
+
+
+@pytest.mark.parametrize("job_id", ["a%00b", "%E2%82%AC", "a%0Ab", "x" * 300, "a/b"])
+def test_ids_no_job_can_have_get_the_not_found_answer(http: httpx.Client, job_id: str) -> None:
+    # On every backend: an id with a NUL, a newline, a slash or too long is never looked up.
+    assert set(_get(http, f"/api/v1/map/import/status/{job_id}")) == {"error"}
+    assert set(_get(http, f"/api/v1/delivery/preparedDelivery/{job_id}", 404)) == {"error"}
+    assert _get(http, f"/api/v2/import/status/{job_id}")["status"] == "NOT_FOUND"
+    assert set(_get(http, f"/datasets/{job_id}/status", 422)) == {"detail"}

@@ -35,8 +35,9 @@ from jobstatus_server.errors import (
     PermissionDenied,
     Unauthenticated,
 )
-from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT
+from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind, M
 from jobstatus_server.render import Key, Shape
+from jobstatus_server.validation import violations_of
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +263,7 @@ class Limits:
         wait = self._next.get(who, 0.0) - now
         if wait > 0:
             return wait
-        if len(self._next) > 10_000:
+        if len(self._next) > 10_000:  # forget the callers that may call again anyway
             self._next = {k: v for k, v in self._next.items() if v > now}
         self._next[who] = now + self.interval
         return 0.0
@@ -272,6 +273,8 @@ class Limits:
         if self.quota <= 0:
             return True
         today = datetime.now(UTC).date().isoformat()
+        if len(self._used) > 10_000:  # forget the callers of earlier days
+            self._used = {k: v for k, v in self._used.items() if v[0] == today}
         day, used = self._used.get(who, (today, 0))
         if day != today:
             used = 0
@@ -289,6 +292,20 @@ class Rest:
     core: Core
     auth: Authenticator
     limits: Limits = field(default_factory=Limits)
+
+    async def _get(self, kind: Kind[M], tenant: str, job_id: str) -> M:
+        """The job, as the core reads it; an id that no job can have is not looked up."""
+        try:
+            probe = kind.message(**{kind.id_field: job_id})
+            impossible = next(violations_of(probe), None) is not None
+        except (ValueError, TypeError):
+            impossible = True
+        if impossible:
+            raise NotFound(
+                f"no {kind.display} with {kind.id_field} {job_id!r}",
+                reason=kind.not_found_reason,
+            )
+        return await self.core.get(kind, tenant, job_id)
 
     async def _reader(self, *presented: str | None) -> Caller:
         caller = await self.auth.authenticate(*presented)
@@ -317,7 +334,7 @@ class Rest:
             return caller
         job_id = request.path_params["importRequestId"]
         try:
-            job = await self.core.get(MAP_IMPORT, caller.tenant, job_id)
+            job = await self._get(MAP_IMPORT, caller.tenant, job_id)
         except NotFound as error:
             return JSONResponse(MAP_NOT_FOUND.render(mi.MapImport(error=_error(error))))
         if v1 and job.status in V1_REPORTS:
@@ -344,7 +361,7 @@ class Rest:
             )
         job_id = request.path_params["catalogId"]
         try:
-            job = await self.core.get(DELIVERY, caller.tenant, job_id)
+            job = await self._get(DELIVERY, caller.tenant, job_id)
         except NotFound as error:
             body = DELIVERY_NOT_FOUND.render(dl.PreparedDelivery(error=_error(error)))
             return JSONResponse(body, 404)
@@ -385,7 +402,7 @@ class Rest:
                 422,
             )
         try:
-            job = await self.core.get(DATASET, caller.tenant, dataset_id)
+            job = await self._get(DATASET, caller.tenant, dataset_id)
         except NotFound:
             return details(404, DATASET_NOT_FOUND)
         if not job.HasField("latest_run"):
@@ -404,7 +421,7 @@ class Rest:
             return elevate_error(403, KEY_NOT_VALID)
         job_id = request.path_params["id"]
         try:
-            job = await self.core.get(CATALOG_IMPORT, caller.tenant, job_id)
+            job = await self._get(CATALOG_IMPORT, caller.tenant, job_id)
         except NotFound:
             job = cat.CatalogImport(id=job_id, status=cat.CATALOG_IMPORT_STATUS_NOT_FOUND)
         return JSONResponse(CATALOG_BODY.render(job))
