@@ -281,3 +281,35 @@ def test_a_new_key_works_at_once_and_a_revoked_one_stops(keyed: Keyed, stubs: St
         time.sleep(0.1)
     else:
         raise AssertionError("the revoked key still works")
+
+
+def test_metrics_cover_rpcs_requests_streams_lag_writes_and_refusals(
+    keyed: Keyed, http: httpx.Client, stubs: Stubs
+) -> None:
+    md = metadata(keyed.keys["rw"])
+    stubs.maps.CreateMapImport(
+        mi.CreateMapImportRequest(map_import=mi.MapImport(import_request_id="metrics-1")),
+        metadata=md,
+    )
+    http.get("/api/v2/map/import/status/metrics-1", headers={"x-api-key": keyed.keys["rw"]})
+    get = mi.GetMapImportStatusRequest(import_request_id="metrics-1")
+    fails(lambda: stubs.maps.GetMapImportStatus(get))
+    fails(lambda: stubs.maps.GetMapImportStatus(get, metadata=metadata(keyed.keys["w"])))
+    http.get(f"/datasets/{uuid.uuid4()}/status")
+    text = http.get("/metrics").text
+    for line in (
+        'jobstatus_rpcs_total{code="OK",method="CreateMapImport"}',
+        'jobstatus_rpcs_total{code="UNAUTHENTICATED",method="GetMapImportStatus"}',
+        'jobstatus_rpc_seconds_bucket{le="0.5",method="CreateMapImport"}',
+        'jobstatus_http_requests_total{code="200",method="GET",'
+        'route="/api/v2/map/import/status/{importRequestId}"}',
+        'jobstatus_http_requests_total{code="401",method="GET",route="/datasets/{dataset_id}/status"}',
+        'jobstatus_http_seconds_bucket{le="0.5",method="GET",'
+        'route="/api/v2/map/import/status/{importRequestId}"}',
+        'jobstatus_writes_total{kind="map_import"}',
+        'jobstatus_auth_failures_total{reason="SCOPE_MISSING"}',
+        "jobstatus_watch_streams ",
+        "jobstatus_http_watch_streams ",
+        "jobstatus_hub_lag_revisions ",
+    ):
+        assert line in text, line
