@@ -1,0 +1,240 @@
+"""The store on PostgreSQL: what several replicas on one database rely on.
+
+The crux: revisions become visible in commit order even when writers in
+several processes commit at once, so a reader tailing the event log never
+sees revision N+1 before N (it would skip N for good). The detector is
+checked first against the trap it must catch: ids from a sequence, which
+commit out of order (see k3s-io/kine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from jobstatus.v1 import map_import_pb2 as mi
+from jobstatus_server.errors import Unavailable
+from jobstatus_server.kinds import MAP_IMPORT
+from jobstatus_server.store import Store, Tx
+from tests.pg import PgCluster
+from tests.serverproc import ROOT
+
+WRITERS = 3
+WRITES = 400  # per writer process
+
+
+def _conninfo(cluster: PgCluster, url: str) -> str:
+    return cluster.conninfo(make_url(url).database or "")
+
+
+@dataclass
+class GapDetector:
+    """Tails `table` by `column` as the watch hub does, and records every time the next
+    visible row is not the next number: a reader that trusted it would skip one."""
+
+    conninfo: str
+    table: str
+    column: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    gaps: list[tuple[int, int]] = field(default_factory=list)
+    seen: int = 0
+    polls: int = 0
+
+    def run(self) -> None:
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            while not self.stop.is_set():
+                self.poll(conn)
+            self.poll(conn)
+
+    def poll(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        rows = conn.execute(
+            f"SELECT {self.column} FROM {self.table} WHERE {self.column} > %s "
+            f"ORDER BY {self.column} LIMIT 1000",
+            (self.seen,),
+        ).fetchall()
+        self.polls += 1
+        for (value,) in rows:
+            number = int(str(value))
+            if number != self.seen + 1:
+                self.gaps.append((self.seen, number))
+                return  # like the hub: never read past a gap; look again
+            self.seen = number
+
+
+def _tail(detector: GapDetector) -> threading.Thread:
+    thread = threading.Thread(target=detector.run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_the_detector_catches_sequence_ids_committing_out_of_order(
+    pg_cluster: PgCluster,
+) -> None:
+    url = pg_cluster.database("kine_trap")
+    conninfo = _conninfo(pg_cluster, url)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("CREATE TABLE trap (id bigserial PRIMARY KEY)")
+    detector = GapDetector(conninfo, "trap", "id")
+    done = threading.Event()
+
+    def writer() -> None:
+        with psycopg.connect(conninfo) as conn:
+            while not done.is_set():
+                conn.execute("INSERT INTO trap DEFAULT VALUES")
+                time.sleep(random.random() / 500)
+                conn.commit()
+
+    tail = _tail(detector)
+    writers = [threading.Thread(target=writer, daemon=True) for _ in range(4)]
+    for thread in writers:
+        thread.start()
+    deadline = time.monotonic() + 20
+    while not detector.gaps and time.monotonic() < deadline:
+        time.sleep(0.05)
+    done.set()
+    detector.stop.set()
+    for thread in [*writers, tail]:
+        thread.join(10)
+    assert detector.gaps, "sequence ids never showed a gap: the detector would prove nothing"
+
+
+async def test_revisions_become_visible_in_commit_order_across_processes(
+    pg_cluster: PgCluster,
+) -> None:
+    url = pg_cluster.database("visibility")
+    store = Store(url)
+    await store.start()  # migrates
+    detector = GapDetector(_conninfo(pg_cluster, url), "event", "revision")
+    tail = _tail(detector)
+    writers = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.storewriter",
+            url,
+            str(WRITES),
+            "16",
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        for _ in range(WRITERS)
+    ]
+    snapshots = 0
+    try:
+        # Meanwhile, a snapshot (several statements) is one consistent read.
+        while any(writer.returncode is None for writer in writers):
+            snapshot = await store.snapshot(MAP_IMPORT.name, "default", [], with_jobs=True)
+            assert all(job.revision <= snapshot.revision for job in snapshot.jobs)
+            assert len(snapshot.jobs) == snapshot.revision  # each write created one job
+            snapshots += 1
+            await asyncio.sleep(0.02)
+        outputs = [(await writer.communicate())[0].decode() for writer in writers]
+    finally:
+        for writer in writers:
+            if writer.returncode is None:
+                writer.kill()
+                await writer.wait()
+        detector.stop.set()
+        await asyncio.to_thread(tail.join, 30)
+        await store.close()
+    assert all(writer.returncode == 0 for writer in writers), outputs
+    total = WRITERS * WRITES
+    assert detector.gaps == [], f"a reader saw a revision before an earlier one: {detector.gaps}"
+    assert detector.seen == total, (detector.seen, outputs)
+    assert detector.polls > 20 and snapshots > 5, (detector.polls, snapshots)
+
+
+@pytest.fixture
+async def two_replicas(pg_cluster: PgCluster) -> AsyncIterator[tuple[Store, Store]]:
+    url = pg_cluster.database("notify")
+    first, second = Store(url), Store(url)
+    await first.start()
+    await second.start()
+    yield first, second
+    await first.close()
+    await second.close()
+
+
+def _create(job_id: str) -> Callable[[Tx], int]:
+    def put(tx: Tx) -> int:
+        job = mi.MapImport(import_request_id=job_id, status=mi.MAP_IMPORT_STATUS_START)
+        return int(tx.put(MAP_IMPORT, "default", job, created=True).revision)
+
+    return put
+
+
+async def _heard(heard: asyncio.Queue[int], revision: int, within: float) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        remaining = deadline - asyncio.get_running_loop().time()
+        got = await asyncio.wait_for(heard.get(), max(remaining, 0.01))
+        if got == revision:
+            return
+
+
+async def test_a_commit_wakes_the_other_replica_also_after_a_database_restart(
+    pg_cluster: PgCluster, two_replicas: tuple[Store, Store]
+) -> None:
+    first, second = two_replicas
+    heard: asyncio.Queue[int] = asyncio.Queue()
+    first.on_commit(heard.put_nowait)
+    assert first._listener is not None
+    assert await asyncio.to_thread(first._listener.connected.wait, 10)
+
+    revision = await second.transact(_create("notify-1"))
+    # Far below the hub's one-second poll: the NOTIFY woke it.
+    await _heard(heard, revision, within=0.9)
+
+    with pg_cluster.down():
+        with pytest.raises(Unavailable):
+            await second.transact(_create("during-outage"))
+        with pytest.raises(Unavailable):
+            await first.ping()
+    await first.ping()
+    assert await asyncio.to_thread(first._listener.connected.wait, 15)
+    revision = await second.transact(_create("notify-2"))
+    await _heard(heard, revision, within=0.9)
+
+    # Nothing half-written: the failed write left no job and no event.
+    assert await first.get(MAP_IMPORT, "default", "during-outage") is None
+    snapshot = await first.snapshot(MAP_IMPORT.name, "default", [], with_jobs=True)
+    events = await first.events_after(0, 100)
+    assert [e.revision for e in events] == list(range(1, snapshot.revision + 1))
+    assert sorted(job.job_id for job in snapshot.jobs) == ["notify-1", "notify-2"]
+
+
+async def test_compaction_neither_blocks_writers_nor_runs_twice_at_once(
+    pg_cluster: PgCluster, two_replicas: tuple[Store, Store]
+) -> None:
+    first, second = two_replicas
+    for n in range(10):
+        await first.transact(_create(f"compact-{n}"))
+    conninfo = _conninfo(pg_cluster, first.url)
+    with psycopg.connect(conninfo) as other:
+        # Another replica is mid-compaction: it holds the compaction lock, has deleted
+        # old events and moved the compaction point, and has not committed yet.
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (0x6A6F6273_00000002,))
+        other.execute("DELETE FROM event WHERE revision <= 3")
+        other.execute("UPDATE counter SET value = 3 WHERE name = 'compacted'")
+
+        started = time.monotonic()
+        revision = await asyncio.wait_for(second.transact(_create("while-compacting")), 5)
+        assert revision == 11
+        # This replica skips its own compaction instead of waiting or racing.
+        assert await asyncio.wait_for(second.compact(keep_count=2, keep_age=3600), 5) == 0
+        assert time.monotonic() - started < 5
+        other.commit()
+    assert await second.compact(keep_count=2, keep_age=3600) == 9
+    # The compaction point never moves back, whoever writes it last.
+    assert await first.compact(keep_count=5, keep_age=3600) == 9
+    assert [e.revision for e in await first.events_after(0, 100)] == [10, 11]
