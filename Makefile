@@ -34,6 +34,10 @@ run: $(STAMP) ## Start the server on the embedded default (SQLite in ./data)
 test: $(STAMP) ## Run every test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+.PHONY: bench
+bench: $(STAMP) ## Benchmarks as ratios to baselines of the same run (~7 min): bench/results/bench.md
+	$(PY) -m bench $(BENCH_ARGS)
+
 .PHONY: proto
 proto: $(STAMP) ## Regenerate the Python code from proto/
 	$(MAKE) --no-print-directory gen OUT=$(GEN_OUT)
@@ -55,7 +59,7 @@ checkgenerate: $(STAMP) ## Fail when the committed generated code is stale
 lint: $(STAMP) $(BUF) checkgenerate ## ruff, mypy, buf lint and buf format
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy server client/jobstatus tests
+	$(VENV)/bin/mypy server client/jobstatus tests bench
 	cd proto && ../$(BUF) lint && ../$(BUF) format -d --exit-code
 
 .PHONY: breaking

@@ -1,0 +1,716 @@
+"""The scenarios. Each is one function `(bench) -> rows`, registered in suite.scenarios().
+
+jobstatus and its baseline run side by side in every scenario and alternate (ABBA...)
+round by round, so that a noisy neighbour hurts both alike; each row is a median
+over the rounds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bench import jobs, workers
+from bench.procstat import cpu_seconds, rss_bytes
+from bench.results import Row, Target, median, percentile
+from bench.servers import Writer, create_jobs, get, running_baseline, running_subject, subject_pid
+from bench.suite import Bench, cpu_window
+from jobstatus.v1 import map_import_pb2 as mi
+
+T = TypeVar("T")
+BARE = "bare grpc.aio"
+BROADCASTER = "bare broadcaster"
+
+
+def _split(items: Sequence[T], parts: int) -> list[list[T]]:
+    """Round-robin into at most `parts` non-empty lists."""
+    split: list[list[T]] = [list(items[index::parts]) for index in range(parts)]
+    return [part for part in split if part]
+
+
+def _alternate(
+    rounds: int, subject: Callable[[], T], baseline: Callable[[], T]
+) -> tuple[list[T], list[T]]:
+    """Measure jobstatus and the baseline `rounds` times each, in ABBA order."""
+    ours: list[T] = []
+    theirs: list[T] = []
+    for index in range(rounds):
+        if index % 2 == 0:
+            ours.append(subject())
+            theirs.append(baseline())
+        else:
+            theirs.append(baseline())
+            ours.append(subject())
+    return ours, theirs
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A server under load: its name, where to call it, and which process to measure."""
+
+    name: str
+    address: str
+    pid: int
+
+
+# --- unary calls ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Unary:
+    qps: float
+    cpu_per_call: float  # server CPU seconds per call
+    server_cores: float
+    load_cores: float
+    errors: int
+
+
+def _unary_once(
+    bench: Bench, server: Endpoint, method: str, slots: list[list[bytes]], seconds: float
+) -> Unary:
+    parts = _split(slots, bench.sizes.unary_procs)
+    start_at = time.monotonic() + 0.3 + bench.sizes.warmup
+    stop_at = start_at + seconds
+    used = bench.pool.workers[: len(parts)]
+    for worker, part in zip(used, parts, strict=True):
+        worker.send(
+            workers.unary_load,
+            address=server.address,
+            method=method,
+            slots=part,
+            start_at=start_at,
+            stop_at=stop_at,
+        )
+    [server_cpu] = cpu_window([server.pid], start_at, stop_at)
+    results = [worker.recv() for worker in used]
+    calls = sum(int(r["calls"]) for r in results)
+    return Unary(
+        qps=calls / seconds,
+        cpu_per_call=server_cpu / calls if calls else 0.0,
+        server_cores=server_cpu / seconds,
+        load_cores=sum(float(r["cpu"]) for r in results) / seconds,
+        errors=sum(int(r["errors"]) for r in results),
+    )
+
+
+def _unary_rows(
+    scenario: str,
+    case: str,
+    ours: list[Unary],
+    theirs: list[Unary],
+    metric: str,
+    qps_target: Target,
+    cpu_target: Target | None,
+) -> list[Row]:
+    common: dict[str, Any] = {
+        "scenario": scenario,
+        "case": case,
+        "baseline_name": BARE,
+        "load_cpu": median([u.load_cores for u in ours]),
+        "baseline_load_cpu": median([u.load_cores for u in theirs]),
+        "server_cpu": median([u.server_cores for u in ours]),
+        "baseline_server_cpu": median([u.server_cores for u in theirs]),
+    }
+    rows = [
+        Row(
+            metric=metric,
+            unit="calls/s",
+            value=median([u.qps for u in ours]),
+            baseline=median([u.qps for u in theirs]),
+            target=qps_target,
+            extra={
+                "rounds": len(ours),
+                "jobstatus qps per round": " ".join(f"{u.qps:.0f}" for u in ours),
+                "baseline qps per round": " ".join(f"{u.qps:.0f}" for u in theirs),
+                "errors": sum(u.errors for u in ours) + sum(u.errors for u in theirs),
+            },
+            **common,
+        )
+    ]
+    rows.append(
+        Row(
+            metric="server CPU per call",
+            unit="µs",
+            value=1e6 * median([u.cpu_per_call for u in ours]),
+            baseline=1e6 * median([u.cpu_per_call for u in theirs]),
+            target=cpu_target,
+            **common,
+        )
+    )
+    return rows
+
+
+def _unary_cases(
+    bench: Bench,
+    scenario: str,
+    subject: Endpoint,
+    baseline: Endpoint,
+    method: str,
+    cases: Sequence[tuple[str, list[list[bytes]]]],
+    metric: str,
+    qps_target: Target,
+    cpu_target: Target | None,
+) -> list[Row]:
+    """Each case (a name and one request list per concurrent caller) against both servers;
+    the most loaded case that missed a target is profiled."""
+    sizes = bench.sizes
+    rows: list[Row] = []
+    missed: list[tuple[str, list[list[bytes]], list[Row]]] = []
+    for case, slots in cases:
+        ours, theirs = _alternate(
+            sizes.rounds,
+            partial(_unary_once, bench, subject, method, slots, sizes.unary_seconds),
+            partial(_unary_once, bench, baseline, method, slots, sizes.unary_seconds),
+        )
+        case_rows = _unary_rows(scenario, case, ours, theirs, metric, qps_target, cpu_target)
+        rows += case_rows
+        if any(row.met is False for row in case_rows):
+            missed.append((case, slots, case_rows))
+    if missed:
+        case, slots, case_rows = missed[-1]
+        again = partial(_unary_once, bench, subject, method, slots, sizes.profile_seconds)
+        bench.profile(scenario, case, subject.pid, case_rows, again)
+    return rows
+
+
+def unary_get(bench: Bench) -> list[Row]:
+    """GetMapImportStatus at each concurrency, against a bare server answering the same bytes."""
+    with running_subject(bench.workdir, "unary") as server:
+        subject = Endpoint("jobstatus", server.address, subject_pid(server))
+        [job] = create_jobs(subject.address, jobs.job_ids("get", 1))
+        with running_baseline(job, bench.workdir, "unary") as bare:
+            baseline = Endpoint("baseline", bare.address, bare.pid)
+            raw = mi.GetMapImportStatusRequest(
+                import_request_id=job.import_request_id
+            ).SerializeToString()
+            sizes = [get(e.address, job.import_request_id).ByteSize() for e in (subject, baseline)]
+            rows = _unary_cases(
+                bench,
+                "unary_get",
+                subject,
+                baseline,
+                workers.GET,
+                [(f"concurrency {c}", [[raw]] * c) for c in bench.sizes.unary_concurrency],
+                "GetMapImportStatus",
+                Target(">=", 0.8),
+                Target("<=", 1.3),
+            )
+    for row in rows[::2]:
+        row.extra["response bytes jobstatus / baseline"] = f"{sizes[0]} / {sizes[1]}"
+    return rows
+
+
+def durable_updates(bench: Bench) -> list[Row]:
+    """UpdateMapImport (SQLite, synchronous FULL: the server's durable default), each
+    writer on a job of its own, against the bare server's constant answer."""
+    concurrencies = bench.sizes.write_concurrency
+    with running_subject(bench.workdir, "updates") as server:
+        subject = Endpoint("jobstatus", server.address, subject_pid(server))
+        ids = jobs.job_ids("upd", max(concurrencies))
+        created = create_jobs(subject.address, ids)
+        # create_jobs leaves progress 1: each request moves it on, so each is a change.
+        cycle = [*range(2, 100), 0, 1]
+        requests = [
+            [jobs.update_request(job_id, p).SerializeToString() for p in cycle] for job_id in ids
+        ]
+        with running_baseline(created[0], bench.workdir, "updates") as bare:
+            rows = _unary_cases(
+                bench,
+                "durable_updates",
+                subject,
+                Endpoint("baseline", bare.address, bare.pid),
+                workers.UPDATE,
+                [(f"{c} writer{'s' if c > 1 else ''}", requests[:c]) for c in concurrencies],
+                "UpdateMapImport",
+                Target(">=", 0.6),
+                None,
+            )
+    for row in rows[::2]:
+        row.extra["storage"] = "SQLite WAL, synchronous FULL (the default)"
+    return rows
+
+
+# --- the core's write path, in process -----------------------------------------------
+
+
+def _core_once(bench: Bench, directory: Path, synchronous: str, seconds: float) -> dict[str, float]:
+    result: dict[str, float] = bench.pool.workers[0].call(
+        workers.core_updates,
+        database_url=f"sqlite:///{directory / 'core.db'}",
+        synchronous=synchronous,
+        writers=bench.sizes.core_writers,
+        warmup=bench.sizes.warmup,
+        seconds=seconds,
+    )
+    return result
+
+
+def _raw_once(bench: Bench, directory: Path, synchronous: str) -> dict[str, float]:
+    result: dict[str, float] = bench.pool.workers[0].call(
+        workers.raw_updates,
+        path=str(directory / "raw.db"),
+        synchronous=synchronous,
+        warmup=bench.sizes.warmup,
+        seconds=bench.sizes.core_seconds,
+    )
+    return result
+
+
+def core_write(bench: Bench) -> list[Row]:
+    """N asyncio tasks calling Core.update on a Store in one worker process, against one
+    writer doing the same row update and event insert with plain sqlite3, one
+    transaction each, at the same synchronous setting."""
+    sizes = bench.sizes
+    rows: list[Row] = []
+    for synchronous in sizes.core_synchronous:
+        directory = bench.workdir / f"core-{synchronous.lower()}"
+        directory.mkdir(parents=True, exist_ok=True)
+        ours, theirs = _alternate(
+            sizes.rounds,
+            partial(_core_once, bench, directory, synchronous, sizes.core_seconds),
+            partial(_raw_once, bench, directory, synchronous),
+        )
+
+        def per_update(results: list[dict[str, float]]) -> str:
+            return f"{1e6 * median([r['cpu'] / max(r['updates'], 1) for r in results]):.0f}"
+
+        row = Row(
+            scenario="core_write",
+            case=f"{sizes.core_writers} writers, synchronous {synchronous}",
+            metric="updates",
+            unit="updates/s",
+            value=median([r["updates"] / r["seconds"] for r in ours]),
+            baseline=median([r["updates"] / r["seconds"] for r in theirs]),
+            baseline_name="raw sqlite3, 1 writer",
+            target=Target(">=", 0.25),
+            load_cpu=median([r["cpu"] / r["seconds"] for r in ours]),
+            baseline_load_cpu=median([r["cpu"] / r["seconds"] for r in theirs]),
+            extra={
+                "in process": "load-gen CPU is the one process's: writers and store together",
+                "CPU per update µs jobstatus / raw": f"{per_update(ours)} / {per_update(theirs)}",
+            },
+        )
+        rows.append(row)
+        again = partial(_core_once, bench, directory, synchronous, sizes.profile_seconds)
+        bench.profile("core_write", row.case, bench.pool.workers[0].pid, [row], again)
+    return rows
+
+
+# --- watch ---------------------------------------------------------------------------
+
+
+def _open(bench: Bench, server: Endpoint, groups: list[list[str]]) -> None:
+    """Open one stream per id in each group, a watcher process per group."""
+    bench.pool.map(
+        workers.open_streams,
+        [
+            {
+                "name": server.name,
+                "address": server.address,
+                "job_ids": ids,
+                "batch": bench.sizes.open_batch,
+                "per_channel": bench.sizes.streams_per_channel,
+            }
+            for ids in groups
+        ],
+    )
+
+
+def _close(bench: Bench, server: Endpoint, groups: int) -> None:
+    bench.pool.map(workers.close_streams, [{"name": server.name}] * groups)
+
+
+def _watcher_cpu(bench: Bench, groups: int) -> float:
+    return sum(float(cpu) for cpu, _ in bench.pool.map(workers.cpu_now, [{}] * groups))
+
+
+@dataclass(frozen=True)
+class Fanout:
+    to_last_ms: float  # from the write being sent (commit included) to the last receipt
+    to_first_ms: float
+    commit_to_last_ms: float  # from the write's answer (the commit) to the last receipt
+    commit_ms: float  # from the write being sent to its answer
+    received: int
+    server_cpu: float  # seconds
+    load_cpu: float  # seconds
+    seconds: float
+
+
+def _fanout_once(
+    bench: Bench,
+    server: Endpoint,
+    writer: Writer,
+    job_id: str,
+    progress: Iterator[int],
+    shares: list[int],
+) -> Fanout:
+    time.sleep(0.2)  # let the previous change's traffic die down
+    load_before = _watcher_cpu(bench, len(shares))
+    server_before = cpu_seconds(server.pid)
+    began = time.monotonic()
+    sent = time.monotonic_ns()
+    revision = writer.update(job_id, next(progress) % 100)
+    answered = time.monotonic_ns()
+    results = bench.pool.map(
+        workers.wait_revision,
+        [{"name": server.name, "revision": revision, "expected": share} for share in shares],
+    )
+    seconds = time.monotonic() - began
+    server_cpu = cpu_seconds(server.pid) - server_before
+    load_cpu = _watcher_cpu(bench, len(shares)) - load_before
+    last = max(int(r["last_ns"]) for r in results)
+    first = min((int(r["first_ns"]) for r in results if r["received"]), default=last)
+    return Fanout(
+        to_last_ms=(last - sent) / 1e6,
+        to_first_ms=(first - sent) / 1e6,
+        commit_to_last_ms=(last - answered) / 1e6,
+        commit_ms=(answered - sent) / 1e6,
+        received=sum(int(r["received"]) for r in results),
+        server_cpu=server_cpu,
+        load_cpu=load_cpu,
+        seconds=seconds,
+    )
+
+
+def watch_fanout(bench: Bench) -> list[Row]:
+    """One change to N open streams (all watching the job), opened from several client
+    processes: from the write being sent (jobstatus's commit included) to the last
+    stream's receipt, and server memory per open stream (VmRSS delta / streams)."""
+    return [row for streams in bench.sizes.fanout_streams for row in _fanout_case(bench, streams)]
+
+
+def _fanout_case(bench: Bench, streams: int) -> list[Row]:
+    sizes = bench.sizes
+    case = f"{streams:,} streams"
+    with running_subject(bench.workdir, f"fanout-{streams}") as server:
+        subject = Endpoint("jobstatus", server.address, subject_pid(server))
+        [job] = create_jobs(subject.address, jobs.job_ids("fan", 1))
+        job_id = job.import_request_id
+        with running_baseline(job, bench.workdir, f"fanout-{streams}") as bare:
+            baseline = Endpoint("baseline", bare.address, bare.pid)
+            groups = _split([job_id] * streams, min(sizes.watcher_procs, streams))
+            shares = [len(group) for group in groups]
+            memory: list[float] = []
+            opening: list[float] = []
+            for endpoint in (subject, baseline):
+                before = rss_bytes(endpoint.pid)
+                began = time.monotonic()
+                _open(bench, endpoint, groups)
+                opening.append(time.monotonic() - began)
+                time.sleep(sizes.settle)
+                memory.append((rss_bytes(endpoint.pid) - before) / streams / 1024)
+            ours_writer, their_writer = Writer(subject.address), Writer(baseline.address)
+            progress = itertools.count(2)
+            try:
+                change = partial(
+                    _fanout_once, bench, job_id=job_id, progress=progress, shares=shares
+                )
+                again = partial(change, subject, ours_writer)
+                ours, theirs = _alternate(
+                    sizes.fanout_changes, again, partial(change, baseline, their_writer)
+                )
+                rows = _fanout_rows(case, streams, ours, theirs, memory, opening)
+                bench.profile(
+                    "watch_fanout",
+                    case,
+                    subject.pid,
+                    rows,
+                    lambda: [again() for _ in range(max(2, sizes.fanout_changes))],
+                )
+            finally:
+                ours_writer.close()
+                their_writer.close()
+            _close(bench, subject, len(groups))
+            _close(bench, baseline, len(groups))
+    return rows
+
+
+def _fanout_rows(
+    case: str,
+    streams: int,
+    ours: list[Fanout],
+    theirs: list[Fanout],
+    memory: list[float],
+    opening: list[float],
+) -> list[Row]:
+    def both(figure: Callable[[Fanout], float], scale: float = 1.0) -> str:
+        return (
+            f"{scale * median([figure(f) for f in ours]):.1f} / "
+            f"{scale * median([figure(f) for f in theirs]):.1f}"
+        )
+
+    common: dict[str, Any] = {
+        "scenario": "watch_fanout",
+        "case": case,
+        "baseline_name": BROADCASTER,
+        "load_cpu": median([f.load_cpu / f.seconds for f in ours]),
+        "baseline_load_cpu": median([f.load_cpu / f.seconds for f in theirs]),
+        "server_cpu": median([f.server_cpu / f.seconds for f in ours]),
+        "baseline_server_cpu": median([f.server_cpu / f.seconds for f in theirs]),
+    }
+    to_last = median([f.to_last_ms for f in ours])
+    latency = Row(
+        metric="one change: write to the last receipt",
+        unit="ms",
+        value=to_last,
+        baseline=median([f.to_last_ms for f in theirs]),
+        target=Target("<=", 1.5),
+        extra={
+            "changes": len(ours),
+            "jobstatus ms per change": " ".join(f"{f.to_last_ms:.1f}" for f in ours),
+            "baseline ms per change": " ".join(f"{f.to_last_ms:.1f}" for f in theirs),
+            "to the first receipt ms jobstatus / baseline": both(lambda f: f.to_first_ms),
+            "commit (write answered) to the last receipt ms jobstatus / baseline": both(
+                lambda f: f.commit_to_last_ms
+            ),
+            "write answered after ms jobstatus / baseline": both(lambda f: f.commit_ms),
+            "delivered events/s jobstatus": round(streams / (to_last / 1000)) if to_last > 0 else 0,
+            "server CPU µs per delivered event jobstatus / baseline": both(
+                lambda f: f.server_cpu / streams, 1e6
+            ),
+            "receipts missing": sum(streams - f.received for f in ours + theirs),
+        },
+        **common,
+    )
+    memory_row = Row(
+        metric="server memory per open stream",
+        unit="KiB",
+        value=memory[0],
+        baseline=memory[1],
+        target=Target("<=", 30.0, on="value"),
+        extra={
+            "seconds to open jobstatus / baseline": f"{opening[0]:.1f} / {opening[1]:.1f}",
+            "streams opened per second jobstatus": round(streams / opening[0]),
+        },
+        **common,
+    )
+    return [latency, memory_row]
+
+
+@dataclass(frozen=True)
+class Sustained:
+    commit_to_receipt_ms: list[float]
+    send_to_receipt_ms: list[float]
+    writes: int
+    receipts: int
+    seconds: float
+    server_cpu: float
+    watcher_cpu: float
+    writer_cpu: float
+
+
+def _sustained_once(
+    bench: Bench, server: Endpoint, ids: list[str], groups: int, seconds: float
+) -> Sustained:
+    """One paced run: the writer is the worker after the `groups` watcher processes."""
+    sizes = bench.sizes
+    writer = bench.pool.workers[groups]
+    bench.pool.map(workers.take_receipts, [{"name": server.name}] * groups)
+    watchers_before = _watcher_cpu(bench, groups)
+    start_at = time.monotonic() + 0.5
+    stop_at = start_at + seconds
+    writer.send(
+        workers.paced_updates,
+        address=server.address,
+        job_ids=ids,
+        rate=sizes.sustained_rate,
+        start_at=start_at,
+        stop_at=stop_at,
+    )
+    [server_cpu] = cpu_window([server.pid], start_at, stop_at)
+    written = writer.recv()
+    time.sleep(0.5)  # the last changes on their way
+    taken = bench.pool.map(workers.take_receipts, [{"name": server.name}] * groups)
+    receipts = [receipt for part in taken for receipt in part]
+    watcher_cpu = _watcher_cpu(bench, groups) - watchers_before
+    writes = {
+        int(revision): (int(sent), int(answered)) for revision, sent, answered in written["samples"]
+    }
+    commit: list[float] = []
+    send: list[float] = []
+    for revision, received in receipts:
+        if revision in writes:
+            sent, answered = writes[revision]
+            commit.append((received - answered) / 1e6)
+            send.append((received - sent) / 1e6)
+    return Sustained(
+        commit_to_receipt_ms=commit,
+        send_to_receipt_ms=send,
+        writes=len(written["samples"]),
+        receipts=len(commit),
+        seconds=seconds,
+        server_cpu=server_cpu,
+        watcher_cpu=watcher_cpu,
+        writer_cpu=float(written["cpu"]),
+    )
+
+
+def watch_sustained(bench: Bench) -> list[Row]:
+    """A steady stream of changes (sustained_rate per second, to random jobs) into N
+    watchers, each watching one job; commit (the write's answer reaching the writer
+    process) to receipt (in a watcher process), on one machine clock."""
+    sizes = bench.sizes
+    streams = sizes.sustained_watchers
+    case = f"{sizes.sustained_rate:g} changes/s into {streams:,} watchers"
+    ids = jobs.job_ids("sus", streams)
+    with running_subject(bench.workdir, "sustained") as server:
+        subject = Endpoint("jobstatus", server.address, subject_pid(server))
+        created = create_jobs(subject.address, ids)
+        with running_baseline(created[0], bench.workdir, "sustained") as bare:
+            baseline = Endpoint("baseline", bare.address, bare.pid)
+            procs = min(sizes.watcher_procs, streams)
+            groups = _split(ids, procs)
+            _open(bench, subject, groups)
+            _open(bench, baseline, groups)
+            half = sizes.sustained_seconds / 2
+            ours, theirs = _alternate(
+                2,
+                partial(_sustained_once, bench, subject, ids, procs, half),
+                partial(_sustained_once, bench, baseline, ids, procs, half),
+            )
+
+            def pooled(results: list[Sustained]) -> tuple[list[float], list[float]]:
+                return (
+                    [ms for r in results for ms in r.commit_to_receipt_ms],
+                    [ms for r in results for ms in r.send_to_receipt_ms],
+                )
+
+            (commit, send), (base_commit, base_send) = pooled(ours), pooled(theirs)
+            seconds = sum(r.seconds for r in ours)
+            base_seconds = sum(r.seconds for r in theirs)
+            common: dict[str, Any] = {
+                "scenario": "watch_sustained",
+                "case": case,
+                "baseline_name": BROADCASTER,
+                "load_cpu": sum(r.watcher_cpu + r.writer_cpu for r in ours) / seconds,
+                "baseline_load_cpu": sum(r.watcher_cpu + r.writer_cpu for r in theirs)
+                / base_seconds,
+                "server_cpu": sum(r.server_cpu for r in ours) / seconds,
+                "baseline_server_cpu": sum(r.server_cpu for r in theirs) / base_seconds,
+            }
+            detail: dict[str, float | int | str] = {
+                "writes jobstatus / baseline": (
+                    f"{sum(r.writes for r in ours)} / {sum(r.writes for r in theirs)}"
+                ),
+                "receipts matched jobstatus / baseline": f"{len(commit)} / {len(base_commit)}",
+                "send-to-receipt p50 / p99 ms jobstatus": (
+                    f"{percentile(send, 0.5):.2f} / {percentile(send, 0.99):.2f}"
+                ),
+                "send-to-receipt p50 / p99 ms baseline": (
+                    f"{percentile(base_send, 0.5):.2f} / {percentile(base_send, 0.99):.2f}"
+                ),
+                "writer CPU cores jobstatus": round(sum(r.writer_cpu for r in ours) / seconds, 2),
+            }
+            p99 = Row(
+                metric="commit-to-receipt p99",
+                unit="ms",
+                value=percentile(commit, 0.99),
+                baseline=percentile(base_commit, 0.99),
+                target=Target("<=", 1.5),
+                extra=detail,
+                **common,
+            )
+            p50 = Row(
+                metric="commit-to-receipt p50",
+                unit="ms",
+                value=percentile(commit, 0.5),
+                baseline=percentile(base_commit, 0.5),
+                **common,
+            )
+            delivered = Row(
+                metric="delivered events",
+                unit="events/s",
+                value=len(commit) / seconds,
+                baseline=len(base_commit) / base_seconds,
+                **common,
+            )
+            rows = [p99, p50, delivered]
+            again = partial(_sustained_once, bench, subject, ids, procs, sizes.profile_seconds)
+            bench.profile("watch_sustained", case, subject.pid, rows, again)
+            _close(bench, subject, procs)
+            _close(bench, baseline, procs)
+    return rows
+
+
+def awareness(bench: Bench) -> list[Row]:
+    """How long after a commit a client knows: one watcher, and one client polling at
+    the documented rate (1 request per poll_interval seconds), on the same changes."""
+    sizes = bench.sizes
+    with running_subject(bench.workdir, "awareness") as subject:
+        [job] = create_jobs(subject.address, jobs.job_ids("aware", 1))
+        job_id = job.import_request_id
+        watcher, poller, writer = bench.pool.workers[:3]
+        watcher.call(
+            workers.open_streams,
+            name="awareness",
+            address=subject.address,
+            job_ids=[job_id],
+            batch=1,
+            per_channel=1,
+        )
+        watcher.call(workers.take_receipts, name="awareness")
+        start_at = time.monotonic() + 0.5
+        stop_at = start_at + sizes.awareness_seconds
+        poller.send(
+            workers.poll_status,
+            address=subject.address,
+            job_id=job_id,
+            interval=sizes.poll_interval,
+            start_at=start_at,
+            stop_at=stop_at,
+        )
+        writer.send(
+            workers.paced_updates,
+            address=subject.address,
+            job_ids=[job_id],
+            rate=sizes.awareness_rate,
+            start_at=start_at,
+            stop_at=stop_at,
+        )
+        written = writer.recv()
+        polled = poller.recv()
+        time.sleep(0.2)
+        receipts: list[tuple[int, int]] = watcher.call(workers.take_receipts, name="awareness")
+        watcher.call(workers.close_streams, name="awareness")
+    commits = {int(revision): int(answered) for revision, _, answered in written["samples"]}
+    watched = [(t - commits[r]) / 1e6 for r, t in receipts if r in commits]
+    polls = sorted((int(t), int(r)) for t, r in polled["polls"])
+    polling: list[float] = []
+    for revision, committed in commits.items():
+        seen = next((t for t, r in polls if t >= committed and r >= revision), None)
+        if seen is not None:
+            polling.append((seen - committed) / 1e6)
+    common: dict[str, Any] = {
+        "scenario": "awareness",
+        "case": f"{sizes.awareness_rate:g} changes/s for {sizes.awareness_seconds:g} s",
+        "baseline_name": f"polling every {sizes.poll_interval:g} s",
+        "load_cpu": (float(written["cpu"]) + float(polled["cpu"])) / float(written["seconds"]),
+    }
+    detail: dict[str, float | int | str] = {
+        "changes": len(commits),
+        "watcher receipts": len(watched),
+        "polls": len(polls),
+        "changes seen by a poll": len(polling),
+    }
+    return [
+        Row(
+            metric="change-to-awareness p99",
+            unit="ms",
+            value=percentile(watched, 0.99),
+            baseline=percentile(polling, 0.99),
+            extra=detail,
+            **common,
+        ),
+        Row(
+            metric="change-to-awareness p50",
+            unit="ms",
+            value=percentile(watched, 0.5),
+            baseline=percentile(polling, 0.5),
+            **common,
+        ),
+    ]

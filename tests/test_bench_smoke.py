@@ -1,0 +1,88 @@
+"""`make bench` cannot rot: every scenario runs at tiny sizes and writes a sane row.
+
+No speed is asserted here (the machine is shared and noisy; speed is `make bench`'s
+business, as ratios): only that each scenario measured jobstatus and its baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import suite
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("bench")
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    data: dict[str, Any] = json.loads((out / "bench.json").read_text())
+    data["stdout"] = run.stdout
+    data["markdown"] = (out / "bench.md").read_text()
+    return data
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def test_every_scenario_produced_rows(smoke: dict[str, Any]) -> None:
+    assert smoke["mode"] == "smoke"
+    assert smoke["failed"] == {}
+    measured = {s.name for s in suite.scenarios() if s.run is not None}
+    assert measured >= {
+        "unary_get",
+        "durable_updates",
+        "core_write",
+        "watch_fanout",
+        "watch_sustained",
+        "awareness",
+    }
+    assert {row["scenario"] for row in smoke["rows"]} == measured
+
+
+def test_rows_are_sane(smoke: dict[str, Any]) -> None:
+    for row in smoke["rows"]:
+        where = f"{row['scenario']} / {row['case']} / {row['metric']}"
+        assert row["metric"] and row["unit"] and row["baseline_name"], where
+        assert _number(row["value"]) and _number(row["baseline"]), where
+        for cpu in ("load_cpu", "baseline_load_cpu", "server_cpu", "baseline_server_cpu"):
+            assert row[cpu] is None or (_number(row[cpu]) and row[cpu] >= 0), (where, cpu)
+        if row["target"] is not None:
+            assert row["met"] in (True, False), where
+        if row["target"] is not None and row["target"].startswith("ratio"):
+            # The headline figures: the baseline was measured, the ratio is a positive number.
+            assert row["baseline"] > 0, where
+            assert _number(row["ratio"]) and row["ratio"] > 0, where
+    awareness = [row for row in smoke["rows"] if row["scenario"] == "awareness"]
+    assert all(row["baseline"] > 0 for row in awareness)  # the poller noticed the changes
+
+
+def test_unary_rows_per_concurrency(smoke: dict[str, Any]) -> None:
+    cases = {row["case"] for row in smoke["rows"] if row["scenario"] == "unary_get"}
+    assert cases == {f"concurrency {c}" for c in suite.SMOKE.unary_concurrency}
+
+
+def test_todo_scenarios_are_skipped_out_loud(smoke: dict[str, Any]) -> None:
+    todo = {s.name: s.todo for s in suite.scenarios() if s.run is None}
+    assert {s["scenario"]: s["reason"] for s in smoke["skipped"]} == todo
+    for name in todo:
+        assert f"SKIP {name}:" in smoke["stdout"]
+        assert name in smoke["markdown"]
