@@ -189,6 +189,13 @@ def test_until_settled_ends_and_a_reconnect_gets_204(
     assert again.status_code == 204
 
 
+def test_until_settled_on_an_unknown_job_answers_404(http: httpx.Client, uid: str) -> None:
+    response = http.get(f"/api/v1/watch/map_import?ids={uid}&until_settled=true")
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert error["reason"] == "MAP.notFound" and error["metadata"] == {"import_request_id": uid}
+
+
 def test_dataset_events_carry_the_dataset_id(stubs: Stubs, http: httpx.Client) -> None:
     created = stubs.datasets.CreateDataset(ds.CreateDatasetRequest(dataset=ds.Dataset()))
     dataset_id = created.dataset.dataset_id

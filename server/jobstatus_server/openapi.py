@@ -299,7 +299,9 @@ def _operations(secured: bool) -> dict[str, Any]:
                 "400": _json("A parameter is not valid.", error),
                 "401": _json("No API key, or one that is not valid.", error),
                 "403": _json("The API key does not have the read scope.", error),
-                "404": _json("No such kind.", error),
+                "404": _json(
+                    "No such kind, or until_settled names a job that does not exist.", error
+                ),
                 "410": _json("The resume revision is outside the kept history.", error),
                 "503": _json("The server is shutting down or the database is away.", error),
             },

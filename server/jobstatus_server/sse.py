@@ -240,7 +240,7 @@ class Watch:
     ) -> bool:
         """Fail now, before the stream starts, where the watch would fail at once; True
         when there is nothing left to send (every watched job settled at `start`)."""
-        until_done = until_settled and bool(ids) and start > 0
+        until_done = until_settled and bool(ids)
         snapshot = await self.hub.store.snapshot(kind.name, tenant, ids, with_jobs=until_done)
         if start > snapshot.revision:
             raise OutOfRange(
@@ -256,11 +256,22 @@ class Watch:
                 metadata={"oldest_revision": str(snapshot.compacted + 1)},
             )
         jobs = {job.job_id: job for job in snapshot.jobs}
-        return until_done and all(
-            job_id in jobs
-            and jobs[job_id].revision <= start
-            and jobs[job_id].status in kind.settled
-            for job_id in ids
+        missing = sorted(set(ids) - set(jobs)) if until_done else []
+        if missing:  # waiting for a job that does not exist would never end
+            raise NotFound(
+                f"no {kind.display} with {kind.id_field} {', '.join(map(repr, missing))}",
+                reason=kind.not_found_reason,
+                metadata={kind.id_field: ",".join(missing)},
+            )
+        return (
+            until_done
+            and start > 0
+            and all(
+                job_id in jobs
+                and jobs[job_id].revision <= start
+                and jobs[job_id].status in kind.settled
+                for job_id in ids
+            )
         )
 
     async def endpoint(self, request: Request) -> Response:
