@@ -8,6 +8,7 @@ open (no keys): the keys and their errors are tested in test_rest_errors.py.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +22,7 @@ from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import delivery_pb2 as dl
 from jobstatus.v1 import errors_pb2 as er
 from jobstatus.v1 import map_import_pb2 as mi
-from tests.conftest import Stubs
+from tests.conftest import Databases, Stubs
 from tests.restkit import DATETIME
 from tests.serverproc import ServerProcess
 
@@ -642,3 +643,27 @@ def test_ids_no_job_can_have_get_the_not_found_answer(http: httpx.Client, job_id
     assert set(_get(http, f"/api/v1/delivery/preparedDelivery/{job_id}", 404)) == {"error"}
     assert _get(http, f"/api/v2/import/status/{job_id}")["status"] == "NOT_FOUND"
     assert set(_get(http, f"/datasets/{job_id}/status", 422)) == {"detail"}
+
+
+def test_storage_away_answers_503_in_each_documents_style(
+    databases: Databases, http: httpx.Client, stubs: Stubs, uid: str
+) -> None:
+    if databases.cluster is None:
+        pytest.skip("SQLite keeps answering reads on the connections it has open")
+    _map(stubs, uid, (M.MAP_IMPORT_STATUS_START, None))
+    paths = {
+        f"/api/v1/map/import/status/{uid}": "statusCode",
+        f"/api/v2/map/import/status/{uid}": "statusCode",
+        f"/api/v1/delivery/preparedDelivery/{uid}": "statusCode",
+        f"/datasets/{uuid.uuid4()}/status": "detail",
+        "/api/v2/import/status/1234567": "message",
+    }
+    with databases.cluster.down():
+        for path, key in paths.items():
+            body = _get(http, path, 503)
+            assert key in body and "database" in str(body), path
+    # And back: the pool reconnects.
+    deadline = time.monotonic() + 30
+    while http.get(f"/api/v2/map/import/status/{uid}").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
