@@ -256,3 +256,10 @@ def test_a_closed_stream_leaves_no_trace(http: httpx.Client, uid: str) -> None:
             break
         time.sleep(0.1)
     assert float(found.group(1)) == 0
+
+
+def test_head_answers_the_headers_without_a_stream(http: httpx.Client) -> None:
+    response = http.head("/api/v1/watch/map_import")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert response.content == b""

@@ -317,6 +317,8 @@ class Watch:
                 raise _invalid("heartbeat", "must be seconds, more than 0 and at most 3600")
         if await self._precheck(kind, caller.tenant, ids, start, until_settled):
             return Response(status_code=204)
+        if request.method == "HEAD":  # the stream's headers, without running a watch
+            return Response(media_type="text/event-stream; charset=utf-8")
         return EventStream(self.hub, kind, caller.tenant, ids, start, until_settled, heartbeat)
 
     def routes(self) -> list[BaseRoute]:
