@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -263,3 +264,31 @@ def test_head_answers_the_headers_without_a_stream(http: httpx.Client) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
     assert response.content == b""
+
+
+def test_shutdown_ends_the_stream_with_its_resume_point_and_a_restart_resumes(
+    server: ServerProcess, stubs: Stubs, http: httpx.Client, uid: str
+) -> None:
+    _create(stubs, uid)
+    with watch(http, f"ids={uid}") as events:
+        events.until("synced")
+        last = _progress(stubs, uid, 1)
+        assert int(events.next()["id"]) == last
+        stopping = threading.Thread(target=server.terminate)
+        stopping.start()
+        error = events.until("error")[-1]
+        stopping.join()
+    assert error["data"]["code"] == "UNAVAILABLE"
+    assert error["data"]["metadata"] == {"resume_revision": str(last)}
+    server.start()
+    restarted = Stubs.connect(server.address)
+    try:
+        later = _progress(restarted, uid, 2)
+        query = f"ids={uid}&until_settled=true"
+        with watch(
+            http, query, **{"last-event-id": error["data"]["metadata"]["resume_revision"]}
+        ) as ev:
+            change = ev.next()
+    finally:
+        restarted.channel.close()
+    assert change["id"] == str(later) and change["data"]["metaData"]["progress"] == 2
