@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from jobstatus_server.errors import (
 )
 from jobstatus_server.kinds import Kind
 from jobstatus_server.metrics import HUB_REVISION, WATCH_CUTOFFS, WATCH_STREAMS
-from jobstatus_server.store import Change, Store
+from jobstatus_server.store import Change, Snapshot, Store
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,11 @@ class WatchSettings:
     history_age: float = 24 * 3600.0
 
 
-@dataclass(eq=False)
+# Put in an idle live stream's queue when its heartbeat is due.
+HEARTBEAT_DUE = Change(0, "", "", "", 0, b"")
+
+
+@dataclass(eq=False, slots=True)
 class Stream:
     """One open watch stream."""
 
@@ -72,9 +77,29 @@ class Stream:
     ids: frozenset[str]
     task: asyncio.Task[Any]
     queue: asyncio.Queue[Change]
+    heartbeat: float
     sent: int = 0  # the last revision written to the client
     floor: int = 0  # changes at or before this revision were covered by the catch-up
     ended: JobStatusError | None = None
+    last_write: float = 0.0  # monotonic time of the last write
+    timer: asyncio.TimerHandle | None = None
+
+    def arm(self) -> None:
+        """Check for idleness when a heartbeat could next be due: one timer per
+        heartbeat interval, nothing per event."""
+        delay = max(0.0, self.last_write + self.heartbeat - time.monotonic())
+        self.timer = asyncio.get_running_loop().call_later(delay, self._beat)
+
+    def _beat(self) -> None:
+        if time.monotonic() - self.last_write >= self.heartbeat * 0.999 and self.queue.empty():
+            self.queue.put_nowait(HEARTBEAT_DUE)
+            self.last_write = time.monotonic()
+        self.arm()
+
+    def disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def matches(self, change: Change) -> bool:
         return (
@@ -257,20 +282,26 @@ class Hub:
             raise Unavailable("the server is shutting down", reason="SHUTTING_DOWN")
         task = asyncio.current_task()
         assert task is not None
-        stream = Stream(
-            kind, tenant, frozenset(ids), task, asyncio.Queue(maxsize=self.settings.buffer)
-        )
         heartbeat = min(max(heartbeat, self.settings.min_heartbeat), self.settings.max_heartbeat)
+        stream = Stream(
+            kind,
+            tenant,
+            frozenset(ids),
+            task,
+            asyncio.Queue(maxsize=self.settings.buffer),
+            heartbeat,
+        )
         self.streams.add(stream)
         WATCH_STREAMS.inc()
         try:
-            await self._serve(stream, start_revision, until_settled, heartbeat, send, respond)
+            await self._serve(stream, start_revision, until_settled, send, respond)
         except asyncio.CancelledError:
             if stream.ended is None:
                 raise
             task.uncancel()
             raise stream.ended from None
         finally:
+            stream.disarm()
             self._detach(stream)
             self.streams.discard(stream)
             WATCH_STREAMS.dec()
@@ -280,17 +311,20 @@ class Hub:
         stream: Stream,
         start_revision: int,
         until_settled: bool,
-        heartbeat: float,
         send: Callable[[Message], Any],
         respond: Respond,
     ) -> None:
         kind = stream.kind
-        snapshot = await self.store.snapshot(
-            kind.name,
-            stream.tenant,
-            sorted(stream.ids),
-            with_jobs=start_revision == 0 or until_settled,
-        )
+        if start_revision and not until_settled and start_revision <= self.revision:
+            # A resume the hub can answer alone: no read of the database.
+            snapshot = Snapshot(self.revision, self.compacted, [])
+        else:
+            snapshot = await self.store.snapshot(
+                kind.name,
+                stream.tenant,
+                sorted(stream.ids),
+                with_jobs=start_revision == 0 or until_settled,
+            )
         if start_revision > snapshot.revision:
             raise OutOfRange(
                 f"revision {start_revision} is ahead of the store (at {snapshot.revision})",
@@ -335,18 +369,17 @@ class Hub:
             cursor = reached
         stream.floor = cursor
         self._attach(stream)
+        stream.last_write = time.monotonic()
+        stream.arm()
         queue = stream.queue
         while True:
-            if queue.empty():
-                try:
-                    change = await asyncio.wait_for(queue.get(), heartbeat)
-                except TimeoutError:
-                    # An empty queue on a live stream: all up to the hub's revision is sent.
+            change = await queue.get()
+            if change is HEARTBEAT_DUE:
+                if queue.empty():
+                    # Nothing queued on a live stream: all up to the hub's revision is sent.
                     stream.sent = max(stream.sent, self.revision)
                     await send(respond(HEARTBEAT, stream.sent, None))
-                    continue
-            else:
-                change = queue.get_nowait()
+                continue
             if await self._deliver(stream, change, settled, until_settled, send, respond):
                 return
 
@@ -369,6 +402,7 @@ class Hub:
             change.cache[respond] = message
         await send(message)
         stream.sent = change.revision
+        stream.last_write = time.monotonic()
         settled[change.job_id] = change.status in kind.settled
         return until_settled and all(settled.values())
 
