@@ -283,6 +283,8 @@ class Authenticator:
                 continue
             self._started = time.monotonic()
             self._loading = asyncio.create_task(self._load())
+            # Its failure reaches whoever awaits it; none may, if they all left.
+            self._loading.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _load(self) -> None:
         rows = await self.store.read(lambda conn: list(conn.execute(select(API_KEY))))
