@@ -73,7 +73,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds open calls get to finish on shutdown",
     )
 
-
     parser.add_argument(
         "--heartbeat",
         type=float,

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from google.protobuf import field_mask_pb2
 from google.protobuf.descriptor import FieldDescriptor
@@ -34,6 +35,7 @@ from jobstatus_server.errors import (
 from jobstatus_server.kinds import DATASET, KINDS, Context, Kind, M
 from jobstatus_server.store import Store, Tx
 
+Flags = list[bool]
 DEFAULT_TENANT = "default"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -58,6 +60,7 @@ def _leaf_paths(message: Message, prefix: str = "") -> Iterator[str]:
         nested = (
             field.type == FieldDescriptor.TYPE_MESSAGE
             and not field.is_repeated
+            and field.message_type is not None
             and field.message_type.full_name not in _WELL_KNOWN
         )
         if nested:
@@ -72,7 +75,7 @@ class Core:
     store: Store
     delivery_cache_lifetime: timedelta = timedelta(hours=168)
 
-    def _context(self, tx: Tx, kind: Kind[M], tenant: str) -> Context:
+    def _context(self, tx: Tx, kind: Kind[Any], tenant: str) -> Context:
         return Context(
             now=tx.now,
             delivery_cache_lifetime=self.delivery_cache_lifetime,
@@ -144,7 +147,7 @@ class Core:
         if not job_id:
             raise _invalid(f"{field}.{kind.id_field}", "is required", "REQUIRED")
         if mask.paths:
-            if not mask.IsValidForDescriptor(kind.message.DESCRIPTOR):
+            if not mask.IsValidForDescriptor(kind.descriptor):
                 raise _invalid("update_mask", f"names a field {kind.display} does not have")
             paths = list(mask.paths)
             for path in paths:
@@ -234,24 +237,31 @@ class Core:
         moved = 0
         for kind_name, tenant, job_id in await self.store.due(now):
             kind = KINDS[kind_name]
-
-            def mutate(current: Message, tx: Tx, kind: Kind[Message] = kind) -> Message:
-                due = kind.due(current)
-                if kind.timed is None or due is None or due > tx.now.timestamp():
-                    return current
-                new = kind.message()
-                new.CopyFrom(current)
-                setattr(new, "status", kind.timed[1])  # noqa: B010
-                kind.rule(new, current, self._context(tx, kind, tenant))
-                return new
-
+            moved_here: Flags = []
             try:
-                before = await self.store.get(kind, tenant, job_id)
-                after = await self.modify(kind, tenant, job_id, mutate)
+                await self.modify(kind, tenant, job_id, self._timed(kind, tenant, moved_here))
             except NotFound:
                 continue
-            moved += before != after
+            moved += len(moved_here)
         return moved
+
+    def _timed(
+        self, kind: Kind[Message], tenant: str, moved: Flags
+    ) -> Callable[[Message, Tx], Message]:
+        """The change of a job whose time-driven transition is due (none if it no longer is)."""
+
+        def mutate(current: Message, tx: Tx) -> Message:
+            due = kind.due(current)
+            if kind.timed is None or due is None or due > tx.now.timestamp():
+                return current
+            new = kind.message()
+            new.CopyFrom(current)
+            setattr(new, "status", kind.timed[1])  # noqa: B010
+            kind.rule(new, current, self._context(tx, kind, tenant))
+            moved.append(True)
+            return new
+
+        return mutate
 
     # --- dataset imports ----------------------------------------------------------
 
@@ -262,7 +272,10 @@ class Core:
             run = current.latest_run
             if request_id and current.start_request_id == request_id:
                 return current
-            if current.HasField("latest_run") and run.status == DS.DATASET_IMPORT_STATUS_IN_PROGRESS:
+            if (
+                current.HasField("latest_run")
+                and run.status == DS.DATASET_IMPORT_STATUS_IN_PROGRESS
+            ):
                 raise FailedPrecondition(
                     f"dataset {dataset_id!r} has an import in progress (run {run.id})",
                     reason="IMPORT_IN_PROGRESS",
@@ -275,7 +288,8 @@ class Core:
             new.latest_run.id = str(uuid.uuid4())
             new.latest_run.status = DS.DATASET_IMPORT_STATUS_IN_PROGRESS
             step = new.latest_run.steps.add(
-                name=STEP.DATASET_IMPORT_STEP_NAME_FETCH, status=DS.DATASET_IMPORT_STATUS_IN_PROGRESS
+                name=STEP.DATASET_IMPORT_STEP_NAME_FETCH,
+                status=DS.DATASET_IMPORT_STATUS_IN_PROGRESS,
             )
             step.start.FromDatetime(tx.now)
             new.start_request_id = request_id
@@ -316,7 +330,8 @@ class Core:
                     else "none"
                 )
                 raise FailedPrecondition(
-                    f"step {_step_name(request.step)} is not running; the running step is {running}",
+                    f"step {_step_name(request.step)} is not running; "
+                    f"the running step is {running}",
                     reason="STEP_NOT_RUNNING",
                     metadata={"running_step": running},
                     subject="step",

@@ -38,7 +38,9 @@ class JobStatusError(Exception):
         return self.message
 
     def details(self) -> list[any_pb2.Any]:
-        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)
+        info = error_details_pb2.ErrorInfo(
+            reason=self.reason, domain=DOMAIN, metadata=self.metadata
+        )
         packed = any_pb2.Any()
         packed.Pack(info)
         return [packed]

@@ -10,10 +10,11 @@ import secrets
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
 
-from google.protobuf.descriptor import EnumDescriptor
+from google.protobuf import timestamp_pb2
+from google.protobuf.descriptor import Descriptor, EnumDescriptor
 from google.protobuf.message import Message
 
 from jobstatus.spelling import spell
@@ -75,6 +76,10 @@ class Kind(Generic[M]):
     display: str = ""
     generic_update: bool = True
 
+    @property
+    def descriptor(self) -> Descriptor:
+        return self.message.DESCRIPTOR  # type: ignore[return-value]
+
     def job_id(self, message: Message) -> str:
         return str(getattr(message, self.id_field))
 
@@ -90,7 +95,7 @@ class Kind(Generic[M]):
             return None
         if not message.HasField("expire_time"):
             return None
-        stamp = getattr(message, "expire_time")  # noqa: B009
+        stamp: timestamp_pb2.Timestamp = getattr(message, "expire_time")  # noqa: B009
         return float(stamp.seconds) + stamp.nanos / 1e9
 
     def check_transition(self, old: int, new: int) -> None:
@@ -104,7 +109,11 @@ class Kind(Generic[M]):
                 f"{self.display} cannot go from {self.spell(old)} to {self.spell(new)}; "
                 f"allowed next statuses: {listed}",
                 reason="TRANSITION_NOT_ALLOWED",
-                metadata={"from": self.spell(old), "to": self.spell(new), "allowed": ",".join(names)},
+                metadata={
+                    "from": self.spell(old),
+                    "to": self.spell(new),
+                    "allowed": ",".join(names),
+                },
                 subject=f"status:{self.spell(old)}->{self.spell(new)}",
             )
 
@@ -144,9 +153,7 @@ def _map_rule(new: Message, old: Message | None, ctx: Context) -> None:
         meta.zoom_level = 1
     entering = old is None or getattr(old, "status") != new.status  # noqa: B009
     if new.status == MS.MAP_IMPORT_STATUS_DONE:
-        missing = [
-            name for name in ("package_url", "footprint") if not getattr(meta, name)
-        ]
+        missing = [name for name in ("package_url", "footprint") if not getattr(meta, name)]
         _require(
             not missing,
             ",".join(f"meta_data.{m}" for m in missing),
@@ -397,5 +404,4 @@ DATASET = Kind(
     generic_update=False,
 )
 
-KINDS: dict[str, Kind] = {k.name: k for k in (MAP_IMPORT, DELIVERY, DATASET, CATALOG_IMPORT)}
-
+KINDS: dict[str, Kind[Any]] = {k.name: k for k in (MAP_IMPORT, DELIVERY, DATASET, CATALOG_IMPORT)}

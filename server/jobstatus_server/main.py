@@ -12,7 +12,8 @@ from jobstatus_server import config
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="jobstatus-server", description="jobstatus: a gRPC status service for long-running jobs"
+        prog="jobstatus-server",
+        description="jobstatus: a gRPC status service for long-running jobs",
     )
     config.add_arguments(parser)
     parser.add_argument("--log-level", default="INFO")

@@ -63,7 +63,7 @@ def validate(message: Message, prefix: str = "") -> None:
 
 
 def violations_of(message: Message, prefix: str = "") -> Iterator[FieldViolation]:
-    descriptor: Descriptor = message.DESCRIPTOR
+    descriptor: Descriptor = message.DESCRIPTOR  # type: ignore[assignment]
     if descriptor.full_name == "google.protobuf.Timestamp":
         yield from _timestamp(message, prefix.rstrip("."))
         return
@@ -112,8 +112,11 @@ def _single(
     elif kind == FieldDescriptor.TYPE_ENUM:
         assert isinstance(value, int)
         enum = field.enum_type
+        assert enum is not None
         if value not in enum.values_by_number:
-            yield FieldViolation(path, f"{value} is not a value of {enum.full_name}", "UNKNOWN_ENUM")
+            yield FieldViolation(
+                path, f"{value} is not a value of {enum.full_name}", "UNKNOWN_ENUM"
+            )
         elif rules.required and value == 0:
             yield FieldViolation(path, "is required", "REQUIRED")
     elif kind == FieldDescriptor.TYPE_BYTES:
