@@ -44,7 +44,17 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from google.protobuf.message import Message
-from sqlalchemy import Connection, Engine, create_engine, event, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    create_engine,
+    event,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     DisconnectionError,
@@ -74,6 +84,78 @@ COMPACT_LOCK = 0x6A6F6273_00000002  # pg advisory lock: one replica compacts at 
 LOST = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
 
 
+@dataclass(frozen=True)
+class Sql:
+    """A statement compiled once for a dialect, run through the driver: the hot paths
+    skip SQLAlchemy's per-call construction, compilation lookup and type processing."""
+
+    text: str
+    names: tuple[str, ...] | None  # parameter order for positional paramstyles
+    fixed: dict[str, Any]  # the values the statement itself carries
+
+    @classmethod
+    def of(cls, statement: Any, dialect: Any) -> Sql:
+        compiled = statement.compile(dialect=dialect)
+        names = compiled.positiontup
+        fixed = {name: value for name, value in compiled.params.items() if value is not None}
+        return cls(str(compiled), tuple(names) if names is not None else None, fixed)
+
+    def run(self, conn: Connection, **params: Any) -> Any:
+        values = {**self.fixed, **params}
+        if self.names is None:
+            return conn.exec_driver_sql(self.text, values)
+        return conn.exec_driver_sql(self.text, tuple(values[name] for name in self.names))
+
+
+def _key(prefix: str = "") -> Any:
+    return (
+        (JOB.c.tenant == bindparam(f"{prefix}tenant"))
+        & (JOB.c.kind == bindparam(f"{prefix}kind"))
+        & (JOB.c.job_id == bindparam(f"{prefix}job_id"))
+    )
+
+
+@dataclass(frozen=True)
+class HotSql:
+    """The statements of every write and point read, for one dialect."""
+
+    load: Sql
+    insert_job: Sql
+    update_job: Sql
+    insert_event: Sql
+    lock_revision: Sql
+    set_revision: Sql
+
+    @classmethod
+    def for_dialect(cls, dialect: Any) -> HotSql:
+        return cls(
+            load=Sql.of(select(JOB.c.data).where(_key()), dialect),
+            insert_job=Sql.of(insert(JOB), dialect),
+            update_job=Sql.of(
+                update(JOB)
+                .where(_key("w_"))
+                .values(
+                    status=bindparam("status"),
+                    revision=bindparam("revision"),
+                    due_at=bindparam("due_at"),
+                    data=bindparam("data"),
+                ),
+                dialect,
+            ),
+            insert_event=Sql.of(insert(EVENT), dialect),
+            lock_revision=Sql.of(
+                select(COUNTER.c.value).where(COUNTER.c.name == "revision").with_for_update(),
+                dialect,
+            ),
+            set_revision=Sql.of(
+                update(COUNTER)
+                .where(COUNTER.c.name == "revision")
+                .values(value=bindparam("value")),
+                dialect,
+            ),
+        )
+
+
 @dataclass
 class Tx:
     """One writing transaction: reads rows and appends changes with fresh revisions."""
@@ -81,14 +163,13 @@ class Tx:
     conn: Connection
     revision: int
     now: datetime
+    sql: HotSql
     changed: bool = False
     kinds: list[str] = field(default_factory=list)
 
     def load(self, kind: Kind[M], tenant: str, job_id: str) -> M | None:
-        data = self.conn.execute(
-            select(JOB.c.data).where(
-                JOB.c.tenant == tenant, JOB.c.kind == kind.name, JOB.c.job_id == job_id
-            )
+        data = self.sql.load.run(
+            self.conn, tenant=tenant, kind=kind.name, job_id=job_id
         ).scalar_one_or_none()
         return None if data is None else kind.message.FromString(data)
 
@@ -129,34 +210,40 @@ class Tx:
         job_id = kind.job_id(message)
         status = kind.status_of(message)
         data = message.SerializeToString()
-        row = {"status": status, "revision": revision, "due_at": kind.due(message), "data": data}
+        due_at = kind.due(message)
         if created:
-            self.conn.execute(
-                insert(JOB).values(
-                    tenant=tenant,
-                    kind=kind.name,
-                    job_id=job_id,
-                    create_revision=revision,
-                    request_id=request_id or None,
-                    **row,
-                )
-            )
-        else:
-            self.conn.execute(
-                update(JOB)
-                .where(JOB.c.tenant == tenant, JOB.c.kind == kind.name, JOB.c.job_id == job_id)
-                .values(**row)
-            )
-        self.conn.execute(
-            insert(EVENT).values(
-                revision=revision,
+            self.sql.insert_job.run(
+                self.conn,
                 tenant=tenant,
                 kind=kind.name,
                 job_id=job_id,
                 status=status,
-                created_at=self.now.timestamp(),
+                revision=revision,
+                create_revision=revision,
+                request_id=request_id or None,
+                due_at=due_at,
                 data=data,
             )
+        else:
+            self.sql.update_job.run(
+                self.conn,
+                w_tenant=tenant,
+                w_kind=kind.name,
+                w_job_id=job_id,
+                status=status,
+                revision=revision,
+                due_at=due_at,
+                data=data,
+            )
+        self.sql.insert_event.run(
+            self.conn,
+            revision=revision,
+            tenant=tenant,
+            kind=kind.name,
+            job_id=job_id,
+            status=status,
+            created_at=self.now.timestamp(),
+            data=data,
         )
         return message
 
@@ -183,6 +270,7 @@ class Store:
     _listener: Listener | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _sender: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    _sql: HotSql | None = None
     revision: int = 0
 
     @property
@@ -204,9 +292,8 @@ class Store:
         database = url.database or ""
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True
-        )
+        # A local file needs no liveness ping per checkout (ping() probes the file).
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         synchronous = self.sqlite_synchronous
 
         @event.listens_for(engine, "connect")
@@ -220,7 +307,10 @@ class Store:
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+            if writer:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            elif not conn.get_execution_options().get("single_statement"):
+                conn.exec_driver_sql("BEGIN")
 
         return engine
 
@@ -230,6 +320,7 @@ class Store:
         await asyncio.to_thread(upgrade, self.url)
         self._writer = self._engine(writer=True)
         self._reader = self._engine(writer=False)
+        self._sql = HotSql.for_dialect(self._writer.dialect)
         self._pool = ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="jobstatus-read")
         self.revision = await self.read(self._current_revision)
         self._loop = asyncio.get_running_loop()
@@ -299,10 +390,12 @@ class Store:
             self._commit(group)
 
     def _commit(self, group: list[_Write]) -> None:
-        assert self._writer is not None
+        assert self._writer is not None and self._sql is not None
+        sql = self._sql
         try:
             with self._writer.connect() as conn, conn.begin():
-                tx = Tx(conn, self._lock_revision(conn), datetime.now(UTC))
+                revision = int(sql.lock_revision.run(conn).scalar_one())
+                tx = Tx(conn, revision, datetime.now(UTC), sql)
                 for write in group:
                     write.result, write.error = None, None
                     try:
@@ -310,11 +403,7 @@ class Store:
                     except JobStatusError as error:
                         write.error = error
                 if tx.changed:
-                    conn.execute(
-                        update(COUNTER)
-                        .where(COUNTER.c.name == "revision")
-                        .values(value=tx.revision)
-                    )
+                    sql.set_revision.run(conn, value=tx.revision)
                     if not self.is_sqlite:
                         # Delivered at commit, to the other replicas' listeners.
                         conn.execute(
@@ -349,14 +438,6 @@ class Store:
             WRITES.labels(name).inc()
         self._resolve(group, tx.revision if tx.changed else None)
 
-    @staticmethod
-    def _lock_revision(conn: Connection) -> int:
-        return int(
-            conn.execute(
-                select(COUNTER.c.value).where(COUNTER.c.name == "revision").with_for_update()
-            ).scalar_one()
-        )
-
     def _resolve(self, group: list[_Write], revision: int | None) -> None:
         loop = group[0].loop
         loop.call_soon_threadsafe(self._deliver, group, revision)
@@ -377,9 +458,17 @@ class Store:
 
     # --- reading ------------------------------------------------------------
 
-    async def read(self, fn: Callable[[Connection], T], *, isolation: str | None = None) -> T:
+    async def read(
+        self,
+        fn: Callable[[Connection], T],
+        *,
+        isolation: str | None = None,
+        single_statement: bool = False,
+    ) -> T:
         """Run `fn` in a transaction on a connection of the reader pool (on PostgreSQL
-        REPEATABLE READ, one snapshot for all its statements, unless `isolation` says)."""
+        REPEATABLE READ, one snapshot for all its statements, unless `isolation` says).
+        A `single_statement` read on SQLite runs without BEGIN and COMMIT: one
+        statement is its own snapshot."""
         assert self._reader is not None
         reader = self._reader
 
@@ -388,6 +477,8 @@ class Store:
                 with reader.connect() as conn:
                     if isolation is not None:
                         conn.execution_options(isolation_level=isolation)
+                    if single_statement:
+                        conn.execution_options(single_statement=True)
                     with conn.begin():
                         return fn(conn)
             except SQLAlchemyError as error:
@@ -405,14 +496,16 @@ class Store:
         )
 
     async def get(self, kind: Kind[M], tenant: str, job_id: str) -> M | None:
-        def run(conn: Connection) -> bytes | None:
-            return conn.execute(
-                select(JOB.c.data).where(
-                    JOB.c.tenant == tenant, JOB.c.kind == kind.name, JOB.c.job_id == job_id
-                )
-            ).scalar_one_or_none()
+        assert self._sql is not None
+        load = self._sql.load
 
-        data = await self.read(run)
+        def run(conn: Connection) -> bytes | None:
+            data: bytes | None = load.run(
+                conn, tenant=tenant, kind=kind.name, job_id=job_id
+            ).scalar_one_or_none()
+            return data
+
+        data = await self.read(run, single_statement=True)
         return None if data is None else kind.message.FromString(data)
 
     async def page(
