@@ -231,6 +231,18 @@ CASES: list[tuple[str, Callable[[Stubs, Existing], object], str]] = [
         "map_import.import_request_id",
     ),
     (
+        "map-get-nul-in-id",
+        lambda s, e: s.maps.GetMapImportStatus(
+            mi.GetMapImportStatusRequest(import_request_id="cat\x00alog")
+        ),
+        "import_request_id",
+    ),
+    (
+        "catalog-get-nul-in-id",
+        lambda s, e: s.catalog.GetImportStatus(cat.GetImportStatusRequest(id="12\x0034")),
+        "id",
+    ),
+    (
         "delivery-get-empty-id",
         lambda s, e: s.deliveries.GetPreparedDeliveryStatus(dl.GetPreparedDeliveryStatusRequest()),
         "catalog_id",

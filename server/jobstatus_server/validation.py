@@ -3,7 +3,8 @@
 Each field rule is declared once, as a `(jobstatus.v1.rules)` option in the
 proto files; this module walks the descriptors and applies them. The rules
 that hold for every field need no annotation: enum fields take only declared
-values, strings are at most DEFAULT_MAX_LEN characters, repeated fields have
+values, strings are at most DEFAULT_MAX_LEN characters and hold no NUL (no
+database stores one), repeated fields have
 at most DEFAULT_MAX_ITEMS elements, Timestamps and Durations are valid.
 
 protovalidate was the first choice, but its 2.x ships its own protobuf runtime
@@ -106,6 +107,8 @@ def _single(
             yield FieldViolation(path, "is required", "REQUIRED")
         elif len(value) > limit:
             yield FieldViolation(path, f"at most {limit} characters, got {len(value)}", "TOO_LONG")
+        elif "\x00" in value:
+            yield FieldViolation(path, "must not contain NUL characters", "NUL_CHARACTER")
         elif value and rules.pattern and not _pattern(rules.pattern).fullmatch(value):
             described = rules.pattern_description or f"match {rules.pattern}"
             yield FieldViolation(path, f"must be {described}", "PATTERN")
