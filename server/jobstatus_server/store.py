@@ -60,7 +60,6 @@ from sqlalchemy.exc import (
     DisconnectionError,
     InterfaceError,
     OperationalError,
-    SQLAlchemyError,
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -425,13 +424,10 @@ class Store:
                 for write in group:
                     self._commit([write])
                 return
+            # Not the database going away but a statement it refused (a bug, a schema that
+            # does not match): INTERNAL, since retrying will not help.
             log.exception("write failed")
-            failure: BaseException = error
-            if isinstance(error, SQLAlchemyError):
-                failure = Unavailable(
-                    "the database did not take the write", reason="STORAGE_UNAVAILABLE"
-                )
-            group[0].result, group[0].error = None, failure
+            group[0].result, group[0].error = None, error
             self._resolve(group, None)
             return
         for name in tx.kinds:
@@ -481,7 +477,7 @@ class Store:
                         conn.execution_options(single_statement=True)
                     with conn.begin():
                         return fn(conn)
-            except SQLAlchemyError as error:
+            except LOST as error:
                 log.warning("read failed: %s", error)
                 raise Unavailable(
                     "the database did not answer", reason="STORAGE_UNAVAILABLE"
