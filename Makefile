@@ -35,7 +35,7 @@ test: $(STAMP) ## Run every test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: $(STAMP) ## Benchmarks as ratios to baselines of the same run (~7 min): bench/results/bench.md
+bench: $(STAMP) ## Benchmarks as ratios to baselines of the same run (~10 min; wrk, PostgreSQL): bench/results/bench.md
 	$(PY) -m bench $(BENCH_ARGS)
 
 .PHONY: proto

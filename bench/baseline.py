@@ -11,8 +11,9 @@ it says what jobstatus adds:
   the broadcaster hands it, from a plain asyncio queue per stream.
 
 No interceptor, no validation, no storage. It runs with the same gRPC server options
-as jobstatus. Run: python -m bench.baseline --port PORT --template FILE, where FILE
-holds a serialized jobstatus.v1.MapImport.
+as jobstatus. Run: python -m bench.baseline --port PORT --answer FILE, where FILE
+holds a serialized jobstatus.v1.MapImport; it is read on the first request (so that
+the baseline can start before jobstatus made that job: bench/servers.py).
 """
 
 from __future__ import annotations
@@ -26,21 +27,22 @@ from typing import Any
 
 import grpc
 
+from bench import READY
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.v1 import map_import_pb2_grpc as mi_grpc
 from jobstatus.v1 import watch_pb2
 from jobstatus_server.config import Settings
 from jobstatus_server.server import grpc_options
 
-READY = "bench-baseline: serving on"
 Context = grpc.aio.ServicerContext[Any, Any]
 Queue = asyncio.Queue[mi.WatchMapImportStatusResponse]
 
 
 class BareMapImports(mi_grpc.MapImportServiceServicer):
-    def __init__(self, template: mi.MapImport) -> None:
-        self.template = template
-        self.get_response = mi.GetMapImportStatusResponse(map_import=template)
+    def __init__(self, answer: Path) -> None:
+        self.answer = answer
+        self._template: mi.MapImport | None = None
+        self._get_response: mi.GetMapImportStatusResponse | None = None
         self.revision = 0
         self.by_id: defaultdict[str, set[Queue]] = defaultdict(set)
         self.everyone: set[Queue] = set()
@@ -55,10 +57,19 @@ class BareMapImports(mi_grpc.MapImportServiceServicer):
     ) -> mi.ListMapImportsResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the baseline lists nothing")
 
+    @property
+    def template(self) -> mi.MapImport:
+        if self._template is None:
+            self._template = mi.MapImport.FromString(self.answer.read_bytes())
+        return self._template
+
     async def GetMapImportStatus(
         self, request: mi.GetMapImportStatusRequest, context: Context
     ) -> mi.GetMapImportStatusResponse:
-        return self.get_response
+        response = self._get_response
+        if response is None:
+            response = self._get_response = mi.GetMapImportStatusResponse(map_import=self.template)
+        return response
 
     async def UpdateMapImport(
         self, request: mi.UpdateMapImportRequest, context: Context
@@ -102,9 +113,9 @@ class BareMapImports(mi_grpc.MapImportServiceServicer):
             self.everyone.discard(queue)
 
 
-async def serve(port: int, template: mi.MapImport) -> None:
+async def serve(port: int, answer: Path) -> None:
     server = grpc.aio.server(options=grpc_options(Settings()))
-    mi_grpc.add_MapImportServiceServicer_to_server(BareMapImports(template), server)
+    mi_grpc.add_MapImportServiceServicer_to_server(BareMapImports(answer), server)
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     print(f"{READY} 127.0.0.1:{bound}", flush=True)
@@ -119,10 +130,9 @@ async def serve(port: int, template: mi.MapImport) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--template", type=Path, required=True)
+    parser.add_argument("--answer", type=Path, required=True)
     args = parser.parse_args()
-    template = mi.MapImport.FromString(args.template.read_bytes())
-    asyncio.run(serve(args.port, template))
+    asyncio.run(serve(args.port, args.answer))
 
 
 if __name__ == "__main__":

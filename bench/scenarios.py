@@ -15,10 +15,21 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench import jobs, workers
+from bench import jobs, workers, wrk
 from bench.procstat import cpu_seconds, rss_bytes
 from bench.results import Row, Target, median, percentile
-from bench.servers import Writer, create_jobs, get, running_baseline, running_subject, subject_pid
+from bench.servers import (
+    Writer,
+    answer_of_http,
+    answer_of_job,
+    create_jobs,
+    get,
+    http_get,
+    running_pair,
+    running_replicas,
+    running_subject,
+    subject_pid,
+)
 from bench.suite import Bench, cpu_window
 from jobstatus.v1 import map_import_pb2 as mi
 
@@ -180,26 +191,26 @@ def _unary_cases(
 
 def unary_get(bench: Bench) -> list[Row]:
     """GetMapImportStatus at each concurrency, against a bare server answering the same bytes."""
-    with running_subject(bench.workdir, "unary") as server:
+    with running_pair(bench.workdir, "unary") as (server, bare):
         subject = Endpoint("jobstatus", server.address, subject_pid(server))
         [job] = create_jobs(subject.address, jobs.job_ids("get", 1))
-        with running_baseline(job, bench.workdir, "unary") as bare:
-            baseline = Endpoint("baseline", bare.address, bare.pid)
-            raw = mi.GetMapImportStatusRequest(
-                import_request_id=job.import_request_id
-            ).SerializeToString()
-            sizes = [get(e.address, job.import_request_id).ByteSize() for e in (subject, baseline)]
-            rows = _unary_cases(
-                bench,
-                "unary_get",
-                subject,
-                baseline,
-                workers.GET,
-                [(f"concurrency {c}", [[raw]] * c) for c in bench.sizes.unary_concurrency],
-                "GetMapImportStatus",
-                Target(">=", 0.8),
-                Target("<=", 1.3),
-            )
+        bare.answer_with(answer_of_job(job))
+        baseline = Endpoint("baseline", bare.address, bare.pid)
+        raw = mi.GetMapImportStatusRequest(
+            import_request_id=job.import_request_id
+        ).SerializeToString()
+        sizes = [get(e.address, job.import_request_id).ByteSize() for e in (subject, baseline)]
+        rows = _unary_cases(
+            bench,
+            "unary_get",
+            subject,
+            baseline,
+            workers.GET,
+            [(f"concurrency {c}", [[raw]] * c) for c in bench.sizes.unary_concurrency],
+            "GetMapImportStatus",
+            Target(">=", 0.8),
+            Target("<=", 1.3),
+        )
     for row in rows[::2]:
         row.extra["response bytes jobstatus / baseline"] = f"{sizes[0]} / {sizes[1]}"
     return rows
@@ -208,8 +219,24 @@ def unary_get(bench: Bench) -> list[Row]:
 def durable_updates(bench: Bench) -> list[Row]:
     """UpdateMapImport (SQLite, synchronous FULL: the server's durable default), each
     writer on a job of its own, against the bare server's constant answer."""
+    return _durable(bench, "durable_updates", None, "SQLite WAL, synchronous FULL (the default)")
+
+
+def durable_updates_pg(bench: Bench) -> list[Row]:
+    """The same on PostgreSQL: a throwaway cluster on loopback with fsync on, so every
+    acknowledged update is on disk, as with SQLite's FULL."""
+    url = bench.postgres().database("updates")
+    return _durable(
+        bench,
+        "durable_updates_pg",
+        url,
+        "PostgreSQL on loopback, fsync on, synchronous_commit on (READ COMMITTED writer)",
+    )
+
+
+def _durable(bench: Bench, scenario: str, database_url: str | None, storage: str) -> list[Row]:
     concurrencies = bench.sizes.write_concurrency
-    with running_subject(bench.workdir, "updates") as server:
+    with running_pair(bench.workdir, scenario, database_url=database_url) as (server, bare):
         subject = Endpoint("jobstatus", server.address, subject_pid(server))
         ids = jobs.job_ids("upd", max(concurrencies))
         created = create_jobs(subject.address, ids)
@@ -218,30 +245,30 @@ def durable_updates(bench: Bench) -> list[Row]:
         requests = [
             [jobs.update_request(job_id, p).SerializeToString() for p in cycle] for job_id in ids
         ]
-        with running_baseline(created[0], bench.workdir, "updates") as bare:
-            rows = _unary_cases(
-                bench,
-                "durable_updates",
-                subject,
-                Endpoint("baseline", bare.address, bare.pid),
-                workers.UPDATE,
-                [(f"{c} writer{'s' if c > 1 else ''}", requests[:c]) for c in concurrencies],
-                "UpdateMapImport",
-                Target(">=", 0.6),
-                None,
-            )
+        bare.answer_with(answer_of_job(created[0]))
+        rows = _unary_cases(
+            bench,
+            scenario,
+            subject,
+            Endpoint("baseline", bare.address, bare.pid),
+            workers.UPDATE,
+            [(f"{c} writer{'s' if c > 1 else ''}", requests[:c]) for c in concurrencies],
+            "UpdateMapImport",
+            Target(">=", 0.6),
+            None,
+        )
     for row in rows[::2]:
-        row.extra["storage"] = "SQLite WAL, synchronous FULL (the default)"
+        row.extra["storage"] = storage
     return rows
 
 
 # --- the core's write path, in process -----------------------------------------------
 
 
-def _core_once(bench: Bench, directory: Path, synchronous: str, seconds: float) -> dict[str, float]:
+def _core_once(bench: Bench, url: str, synchronous: str, seconds: float) -> dict[str, float]:
     result: dict[str, float] = bench.pool.workers[0].call(
         workers.core_updates,
-        database_url=f"sqlite:///{directory / 'core.db'}",
+        database_url=url,
         synchronous=synchronous,
         writers=bench.sizes.core_writers,
         warmup=bench.sizes.warmup,
@@ -261,6 +288,43 @@ def _raw_once(bench: Bench, directory: Path, synchronous: str) -> dict[str, floa
     return result
 
 
+def _per_update(results: list[dict[str, float]]) -> str:
+    return f"{1e6 * median([r['cpu'] / max(r['updates'], 1) for r in results]):.0f}"
+
+
+def _core_row(
+    scenario: str,
+    case: str,
+    ours: list[dict[str, float]],
+    theirs: list[dict[str, float]],
+    baseline_name: str,
+    extra: dict[str, float | int | str],
+) -> Row:
+    return Row(
+        scenario=scenario,
+        case=case,
+        metric="updates",
+        unit="updates/s",
+        value=median([r["updates"] / r["seconds"] for r in ours]),
+        baseline=median([r["updates"] / r["seconds"] for r in theirs]),
+        baseline_name=baseline_name,
+        target=Target(">=", 0.25),
+        load_cpu=median([r["cpu"] / r["seconds"] for r in ours]),
+        baseline_load_cpu=median([r["cpu"] / r["seconds"] for r in theirs]),
+        extra={
+            "in process": "load-gen CPU is the one process's: writers and store together",
+            "CPU per update µs jobstatus / raw": f"{_per_update(ours)} / {_per_update(theirs)}",
+            "updates/s per round jobstatus": " ".join(
+                f"{r['updates'] / r['seconds']:.0f}" for r in ours
+            ),
+            "updates/s per round raw": " ".join(
+                f"{r['updates'] / r['seconds']:.0f}" for r in theirs
+            ),
+            **extra,
+        },
+    )
+
+
 def core_write(bench: Bench) -> list[Row]:
     """N asyncio tasks calling Core.update on a Store in one worker process, against one
     writer doing the same row update and event insert with plain sqlite3, one
@@ -270,35 +334,57 @@ def core_write(bench: Bench) -> list[Row]:
     for synchronous in sizes.core_synchronous:
         directory = bench.workdir / f"core-{synchronous.lower()}"
         directory.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{directory / 'core.db'}"
         ours, theirs = _alternate(
             sizes.rounds,
-            partial(_core_once, bench, directory, synchronous, sizes.core_seconds),
+            partial(_core_once, bench, url, synchronous, sizes.core_seconds),
             partial(_raw_once, bench, directory, synchronous),
         )
-
-        def per_update(results: list[dict[str, float]]) -> str:
-            return f"{1e6 * median([r['cpu'] / max(r['updates'], 1) for r in results]):.0f}"
-
-        row = Row(
-            scenario="core_write",
-            case=f"{sizes.core_writers} writers, synchronous {synchronous}",
-            metric="updates",
-            unit="updates/s",
-            value=median([r["updates"] / r["seconds"] for r in ours]),
-            baseline=median([r["updates"] / r["seconds"] for r in theirs]),
-            baseline_name="raw sqlite3, 1 writer",
-            target=Target(">=", 0.25),
-            load_cpu=median([r["cpu"] / r["seconds"] for r in ours]),
-            baseline_load_cpu=median([r["cpu"] / r["seconds"] for r in theirs]),
-            extra={
-                "in process": "load-gen CPU is the one process's: writers and store together",
-                "CPU per update µs jobstatus / raw": f"{per_update(ours)} / {per_update(theirs)}",
-            },
-        )
+        case = f"{sizes.core_writers} writers, synchronous {synchronous}"
+        row = _core_row("core_write", case, ours, theirs, "raw sqlite3, 1 writer", {})
         rows.append(row)
-        again = partial(_core_once, bench, directory, synchronous, sizes.profile_seconds)
+        again = partial(_core_once, bench, url, synchronous, sizes.profile_seconds)
         bench.profile("core_write", row.case, bench.pool.workers[0].pid, [row], again)
     return rows
+
+
+def _raw_pg_once(bench: Bench, url: str) -> dict[str, float]:
+    result: dict[str, float] = bench.pool.workers[0].call(
+        workers.raw_pg_updates,
+        database_url=url,
+        warmup=bench.sizes.warmup,
+        seconds=bench.sizes.core_seconds,
+    )
+    return result
+
+
+def core_write_pg(bench: Bench) -> list[Row]:
+    """N asyncio tasks calling Core.update on a PostgreSQL Store in one worker process,
+    against one psycopg writer doing the same row update and event insert, one
+    transaction each (fsync on for both, each on a database of its own)."""
+    sizes = bench.sizes
+    cluster = bench.postgres()
+    core_url, raw_url = cluster.database("core"), cluster.database("raw")
+    ours, theirs = _alternate(
+        sizes.rounds,
+        partial(_core_once, bench, core_url, "FULL", sizes.core_seconds),
+        partial(_raw_pg_once, bench, raw_url),
+    )
+    case = f"{sizes.core_writers} writers"
+    row = _core_row(
+        "core_write_pg",
+        case,
+        ours,
+        theirs,
+        "raw psycopg, 1 writer",
+        {
+            "CPU": "the client process's only (PostgreSQL's backends are not counted)",
+            "jobstatus also": "locks and bumps the revision counter and sends a NOTIFY per group",
+        },
+    )
+    again = partial(_core_once, bench, core_url, "FULL", sizes.profile_seconds)
+    bench.profile("core_write_pg", case, bench.pool.workers[0].pid, [row], again)
+    return [row]
 
 
 # --- watch ---------------------------------------------------------------------------
@@ -387,46 +473,44 @@ def watch_fanout(bench: Bench) -> list[Row]:
 def _fanout_case(bench: Bench, streams: int) -> list[Row]:
     sizes = bench.sizes
     case = f"{streams:,} streams"
-    with running_subject(bench.workdir, f"fanout-{streams}") as server:
+    with running_pair(bench.workdir, f"fanout-{streams}") as (server, bare):
         subject = Endpoint("jobstatus", server.address, subject_pid(server))
         [job] = create_jobs(subject.address, jobs.job_ids("fan", 1))
         job_id = job.import_request_id
-        with running_baseline(job, bench.workdir, f"fanout-{streams}") as bare:
-            baseline = Endpoint("baseline", bare.address, bare.pid)
-            groups = _split([job_id] * streams, min(sizes.watcher_procs, streams))
-            shares = [len(group) for group in groups]
-            memory: list[float] = []
-            opening: list[float] = []
-            for endpoint in (subject, baseline):
-                before = rss_bytes(endpoint.pid)
-                began = time.monotonic()
-                _open(bench, endpoint, groups)
-                opening.append(time.monotonic() - began)
-                time.sleep(sizes.settle)
-                memory.append((rss_bytes(endpoint.pid) - before) / streams / 1024)
-            ours_writer, their_writer = Writer(subject.address), Writer(baseline.address)
-            progress = itertools.count(2)
-            try:
-                change = partial(
-                    _fanout_once, bench, job_id=job_id, progress=progress, shares=shares
-                )
-                again = partial(change, subject, ours_writer)
-                ours, theirs = _alternate(
-                    sizes.fanout_changes, again, partial(change, baseline, their_writer)
-                )
-                rows = _fanout_rows(case, streams, ours, theirs, memory, opening)
-                bench.profile(
-                    "watch_fanout",
-                    case,
-                    subject.pid,
-                    rows,
-                    lambda: [again() for _ in range(max(2, sizes.fanout_changes))],
-                )
-            finally:
-                ours_writer.close()
-                their_writer.close()
-            _close(bench, subject, len(groups))
-            _close(bench, baseline, len(groups))
+        bare.answer_with(answer_of_job(job))
+        baseline = Endpoint("baseline", bare.address, bare.pid)
+        groups = _split([job_id] * streams, min(sizes.watcher_procs, streams))
+        shares = [len(group) for group in groups]
+        memory: list[float] = []
+        opening: list[float] = []
+        for endpoint in (subject, baseline):
+            before = rss_bytes(endpoint.pid)
+            began = time.monotonic()
+            _open(bench, endpoint, groups)
+            opening.append(time.monotonic() - began)
+            time.sleep(sizes.settle)
+            memory.append((rss_bytes(endpoint.pid) - before) / streams / 1024)
+        ours_writer, their_writer = Writer(subject.address), Writer(baseline.address)
+        progress = itertools.count(2)
+        try:
+            change = partial(_fanout_once, bench, job_id=job_id, progress=progress, shares=shares)
+            again = partial(change, subject, ours_writer)
+            ours, theirs = _alternate(
+                sizes.fanout_changes, again, partial(change, baseline, their_writer)
+            )
+            rows = _fanout_rows(case, streams, ours, theirs, memory, opening)
+            bench.profile(
+                "watch_fanout",
+                case,
+                subject.pid,
+                rows,
+                lambda: [again() for _ in range(max(2, sizes.fanout_changes))],
+            )
+        finally:
+            ours_writer.close()
+            their_writer.close()
+        _close(bench, subject, len(groups))
+        _close(bench, baseline, len(groups))
     return rows
 
 
@@ -558,82 +642,81 @@ def watch_sustained(bench: Bench) -> list[Row]:
     streams = sizes.sustained_watchers
     case = f"{sizes.sustained_rate:g} changes/s into {streams:,} watchers"
     ids = jobs.job_ids("sus", streams)
-    with running_subject(bench.workdir, "sustained") as server:
+    with running_pair(bench.workdir, "sustained") as (server, bare):
         subject = Endpoint("jobstatus", server.address, subject_pid(server))
         created = create_jobs(subject.address, ids)
-        with running_baseline(created[0], bench.workdir, "sustained") as bare:
-            baseline = Endpoint("baseline", bare.address, bare.pid)
-            procs = min(sizes.watcher_procs, streams)
-            groups = _split(ids, procs)
-            _open(bench, subject, groups)
-            _open(bench, baseline, groups)
-            half = sizes.sustained_seconds / 2
-            ours, theirs = _alternate(
-                2,
-                partial(_sustained_once, bench, subject, ids, procs, half),
-                partial(_sustained_once, bench, baseline, ids, procs, half),
+        bare.answer_with(answer_of_job(created[0]))
+        baseline = Endpoint("baseline", bare.address, bare.pid)
+        procs = min(sizes.watcher_procs, streams)
+        groups = _split(ids, procs)
+        _open(bench, subject, groups)
+        _open(bench, baseline, groups)
+        half = sizes.sustained_seconds / 2
+        ours, theirs = _alternate(
+            2,
+            partial(_sustained_once, bench, subject, ids, procs, half),
+            partial(_sustained_once, bench, baseline, ids, procs, half),
+        )
+
+        def pooled(results: list[Sustained]) -> tuple[list[float], list[float]]:
+            return (
+                [ms for r in results for ms in r.commit_to_receipt_ms],
+                [ms for r in results for ms in r.send_to_receipt_ms],
             )
 
-            def pooled(results: list[Sustained]) -> tuple[list[float], list[float]]:
-                return (
-                    [ms for r in results for ms in r.commit_to_receipt_ms],
-                    [ms for r in results for ms in r.send_to_receipt_ms],
-                )
-
-            (commit, send), (base_commit, base_send) = pooled(ours), pooled(theirs)
-            seconds = sum(r.seconds for r in ours)
-            base_seconds = sum(r.seconds for r in theirs)
-            common: dict[str, Any] = {
-                "scenario": "watch_sustained",
-                "case": case,
-                "baseline_name": BROADCASTER,
-                "load_cpu": sum(r.watcher_cpu + r.writer_cpu for r in ours) / seconds,
-                "baseline_load_cpu": sum(r.watcher_cpu + r.writer_cpu for r in theirs)
-                / base_seconds,
-                "server_cpu": sum(r.server_cpu for r in ours) / seconds,
-                "baseline_server_cpu": sum(r.server_cpu for r in theirs) / base_seconds,
-            }
-            detail: dict[str, float | int | str] = {
-                "writes jobstatus / baseline": (
-                    f"{sum(r.writes for r in ours)} / {sum(r.writes for r in theirs)}"
-                ),
-                "receipts matched jobstatus / baseline": f"{len(commit)} / {len(base_commit)}",
-                "send-to-receipt p50 / p99 ms jobstatus": (
-                    f"{percentile(send, 0.5):.2f} / {percentile(send, 0.99):.2f}"
-                ),
-                "send-to-receipt p50 / p99 ms baseline": (
-                    f"{percentile(base_send, 0.5):.2f} / {percentile(base_send, 0.99):.2f}"
-                ),
-                "writer CPU cores jobstatus": round(sum(r.writer_cpu for r in ours) / seconds, 2),
-            }
-            p99 = Row(
-                metric="commit-to-receipt p99",
-                unit="ms",
-                value=percentile(commit, 0.99),
-                baseline=percentile(base_commit, 0.99),
-                target=Target("<=", 1.5),
-                extra=detail,
-                **common,
-            )
-            p50 = Row(
-                metric="commit-to-receipt p50",
-                unit="ms",
-                value=percentile(commit, 0.5),
-                baseline=percentile(base_commit, 0.5),
-                **common,
-            )
-            delivered = Row(
-                metric="delivered events",
-                unit="events/s",
-                value=len(commit) / seconds,
-                baseline=len(base_commit) / base_seconds,
-                **common,
-            )
-            rows = [p99, p50, delivered]
-            again = partial(_sustained_once, bench, subject, ids, procs, sizes.profile_seconds)
-            bench.profile("watch_sustained", case, subject.pid, rows, again)
-            _close(bench, subject, procs)
-            _close(bench, baseline, procs)
+        (commit, send), (base_commit, base_send) = pooled(ours), pooled(theirs)
+        seconds = sum(r.seconds for r in ours)
+        base_seconds = sum(r.seconds for r in theirs)
+        common: dict[str, Any] = {
+            "scenario": "watch_sustained",
+            "case": case,
+            "baseline_name": BROADCASTER,
+            "load_cpu": sum(r.watcher_cpu + r.writer_cpu for r in ours) / seconds,
+            "baseline_load_cpu": sum(r.watcher_cpu + r.writer_cpu for r in theirs) / base_seconds,
+            "server_cpu": sum(r.server_cpu for r in ours) / seconds,
+            "baseline_server_cpu": sum(r.server_cpu for r in theirs) / base_seconds,
+        }
+        detail: dict[str, float | int | str] = {
+            "writes jobstatus / baseline": (
+                f"{sum(r.writes for r in ours)} / {sum(r.writes for r in theirs)}"
+            ),
+            "receipts matched jobstatus / baseline": f"{len(commit)} / {len(base_commit)}",
+            "send-to-receipt p50 / p99 ms jobstatus": (
+                f"{percentile(send, 0.5):.2f} / {percentile(send, 0.99):.2f}"
+            ),
+            "send-to-receipt p50 / p99 ms baseline": (
+                f"{percentile(base_send, 0.5):.2f} / {percentile(base_send, 0.99):.2f}"
+            ),
+            "writer CPU cores jobstatus": round(sum(r.writer_cpu for r in ours) / seconds, 2),
+        }
+        p99 = Row(
+            metric="commit-to-receipt p99",
+            unit="ms",
+            value=percentile(commit, 0.99),
+            baseline=percentile(base_commit, 0.99),
+            target=Target("<=", 1.5),
+            extra=detail,
+            **common,
+        )
+        p50 = Row(
+            metric="commit-to-receipt p50",
+            unit="ms",
+            value=percentile(commit, 0.5),
+            baseline=percentile(base_commit, 0.5),
+            **common,
+        )
+        delivered = Row(
+            metric="delivered events",
+            unit="events/s",
+            value=len(commit) / seconds,
+            baseline=len(base_commit) / base_seconds,
+            **common,
+        )
+        rows = [p99, p50, delivered]
+        again = partial(_sustained_once, bench, subject, ids, procs, sizes.profile_seconds)
+        bench.profile("watch_sustained", case, subject.pid, rows, again)
+        _close(bench, subject, procs)
+        _close(bench, baseline, procs)
     return rows
 
 
@@ -711,6 +794,222 @@ def awareness(bench: Bench) -> list[Row]:
             unit="ms",
             value=percentile(watched, 0.5),
             baseline=percentile(polling, 0.5),
+            **common,
+        ),
+    ]
+
+
+# --- REST ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RestRun:
+    rps: float
+    cpu_per_request: float  # server CPU seconds per request
+    server_cores: float
+    load_cores: float  # wrk's
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def _rest_once(bench: Bench, server: Endpoint, connections: int, seconds: int) -> RestRun:
+    """One wrk run (after a one-second warm-up run in full mode) against `server.address`
+    (a URL here); the server's CPU over the measured run's lifetime."""
+    if bench.sizes.warmup >= 0.5:
+        wrk.run(server.address, connections, 1)
+    before = cpu_seconds(server.pid)
+    result = wrk.run(server.address, connections, seconds)
+    server_cpu = cpu_seconds(server.pid) - before
+    return RestRun(
+        rps=result.rps,
+        cpu_per_request=server_cpu / result.requests if result.requests else 0.0,
+        server_cores=server_cpu / result.wall,
+        load_cores=result.cores,
+        p50_ms=result.p50_ms,
+        p99_ms=result.p99_ms,
+        errors=result.errors,
+    )
+
+
+def _rest_rows(case: str, ours: list[RestRun], theirs: list[RestRun], size: int) -> list[Row]:
+    def both(figure: Callable[[RestRun], float]) -> str:
+        return (
+            f"{median([figure(r) for r in ours]):.2f} / {median([figure(r) for r in theirs]):.2f}"
+        )
+
+    common: dict[str, Any] = {
+        "scenario": "rest_map_status",
+        "case": case,
+        "baseline_name": "bare ASGI app, uvicorn",
+        "load_cpu": median([r.load_cores for r in ours]),
+        "baseline_load_cpu": median([r.load_cores for r in theirs]),
+        "server_cpu": median([r.server_cores for r in ours]),
+        "baseline_server_cpu": median([r.server_cores for r in theirs]),
+    }
+    return [
+        Row(
+            metric="GET /api/v1/map/import/status/{id}",
+            unit="requests/s",
+            value=median([r.rps for r in ours]),
+            baseline=median([r.rps for r in theirs]),
+            target=Target(">=", 0.6),
+            extra={
+                "rounds": len(ours),
+                "load tool": "wrk, 1 thread (load-gen CPU is wrk's)",
+                "jobstatus requests/s per round": " ".join(f"{r.rps:.0f}" for r in ours),
+                "baseline requests/s per round": " ".join(f"{r.rps:.0f}" for r in theirs),
+                "latency p50 ms jobstatus / baseline": both(lambda r: r.p50_ms),
+                "latency p99 ms jobstatus / baseline": both(lambda r: r.p99_ms),
+                "errors": sum(r.errors for r in ours + theirs),
+                "body bytes (both)": size,
+            },
+            **common,
+        ),
+        Row(
+            metric="server CPU per request",
+            unit="µs",
+            value=1e6 * median([r.cpu_per_request for r in ours]),
+            baseline=1e6 * median([r.cpu_per_request for r in theirs]),
+            **common,
+        ),
+    ]
+
+
+def rest_map_status(bench: Bench) -> list[Row]:
+    """GET /api/v1/map/import/status/{id} on jobstatus's HTTP listener (open mode: no API
+    key; it shares the event loop with gRPC) against a bare ASGI app answering the same
+    body and headers from the same uvicorn setup, both driven by the same wrk command."""
+    sizes = bench.sizes
+    wrk.find()  # no wrk: fail at once, naming the install step
+    with running_pair(bench.workdir, "rest", baseline="bench.asgi_baseline") as (server, bare):
+        [job] = create_jobs(server.address, jobs.job_ids("rest", 1))
+        path = f"/api/v1/map/import/status/{job.import_request_id}"
+        status, headers, body = http_get(server.http_url + path)
+        if status != 200 or not body.startswith(b"{"):
+            raise RuntimeError(f"jobstatus answered {status}: {body[:200]!r}")
+        # The bare app sends the same headers; uvicorn adds date and server to both.
+        same = [(k, v) for k, v in headers if k.lower() not in {"date", "server", "content-length"}]
+        bare.answer_with(answer_of_http(body, same))
+        _, _, bare_body = http_get(bare.http_url + path)
+        if bare_body != body:
+            raise RuntimeError("the bare ASGI app does not answer jobstatus's bytes")
+        subject = Endpoint("jobstatus", server.http_url + path, subject_pid(server))
+        baseline = Endpoint("baseline", bare.http_url + path, bare.pid)
+        rows: list[Row] = []
+        missed: list[tuple[int, list[Row]]] = []
+        for connections in sizes.rest_connections:
+            ours, theirs = _alternate(
+                sizes.rounds,
+                partial(_rest_once, bench, subject, connections, sizes.rest_seconds),
+                partial(_rest_once, bench, baseline, connections, sizes.rest_seconds),
+            )
+            case = f"{connections} connection{'s' if connections > 1 else ''}"
+            case_rows = _rest_rows(case, ours, theirs, len(body))
+            rows += case_rows
+            if any(row.met is False for row in case_rows):
+                missed.append((connections, case_rows))
+        if missed:
+            connections, case_rows = missed[-1]
+            seconds = max(1, round(sizes.profile_seconds))
+            again = partial(wrk.run, subject.address, connections, seconds)
+            bench.profile("rest_map_status", case_rows[0].case, subject.pid, case_rows, again)
+    return rows
+
+
+# --- replicas on PostgreSQL ----------------------------------------------------------
+
+
+def cross_replica_latency(bench: Bench) -> list[Row]:
+    """Two jobstatus processes (replicas A and B) on one PostgreSQL database. A paced
+    writer updates random jobs through A; each watcher process holds one stream per job on
+    A and one on B. Commit (A's answer reaching the writer) to receipt, on one machine
+    clock: on B (the change crosses replicas: NOTIFY wakes B's hub, which reads the
+    events from the table) against on A (the writer's own replica: the single-replica
+    latency), the same changes at the same moment."""
+    sizes = bench.sizes
+    url = bench.postgres().database("replicas")
+    ids = jobs.job_ids("rep", sizes.replica_watchers)
+    with running_replicas(url, 2) as (server_a, server_b):
+        a = Endpoint("replica-a", server_a.address, subject_pid(server_a))
+        b = Endpoint("replica-b", server_b.address, subject_pid(server_b))
+        create_jobs(a.address, ids)
+        procs = min(sizes.watcher_procs, len(ids))
+        groups = _split(ids, procs)
+        _open(bench, a, groups)
+        _open(bench, b, groups)
+        writer = bench.pool.workers[procs]
+        for endpoint in (a, b):
+            bench.pool.map(workers.take_receipts, [{"name": endpoint.name}] * procs)
+        watchers_before = _watcher_cpu(bench, procs)
+        start_at = time.monotonic() + 0.5
+        stop_at = start_at + sizes.replica_seconds
+        writer.send(
+            workers.paced_updates,
+            address=a.address,
+            job_ids=ids,
+            rate=sizes.replica_rate,
+            start_at=start_at,
+            stop_at=stop_at,
+        )
+        cpu_a, cpu_b = cpu_window([a.pid, b.pid], start_at, stop_at)
+        written = writer.recv()
+        time.sleep(0.5)  # the last changes on their way
+        taken = {
+            endpoint.name: [
+                receipt
+                for part in bench.pool.map(workers.take_receipts, [{"name": endpoint.name}] * procs)
+                for receipt in part
+            ]
+            for endpoint in (a, b)
+        }
+        watcher_cpu = _watcher_cpu(bench, procs) - watchers_before
+        _close(bench, a, procs)
+        _close(bench, b, procs)
+    answered = {int(revision): int(done) for revision, _, done in written["samples"]}
+
+    def latencies(name: str) -> dict[int, float]:
+        return {r: (t - answered[r]) / 1e6 for r, t in taken[name] if r in answered}
+
+    local, remote = latencies(a.name), latencies(b.name)
+    paired = [remote[r] - local[r] for r in remote if r in local]
+    seconds = sizes.replica_seconds
+    common: dict[str, Any] = {
+        "scenario": "cross_replica_latency",
+        "case": (
+            f"{sizes.replica_rate:g} changes/s on A, {len(ids):,} watchers on each of A and B"
+        ),
+        "baseline_name": "on the writer's replica A, same changes",
+        "load_cpu": (watcher_cpu + float(written["cpu"])) / seconds,
+        # One run measures both: the server CPU columns are replica B / replica A.
+        "server_cpu": cpu_b / seconds,
+        "baseline_server_cpu": cpu_a / seconds,
+    }
+    detail: dict[str, float | int | str] = {
+        "writes": len(answered),
+        "write errors": int(written["errors"]),
+        "receipts matched on B / on A": f"{len(remote)} / {len(local)}",
+        "B minus A per change p50 / p99 ms": (
+            f"{percentile(paired, 0.5):.2f} / {percentile(paired, 0.99):.2f}"
+        ),
+        "server CPU columns": "replica B (watchers only) / replica A (writer and watchers)",
+        "storage": "PostgreSQL on loopback, fsync on",
+    }
+    cross, single = list(remote.values()), list(local.values())
+    return [
+        Row(
+            metric="commit-to-receipt p99",
+            unit="ms",
+            value=percentile(cross, 0.99),
+            baseline=percentile(single, 0.99),
+            extra=detail,
+            **common,
+        ),
+        Row(
+            metric="commit-to-receipt p50",
+            unit="ms",
+            value=percentile(cross, 0.5),
+            baseline=percentile(single, 0.5),
             **common,
         ),
     ]

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
-from bench import jobs
-from bench.baseline import READY
+from bench import READY, jobs
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.v1 import map_import_pb2_grpc as mi_grpc
 from tests.serverproc import ROOT, ServerProcess, free_port
@@ -22,47 +24,65 @@ from tests.serverproc import ROOT, ServerProcess, free_port
 
 @dataclass
 class BaselineProcess:
-    """`python -m bench.baseline` on a free port."""
+    """`python -m MODULE --port PORT --answer FILE` (bench.baseline or bench.asgi_baseline).
 
-    template: Path
+    It reads its answer from FILE on its first request, so that it can start (seconds of
+    imports) beside jobstatus, before jobstatus has made the job whose bytes it answers:
+    `answer_with()` writes the file before anything calls the baseline."""
+
+    module: str
+    answer: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[str] | None = None
     output: deque[str] = field(default_factory=lambda: deque(maxlen=200))
+    ready: threading.Event = field(default_factory=threading.Event)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def http_url(self) -> str:
+        return f"http://{self.address}"
+
+    @property
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
 
-    def start(self, timeout: float = 60.0) -> BaselineProcess:
+    def launch(self) -> BaselineProcess:
         self.process = subprocess.Popen(
             [
-                *(sys.executable, "-m", "bench.baseline"),
-                *("--port", str(self.port), "--template", str(self.template)),
+                *(sys.executable, "-m", self.module),
+                *("--port", str(self.port), "--answer", str(self.answer)),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             cwd=ROOT,
         )
-        ready = threading.Event()
-        threading.Thread(target=self._pump, args=(self.process, ready), daemon=True).start()
-        if not ready.wait(timeout) or self.process.poll() is not None:
+        threading.Thread(target=self._pump, args=(self.process,), daemon=True).start()
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> BaselineProcess:
+        assert self.process is not None
+        if not self.ready.wait(timeout) or self.process.poll() is not None:
             self.stop()
             raise RuntimeError("baseline did not start:\n" + "\n".join(self.output))
         return self
 
-    def _pump(self, process: subprocess.Popen[str], ready: threading.Event) -> None:
+    def answer_with(self, data: bytes) -> None:
+        partial = self.answer.with_name(self.answer.name + ".part")
+        partial.write_bytes(data)
+        partial.replace(self.answer)
+
+    def _pump(self, process: subprocess.Popen[str]) -> None:
         assert process.stdout is not None
         for line in process.stdout:
             self.output.append(line.rstrip())
             if READY in line:
-                ready.set()
-        ready.set()
+                self.ready.set()
+        self.ready.set()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -81,13 +101,13 @@ def subject_pid(server: ServerProcess) -> int:
 
 @contextlib.contextmanager
 def running_subject(
-    workdir: Path, name: str, extra_args: Sequence[str] = ()
+    workdir: Path, name: str, extra_args: Sequence[str] = (), database_url: str | None = None
 ) -> Iterator[ServerProcess]:
-    """A jobstatus server on a fresh SQLite file; quiet logs, no timers in the way."""
+    """A jobstatus server on a fresh SQLite file (or on `database_url`); quiet logs."""
     directory = workdir / name
     directory.mkdir(parents=True, exist_ok=True)
     server = ServerProcess(
-        f"sqlite:///{directory / 'jobstatus.db'}",
+        database_url or f"sqlite:///{directory / 'jobstatus.db'}",
         extra_args=["--log-level", "WARNING", *extra_args],
     )
     server.start()
@@ -98,14 +118,46 @@ def running_subject(
 
 
 @contextlib.contextmanager
-def running_baseline(template: mi.MapImport, workdir: Path, name: str) -> Iterator[BaselineProcess]:
-    path = workdir / f"{name}.template.bin"
-    path.write_bytes(template.SerializeToString())
-    baseline = BaselineProcess(path).start()
+def running_replicas(database_url: str, count: int) -> Iterator[list[ServerProcess]]:
+    """`count` jobstatus servers on one (PostgreSQL) database, started at once (each
+    migrates under the advisory lock at start); quiet logs."""
+    servers = [
+        ServerProcess(database_url, extra_args=["--log-level", "WARNING"]) for _ in range(count)
+    ]
     try:
-        yield baseline
+        with ThreadPoolExecutor(count) as pool:
+            list(pool.map(lambda server: server.start(), servers))
+        yield servers
     finally:
-        baseline.stop()
+        with ThreadPoolExecutor(count) as pool:
+            list(pool.map(lambda server: server.stop(), servers))
+
+
+@contextlib.contextmanager
+def running_pair(
+    workdir: Path, name: str, baseline: str = "bench.baseline", database_url: str | None = None
+) -> Iterator[tuple[ServerProcess, BaselineProcess]]:
+    """jobstatus (running_subject) and its baseline (the module `baseline`), started side
+    by side; give the baseline its answer with `answer_with()` before calling it."""
+    directory = workdir / name
+    directory.mkdir(parents=True, exist_ok=True)
+    bare = BaselineProcess(baseline, directory / "baseline.answer").launch()
+    try:
+        with running_subject(workdir, name, database_url=database_url) as server:
+            bare.wait_ready()
+            yield server, bare
+    finally:
+        bare.stop()
+
+
+def answer_of_job(template: mi.MapImport) -> bytes:
+    """bench.baseline's answer: the job jobstatus answers, serialized."""
+    return template.SerializeToString()
+
+
+def answer_of_http(body: bytes, headers: Sequence[tuple[str, str]]) -> bytes:
+    """bench.asgi_baseline's answer: the body and headers jobstatus answered."""
+    return json.dumps({"headers": [list(h) for h in headers], "body_hex": body.hex()}).encode()
 
 
 def create_jobs(address: str, ids: Sequence[str], window: int = 64) -> list[mi.MapImport]:
@@ -154,3 +206,9 @@ def get(address: str, job_id: str) -> mi.GetMapImportStatusResponse:
         return stub.GetMapImportStatus(
             mi.GetMapImportStatusRequest(import_request_id=job_id), timeout=60
         )
+
+
+def http_get(url: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    """One GET: status, headers, body."""
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return int(response.status), list(response.getheaders()), response.read()

@@ -24,6 +24,7 @@ from bench import profile
 from bench.procstat import cpu_seconds
 from bench.results import Report, Row, Skipped, markdown_table, render, write
 from bench.workers import Pool
+from tests.pg import PgCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -57,6 +58,11 @@ class Sizes:
     awareness_rate: float = 5.0
     awareness_seconds: float = 40.0
     profile_seconds: float = 6.0
+    rest_connections: tuple[int, ...] = (1, 16, 64)  # wrk connections (one wrk thread)
+    rest_seconds: int = 3  # wrk takes whole seconds
+    replica_watchers: int = 100  # per replica, each watching a job of its own
+    replica_rate: float = 100.0
+    replica_seconds: float = 10.0
 
 
 FULL = Sizes()
@@ -81,6 +87,11 @@ SMOKE = Sizes(
     awareness_rate=20.0,
     awareness_seconds=1.0,
     profile_seconds=0.5,
+    rest_connections=(4,),
+    rest_seconds=1,
+    replica_watchers=4,
+    replica_rate=40.0,
+    replica_seconds=1.0,
 )
 
 
@@ -94,6 +105,16 @@ class Bench:
     out: Path
     report: Report
     profiling: bool
+    pg: PgCluster | None = None
+
+    def postgres(self) -> PgCluster:
+        """The run's throwaway PostgreSQL cluster (tests/pg.py), started on first use,
+        durable (fsync on): the PostgreSQL scenarios measure durable commits. Without
+        PostgreSQL's server binaries this raises, naming the install step."""
+        if self.pg is None:
+            self.log("starting a throwaway PostgreSQL cluster (fsync on) ...")
+            self.pg = PgCluster.create(durable=True)
+        return self.pg
 
     def log(self, message: str) -> None:
         print(f"[bench] {message}", flush=True)
@@ -160,25 +181,25 @@ def scenarios() -> list[Scenario]:
             s.watch_sustained,
         ),
         Scenario("awareness", "change-to-awareness: a watcher vs polling every 5 s", s.awareness),
-        todo(
+        Scenario(
             "rest_map_status",
-            "map-import status over REST vs a bare ASGI app (wrk)",
-            "TODO: the REST paths are not served yet (issue 4)",
+            "map-import status over REST vs a bare ASGI app (uvicorn, wrk)",
+            s.rest_map_status,
         ),
-        todo(
+        Scenario(
             "durable_updates_pg",
-            "durable UpdateMapImport/s at 1 and 16 writers on PostgreSQL",
-            "TODO: the PostgreSQL store is not built yet (issue 5)",
+            "durable UpdateMapImport/s (PostgreSQL) vs the bare server",
+            s.durable_updates_pg,
         ),
-        todo(
+        Scenario(
             "core_write_pg",
-            "the core's write path on PostgreSQL vs raw psycopg",
-            "TODO: the PostgreSQL store is not built yet (issue 5)",
+            "the core's write path in process on PostgreSQL vs raw psycopg",
+            s.core_write_pg,
         ),
-        todo(
+        Scenario(
             "cross_replica_latency",
-            "cross-replica commit-to-receipt p50/p99 on PostgreSQL",
-            "TODO: replicas on PostgreSQL are not built yet (issue 5)",
+            "commit-to-receipt across two replicas on one PostgreSQL vs on the writer's replica",
+            s.cross_replica_latency,
         ),
     ]
 
@@ -213,24 +234,12 @@ def run(
     try:
         with _scratch(keep) as workdir:
             bench = Bench(sizes, pool, workdir, out, report, profiling)
-            for scenario in chosen:
-                if scenario.run is None:
-                    reason = scenario.todo or "TODO"
-                    bench.log(f"SKIP {scenario.name}: {reason}")
-                    report.skipped.append(Skipped(scenario.name, scenario.title, reason))
-                    continue
-                bench.log(f"{scenario.name}: {scenario.title}")
-                begun = time.monotonic()
-                try:
-                    rows = scenario.run(bench)
-                except Exception:
-                    bench.log(f"FAILED {scenario.name}")
-                    report.failed[scenario.name] = traceback.format_exc()
-                    print(report.failed[scenario.name], flush=True)
-                    continue
-                report.rows.extend(rows)
-                print(markdown_table(rows), flush=True)
-                bench.log(f"{scenario.name} took {time.monotonic() - begun:.0f} s")
+            try:
+                for scenario in chosen:
+                    _run_one(bench, scenario)
+            finally:
+                if bench.pg is not None:
+                    bench.pg.destroy()
     finally:
         pool.close()
     report.seconds = time.monotonic() - started
@@ -245,6 +254,27 @@ def run(
         print(f"FAILED {name}")
     print(f"\nwrote {md_path} and {json_path}")
     return report
+
+
+def _run_one(bench: Bench, scenario: Scenario) -> None:
+    report = bench.report
+    if scenario.run is None:
+        reason = scenario.todo or "TODO"
+        bench.log(f"SKIP {scenario.name}: {reason}")
+        report.skipped.append(Skipped(scenario.name, scenario.title, reason))
+        return
+    bench.log(f"{scenario.name}: {scenario.title}")
+    begun = time.monotonic()
+    try:
+        rows = scenario.run(bench)
+    except Exception:
+        bench.log(f"FAILED {scenario.name}")
+        report.failed[scenario.name] = traceback.format_exc()
+        print(report.failed[scenario.name], flush=True)
+        return
+    report.rows.extend(rows)
+    print(markdown_table(rows), flush=True)
+    bench.log(f"{scenario.name} took {time.monotonic() - begun:.0f} s")
 
 
 def sizes_for(mode: str, **overrides: object) -> Sizes:

@@ -424,7 +424,7 @@ async def poll_status(
     return {"polls": polls, "cpu": cpu, "seconds": stop_at - start_at}
 
 
-# --- in-process writes (the core alone, and raw sqlite3) -----------------------------
+# --- in-process writes (the core alone, raw sqlite3, raw psycopg) --------------------
 
 
 async def core_updates(
@@ -520,4 +520,58 @@ def _raw_updates(path: str, synchronous: str, warmup: float, seconds: float) -> 
         cpu = own_cpu_seconds() - cpu_before
     finally:
         conn.close()
+    return {"updates": counted, "cpu": cpu, "seconds": seconds}
+
+
+async def raw_pg_updates(
+    state: State, database_url: str, warmup: float, seconds: float
+) -> dict[str, float]:
+    """The same row update and event insert with plain psycopg: one writer, one
+    transaction per update, on the jobstatus schema (migrated as the Store does)."""
+    return await asyncio.to_thread(_raw_pg_updates, database_url, warmup, seconds)
+
+
+def _raw_pg_updates(database_url: str, warmup: float, seconds: float) -> dict[str, float]:
+    import psycopg
+
+    from jobstatus_server.migrations import upgrade
+    from jobstatus_server.notify import conninfo
+
+    upgrade(database_url)
+    job_id = "raw-0000"
+    data = jobs.map_import(job_id, 0).SerializeToString()
+    # psycopg prepares a statement on the server after its fifth execution.
+    with psycopg.connect(conninfo(database_url)) as conn:
+        row = conn.execute("SELECT coalesce(max(revision), 0) FROM event").fetchone()
+        revision = int(row[0]) if row is not None else 0
+        conn.execute(
+            "INSERT INTO job (tenant, kind, job_id, status, revision, create_revision,"
+            " request_id, due_at, data) VALUES ('default', 'map_import', %s, 4, %s, %s,"
+            " NULL, NULL, %s) ON CONFLICT DO NOTHING",
+            (job_id, revision, revision, data),
+        )
+        conn.commit()
+        start_at = time.monotonic() + warmup
+        stop_at = start_at + seconds
+        counted = 0
+        cpu_before = 0.0
+        measuring = False
+        while (now := time.monotonic()) < stop_at:
+            if not measuring and now >= start_at:
+                measuring, cpu_before = True, own_cpu_seconds()
+            revision += 1
+            conn.execute(
+                "UPDATE job SET status = %s, revision = %s, due_at = NULL, data = %s"
+                " WHERE tenant = 'default' AND kind = 'map_import' AND job_id = %s",
+                (4, revision, data, job_id),
+            )
+            conn.execute(
+                "INSERT INTO event (revision, tenant, kind, job_id, status, created_at, data)"
+                " VALUES (%s, 'default', 'map_import', %s, 4, %s, %s)",
+                (revision, job_id, time.time(), data),
+            )
+            conn.commit()
+            if measuring:
+                counted += 1
+        cpu = own_cpu_seconds() - cpu_before
     return {"updates": counted, "cpu": cpu, "seconds": seconds}

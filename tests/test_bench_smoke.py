@@ -2,6 +2,9 @@
 
 No speed is asserted here (the machine is shared and noisy; speed is `make bench`'s
 business, as ratios): only that each scenario measured jobstatus and its baseline.
+The REST scenario needs wrk and the PostgreSQL ones PostgreSQL's server binaries
+(both from Debian's packages, installed by .ci/run): without them these tests fail
+and say what to install; they never skip.
 """
 
 from __future__ import annotations
@@ -16,9 +19,16 @@ from typing import Any
 
 import pytest
 
-from bench import suite
+from bench import suite, wrk
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_wrk_is_installed() -> None:
+    try:
+        wrk.find()
+    except wrk.WrkMissing as missing:
+        pytest.fail(str(missing), pytrace=False)
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +64,10 @@ def test_every_scenario_produced_rows(smoke: dict[str, Any]) -> None:
         "watch_fanout",
         "watch_sustained",
         "awareness",
+        "rest_map_status",
+        "durable_updates_pg",
+        "core_write_pg",
+        "cross_replica_latency",
     }
     assert {row["scenario"] for row in smoke["rows"]} == measured
 
@@ -86,3 +100,33 @@ def test_todo_scenarios_are_skipped_out_loud(smoke: dict[str, Any]) -> None:
     for name in todo:
         assert f"SKIP {name}:" in smoke["stdout"]
         assert name in smoke["markdown"]
+
+
+def _rows(smoke: dict[str, Any], scenario: str) -> list[dict[str, Any]]:
+    return [row for row in smoke["rows"] if row["scenario"] == scenario]
+
+
+def test_rest_rows_measured_both_without_errors(smoke: dict[str, Any]) -> None:
+    rows = _rows(smoke, "rest_map_status")
+    assert {row["case"] for row in rows} == {
+        f"{c} connection{'s' if c > 1 else ''}" for c in suite.SMOKE.rest_connections
+    }
+    for row in rows:
+        assert row["load_cpu"] is not None and row["load_cpu"] > 0  # wrk's CPU is reported
+    headline = [row for row in rows if row["unit"] == "requests/s"]
+    assert headline and all(row["extra"]["errors"] == 0 for row in headline)
+
+
+def test_postgresql_rows(smoke: dict[str, Any]) -> None:
+    cases = {row["case"] for row in _rows(smoke, "durable_updates_pg")}
+    assert cases == {f"{c} writer{'s' if c > 1 else ''}" for c in suite.SMOKE.write_concurrency}
+    [core] = _rows(smoke, "core_write_pg")
+    assert core["baseline_name"] == "raw psycopg, 1 writer"
+    replicas = _rows(smoke, "cross_replica_latency")
+    assert {row["metric"] for row in replicas} == {
+        "commit-to-receipt p50",
+        "commit-to-receipt p99",
+    }
+    detail = next(row["extra"] for row in replicas if row["extra"])
+    on_b, on_a = (int(n) for n in str(detail["receipts matched on B / on A"]).split(" / "))
+    assert on_b > 0 and on_a > 0  # changes written on A reached watchers on B
