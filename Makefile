@@ -32,7 +32,7 @@ run: $(STAMP) ## Start the server on the embedded default (SQLite in ./data)
 
 .PHONY: test
 test: $(STAMP) ## Run every test
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
 
 .PHONY: bench
 bench: $(STAMP) ## Benchmarks as ratios to baselines of the same run (~10 min; wrk, PostgreSQL): bench/results/bench.md

@@ -645,11 +645,12 @@ def test_ids_no_job_can_have_get_the_not_found_answer(http: httpx.Client, job_id
     assert set(_get(http, f"/datasets/{job_id}/status", 422)) == {"detail"}
 
 
+# PostgreSQL only: SQLite keeps answering reads on the connections it has open.
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_storage_away_answers_503_in_each_documents_style(
     databases: Databases, http: httpx.Client, stubs: Stubs, uid: str
 ) -> None:
-    if databases.cluster is None:
-        pytest.skip("SQLite keeps answering reads on the connections it has open")
+    assert databases.cluster is not None
     _map(stubs, uid, (M.MAP_IMPORT_STATUS_START, None))
     paths = {
         f"/api/v1/map/import/status/{uid}": "statusCode",
