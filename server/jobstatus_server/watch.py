@@ -83,6 +83,7 @@ class Stream:
     ended: JobStatusError | None = None
     last_write: float = 0.0  # monotonic time of the last write
     timer: asyncio.TimerHandle | None = None
+    live: bool = False  # caught up: in the hub's fan-out
 
     def arm(self) -> None:
         """Check for idleness when a heartbeat could next be due: one timer per
@@ -186,6 +187,12 @@ class Hub:
                 )
             )
             if not contiguous:
+                compacted = await self.store.compacted()
+                if compacted > self.revision:
+                    # This hub fell behind the kept history (its database was away while
+                    # others wrote and compacted): the missing changes are gone for good.
+                    self._skip_to(compacted)
+                    continue
                 # The next revision is not visible yet: never publish past a gap.
                 await asyncio.sleep(0.005)
                 continue
@@ -194,6 +201,20 @@ class Hub:
                 await asyncio.sleep(0.005)
             elif len(changes) < self.settings.catch_up_batch:
                 return
+
+    def _skip_to(self, compacted: int) -> None:
+        """Jump over compacted history: every live stream missed changes it can never
+        get, so it ends with OUT_OF_RANGE and its client starts over from the state."""
+        log.warning(
+            "hub at revision %d is behind the history (compacted to %d)", self.revision, compacted
+        )
+        for stream in list(self.streams):
+            if stream.live:
+                self._detach(stream)
+                stream.end(_out_of_range(stream.sent, compacted))
+        self.ring.clear()
+        self.revision = compacted
+        self.compacted = max(self.compacted, compacted)
 
     def _publish(self, changes: Sequence[Change]) -> None:
         """Publish in order: no await here, so streams see a consistent hub."""
@@ -368,6 +389,7 @@ class Hub:
                     return
             cursor = reached
         stream.floor = cursor
+        stream.live = True
         self._attach(stream)
         stream.last_write = time.monotonic()
         stream.arm()

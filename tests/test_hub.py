@@ -1,0 +1,84 @@
+"""The watch hub in process, on a real SQLite store: what a replica's hub does when it
+has fallen behind the kept history."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from google.protobuf.message import Message
+
+from jobstatus.v1 import map_import_pb2 as mi
+from jobstatus_server.core import DEFAULT_TENANT, Core
+from jobstatus_server.errors import OutOfRange
+from jobstatus_server.kinds import MAP_IMPORT
+from jobstatus_server.store import Store
+from jobstatus_server.watch import Hub, WatchSettings
+from tests.conftest import sqlite_url
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(10):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+
+
+async def test_a_hub_behind_the_compaction_point_skips_ahead_and_ends_its_streams(
+    tmp_path: Path,
+) -> None:
+    store = Store(sqlite_url(tmp_path))
+    await store.start()
+    hub = Hub(store, WatchSettings(poll_interval=0.05))
+    try:
+        await hub.start()
+        core = Core(store)
+        job = await core.create(MAP_IMPORT, DEFAULT_TENANT, "", mi.MapImport(import_request_id="j"))
+        sent: list[Message] = []
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        def respond(event_type: int, revision: int, job: Message | None) -> Message:
+            return mi.WatchMapImportStatusResponse(revision=revision)
+
+        watching = asyncio.create_task(
+            hub.watch(MAP_IMPORT, DEFAULT_TENANT, ["j"], job.revision, False, 60.0, send, respond)
+        )
+        await until(lambda: bool(hub.streams) and next(iter(hub.streams)).live)
+        # This hub stalls (as when its database connection is away) while writes go on and
+        # the history is compacted past where it stopped.
+        hub_task, hub._task = hub._task, None
+        assert hub_task is not None
+        hub_task.cancel()
+        for progress in range(1, 21):
+            last = await core.update(
+                MAP_IMPORT,
+                DEFAULT_TENANT,
+                mi.MapImport(
+                    import_request_id="j",
+                    status=mi.MAP_IMPORT_STATUS_IN_PROGRESS,
+                    meta_data=mi.MapImportMetaData(progress=progress),
+                ),
+                mi.UpdateMapImportRequest().update_mask,
+                0,
+            )
+        compacted = await store.compact(keep_count=5, keep_age=10**9)
+        assert hub.revision < compacted < last.revision
+        # The hub's tailing comes back: it jumps to the compaction point, ends the stream
+        # that missed changes with OUT_OF_RANGE, and tails on from there.
+        hub._task = asyncio.create_task(hub._run())
+        with pytest.raises(OutOfRange) as raised:
+            await asyncio.wait_for(watching, 10)
+        assert raised.value.metadata["compact_revision"] == str(compacted)
+        await until(lambda: hub.revision >= last.revision)
+        assert [event.revision for event in hub.ring] == list(
+            range(compacted + 1, last.revision + 1)
+        )
+        assert not hub.streams
+    finally:
+        await hub.close()
+        await store.close()
