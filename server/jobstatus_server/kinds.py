@@ -17,6 +17,7 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor
 from google.protobuf.message import Message
 
+from jobstatus import kinds as client_kinds  # the settled statuses, declared once
 from jobstatus.spelling import spell
 from jobstatus.v1 import (
     catalog_import_pb2 as catalog,
@@ -194,7 +195,7 @@ MAP_IMPORT = Kind(
         },
     ),
     initial=(_MAP["Start"], _MAP["Draft"], _MAP["Discovered"]),
-    settled=frozenset(_MAP[s] for s in ("Cancel", "Error", "Done", "Expired", "Archived")),
+    settled=client_kinds.MAP_IMPORT.settled,
     status_of=lambda m: int(getattr(m, "status")),  # noqa: B009
     rule=_map_rule,
     timed=(_MAP["Done"], _MAP["Expired"]),
@@ -289,7 +290,7 @@ DELIVERY = Kind(
         },
     ),
     initial=(_DELIVERY["start"], _DELIVERY["pending"]),
-    settled=frozenset(_DELIVERY[s] for s in ("done", "error", "delete")),
+    settled=client_kinds.DELIVERY.settled,
     status_of=lambda m: int(getattr(m, "status")),  # noqa: B009
     output_only=OUTPUT_ONLY | {"size", "url", "expire_time"},
     rule=_delivery_rule,
@@ -372,7 +373,7 @@ CATALOG_IMPORT = Kind(
         },
     ),
     initial=(_CATALOG["WAITING"],),
-    settled=frozenset(_CATALOG[s] for s in ("SUCCESS", "FAILURE", "ABORTED")),
+    settled=client_kinds.CATALOG_IMPORT.settled,
     status_of=lambda m: int(getattr(m, "status")),  # noqa: B009
     new_id=_new_catalog_id,
     rule=_catalog_rule,
@@ -397,7 +398,7 @@ DATASET = Kind(
     not_found_reason="DATASET_NOT_FOUND",
     transitions={},
     initial=(0,),
-    settled=frozenset({S.DATASET_IMPORT_STATUS_SUCCESS, S.DATASET_IMPORT_STATUS_FAILED}),
+    settled=client_kinds.DATASET.settled,
     status_of=_dataset_status,
     new_id=lambda: str(uuid.uuid4()),
     output_only=OUTPUT_ONLY | {"latest_run", "start_request_id"},
