@@ -326,7 +326,14 @@ async def test_revision_older_than_the_kept_history_is_out_of_range(
                 last = await c.progress(uid, progress)
 
             async def compacted() -> grpc.aio.AioRpcError | None:
-                return await c.watch(start_revision=first.revision).end(wait=5)
+                """The stream's error once the history is compacted; None while the
+                changes after the first revision are still there (it sends them)."""
+                stream = c.watch(start_revision=first.revision)
+                try:
+                    item = await asyncio.wait_for(stream.queue.get(), 5)
+                finally:
+                    stream.call.cancel()
+                return item if isinstance(item, grpc.aio.AioRpcError) else None
 
             deadline = asyncio.get_running_loop().time() + 20
             while True:
@@ -334,6 +341,7 @@ async def test_revision_older_than_the_kept_history_is_out_of_range(
                 if error is not None:
                     break
                 assert asyncio.get_running_loop().time() < deadline, "history never compacted"
+                await asyncio.sleep(0.1)
             assert error.code() == grpc.StatusCode.OUT_OF_RANGE
             info = error_info(error)
             assert info.reason == "REVISION_COMPACTED"
