@@ -11,10 +11,8 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -27,6 +25,8 @@ from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import delivery_pb2 as dl
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.watch import Backoff, EventType, Retry, WatchResumer
+from tests.conftest import sqlite_url
+from tests.restkit import keyed_server
 from tests.serverproc import ROOT, ServerProcess, free_port
 
 Code = grpc.StatusCode
@@ -372,40 +372,25 @@ def test_unreachable_server_is_unavailable() -> None:
     assert caught.value.code == Code.UNAVAILABLE
 
 
-def test_api_key_and_metadata_are_sent_on_every_call() -> None:
-    """The server does not check keys yet, so a bare gRPC server records what arrives."""
-    seen: list[dict[str, str | bytes]] = []
-
-    def get(request: mi.GetMapImportStatusRequest, context: grpc.ServicerContext) -> Any:
-        seen.append(dict(context.invocation_metadata()))
-        job = mi.MapImport(import_request_id=request.import_request_id)
-        return mi.GetMapImportStatusResponse(map_import=job)
-
-    handler = grpc.method_handlers_generic_handler(
-        "jobstatus.v1.MapImportService",
-        {
-            "GetMapImportStatus": grpc.unary_unary_rpc_method_handler(
-                get,
-                request_deserializer=mi.GetMapImportStatusRequest.FromString,
-                response_serializer=mi.GetMapImportStatusResponse.SerializeToString,
-            )
-        },
-    )
-    recorder = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    recorder.add_generic_rpc_handlers((handler,))
-    port = recorder.add_insecure_port("127.0.0.1:0")
-    recorder.start()
-    try:
-        with Client(f"127.0.0.1:{port}", api_key="k-123") as keyed:
-            assert keyed.map_imports.get("a").import_request_id == "a"
-            keyed.map_imports.get("b", metadata=[("x-trace", "t1")])
-    finally:
-        recorder.stop(None)
-    assert [m.get("x-api-key") for m in seen] == ["k-123", "k-123"]
-    assert seen[1]["x-trace"] == "t1"
+def test_api_key_and_metadata_are_sent_on_every_call(tmp_path: Path) -> None:
+    with keyed_server(sqlite_url(tmp_path), {"rw": ("acme", ["read", "write"])}) as keyed:
+        with Client(keyed.server.address, api_key=keyed.keys["rw"]) as client:
+            created = client.map_imports.create(mi.MapImport(import_request_id="a"))
+            assert client.map_imports.get("a") == created
+            assert [job.import_request_id for job in client.map_imports.list()] == ["a"]
+            # Per-call metadata travels beside the key: a second, different key in it
+            # makes the server refuse the call.
+            with pytest.raises(JobStatusError) as two_keys:
+                client.map_imports.get("a", metadata=[("x-api-key", "jsk_other_secret")])
+            assert two_keys.value.code == Code.UNAUTHENTICATED
+            assert two_keys.value.reason == "API_KEY_INVALID"
+        with Client(keyed.server.address) as keyless:
+            with pytest.raises(JobStatusError) as missing:
+                keyless.map_imports.get("a")
+            assert missing.value.reason == "API_KEY_MISSING"
 
 
-# --- the watch resume state machine (the server's Watch RPCs are not served yet) ---------
+# --- the watch resume state machine, alone ----------------------------------------------
 
 STATE, SYNCED, CHANGE, HEARTBEAT = (
     EventType.STATE.value,
