@@ -12,9 +12,16 @@ from dataclasses import dataclass, field
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 DOMAIN = "jobstatus.v1"
+
+
+def _pack(detail: Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(detail)
+    return packed
 
 
 @dataclass(frozen=True)
@@ -41,9 +48,7 @@ class JobStatusError(Exception):
         info = error_details_pb2.ErrorInfo(
             reason=self.reason, domain=DOMAIN, metadata=self.metadata
         )
-        packed = any_pb2.Any()
-        packed.Pack(info)
-        return [packed]
+        return [_pack(info)]
 
     def to_status(self) -> status_pb2.Status:
         return status_pb2.Status(
@@ -66,9 +71,7 @@ class InvalidArgument(JobStatusError):
                 for v in self.violations
             ]
         )
-        packed = any_pb2.Any()
-        packed.Pack(bad)
-        return [*super().details(), packed]
+        return [*super().details(), _pack(bad)]
 
 
 @dataclass
@@ -99,9 +102,7 @@ class FailedPrecondition(JobStatusError):
                 )
             ]
         )
-        packed = any_pb2.Any()
-        packed.Pack(failure)
-        return [*super().details(), packed]
+        return [*super().details(), _pack(failure)]
 
 
 @dataclass
@@ -127,9 +128,7 @@ class ResourceExhausted(JobStatusError):
         if self.retry_after > 0:
             delay = duration_pb2.Duration()
             delay.FromNanoseconds(int(self.retry_after * 1e9))
-            packed = any_pb2.Any()
-            packed.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-            out.append(packed)
+            out.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
         return out
 
 
