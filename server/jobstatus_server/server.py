@@ -27,6 +27,7 @@ from jobstatus_server.rest import Limits, Rest
 from jobstatus_server.services import SERVICE_NAMES, add_services
 from jobstatus_server.sse import Watch
 from jobstatus_server.store import Store
+from jobstatus_server.view import View
 from jobstatus_server.watch import Hub, WatchSettings
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class Server:
     store: Store = field(init=False)
     core: Core = field(init=False)
     hub: Hub = field(init=False)
+    view: View = field(init=False)
     grpc_server: grpc.aio.Server = field(init=False)
     auth: Authenticator = field(init=False)
     health: health_aio.HealthServicer = field(init=False)
@@ -127,10 +129,13 @@ class Server:
             ),
         )
         await self.hub.start()
+        self.view = View(self.store, self.settings.view_budget, self.settings.view_wait)
+        self.view.start(self.hub.revision)
+        self.hub.listeners.append(self.view.apply)
         self.grpc_server = grpc.aio.server(
             interceptors=[ErrorInterceptor(self.auth)], options=grpc_options(self.settings)
         )
-        add_services(self.grpc_server, self.core, self.hub)
+        add_services(self.grpc_server, self.core, self.hub, self.view)
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
         reflection.enable_server_reflection(
