@@ -153,10 +153,11 @@ class Server:
             self.core,
             self.auth,
             Limits(self.settings.dataset_rate_interval, self.settings.dataset_quota),
+            self.view,
         )
         routes = [*rest.routes(), *Watch(self.hub, self.auth).routes(), *openapi.routes(self.auth)]
         self.http = http_server(
-            make_app(routes, self.serving),
+            make_app(routes, self.serving, rest.paths()),
             self.settings.http_addr,
             tls_cert=self.settings.tls_cert,
             tls_key=self.settings.tls_key,

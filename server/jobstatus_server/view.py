@@ -231,9 +231,11 @@ class View:
         job_id: str,
         min_revision: int = 0,
         remaining: float | None = None,
+        possible: Callable[[], bool] | None = None,
     ) -> Entry | None:
         """The job's latest state (None: no such job), at least as new as this process's
-        acknowledged writes and `min_revision`."""
+        acknowledged writes and `min_revision`. On a miss, `possible()` False says no job
+        can have this id: None without a database read."""
         need = self.store.revision
         if min_revision > need:
             need = min_revision
@@ -245,6 +247,8 @@ class View:
             VIEW_HITS.inc()
             return entry
         VIEW_MISSES.inc()
+        if possible is not None and not possible():
+            return None
         return await self._fill(kind, key)
 
     async def require(
