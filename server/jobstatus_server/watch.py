@@ -132,6 +132,8 @@ class Hub:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
     _closing: bool = False
+    # Called with every batch of changes before any stream sees them (the view, view.py).
+    listeners: list[Callable[[Sequence[Change]], None]] = field(default_factory=list)
 
     async def start(self) -> None:
         self.ring = deque(maxlen=self.settings.ring)
@@ -218,6 +220,8 @@ class Hub:
 
     def _publish(self, changes: Sequence[Change]) -> None:
         """Publish in order: no await here, so streams see a consistent hub."""
+        for listener in self.listeners:
+            listener(changes)
         for change in changes:
             self.ring.append(change)
             self.revision = change.revision
