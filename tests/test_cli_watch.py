@@ -108,7 +108,7 @@ class Terminal:
         self.emulator = pyte.Screen(width, height)
         self.stream = pyte.ByteStream(self.emulator)
         self.lock = threading.Lock()
-        self.child: pexpect.spawn | None = None
+        self.child: pexpect.spawn[bytes] | None = None
         self.reader: threading.Thread | None = None
 
     def run(self, *argv: str) -> None:
@@ -120,7 +120,7 @@ class Terminal:
         self.reader = threading.Thread(target=self._pump, args=(self.child,), daemon=True)
         self.reader.start()
 
-    def _pump(self, child: pexpect.spawn) -> None:
+    def _pump(self, child: pexpect.spawn[bytes]) -> None:
         """Feed everything the program writes to the emulator, until it closes the terminal."""
         while True:
             try:
