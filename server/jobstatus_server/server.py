@@ -21,7 +21,7 @@ from jobstatus_server.config import Settings
 from jobstatus_server.core import Core
 from jobstatus_server.errors import Unavailable
 from jobstatus_server.http import HttpServer, http_server, make_app
-from jobstatus_server.interceptor import ErrorInterceptor
+from jobstatus_server.interceptor import Rpc
 from jobstatus_server.metrics import HUB_LAG, STORAGE_UP
 from jobstatus_server.rest import Limits, Rest
 from jobstatus_server.services import SERVICE_NAMES, add_services
@@ -127,10 +127,8 @@ class Server:
             ),
         )
         await self.hub.start()
-        self.grpc_server = grpc.aio.server(
-            interceptors=[ErrorInterceptor(self.auth)], options=grpc_options(self.settings)
-        )
-        add_services(self.grpc_server, self.core, self.hub)
+        self.grpc_server = grpc.aio.server(options=grpc_options(self.settings))
+        add_services(self.grpc_server, self.core, self.hub, Rpc(self.auth))
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
         reflection.enable_server_reflection(

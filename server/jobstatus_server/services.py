@@ -34,6 +34,7 @@ from jobstatus.v1 import (
 )
 from jobstatus_server.auth import CALLER
 from jobstatus_server.core import Core
+from jobstatus_server.interceptor import Rpc
 from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind
 from jobstatus_server.watch import Hub, Respond
 
@@ -51,7 +52,7 @@ SERVICE_NAMES = tuple(
 
 
 def tenant_of(context: Context) -> str:
-    """The caller's tenant, as the interceptor authenticated it (auth.py)."""
+    """The caller's tenant, as the method's wrapper authenticated it (interceptor.py)."""
     return CALLER.get().tenant
 
 
@@ -287,8 +288,13 @@ class CatalogImportService(cat_grpc.CatalogImportServiceServicer):
         await _watch(self.hub, CATALOG_IMPORT, request.ids, request, context, RESPOND_CATALOG)
 
 
-def add_services(server: grpc.aio.Server, core: Core, hub: Hub) -> None:
-    mi_grpc.add_MapImportServiceServicer_to_server(MapImportService(core, hub), server)
-    dl_grpc.add_DeliveryServiceServicer_to_server(DeliveryService(core, hub), server)
-    ds_grpc.add_DatasetServiceServicer_to_server(DatasetService(core, hub), server)
-    cat_grpc.add_CatalogImportServiceServicer_to_server(CatalogImportService(core, hub), server)
+def add_services(server: grpc.aio.Server, core: Core, hub: Hub, rpc: Rpc) -> None:
+    """Register every jobstatus service, each method wrapped once (interceptor.py)."""
+    for module, servicer in (
+        (mi, MapImportService(core, hub)),
+        (dl, DeliveryService(core, hub)),
+        (ds, DatasetService(core, hub)),
+        (cat, CatalogImportService(core, hub)),
+    ):
+        name = type(servicer).__name__
+        rpc.add_service(server, servicer, module.DESCRIPTOR.services_by_name[name])
