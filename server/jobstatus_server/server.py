@@ -20,6 +20,7 @@ from jobstatus_server.auth import Authenticator, is_loopback
 from jobstatus_server.config import Settings
 from jobstatus_server.core import Core
 from jobstatus_server.errors import Unavailable
+from jobstatus_server.history import HistoryRoute
 from jobstatus_server.http import HttpServer, http_server, make_app
 from jobstatus_server.interceptor import ErrorInterceptor
 from jobstatus_server.metrics import HUB_LAG, STORAGE_UP
@@ -149,7 +150,12 @@ class Server:
             self.auth,
             Limits(self.settings.dataset_rate_interval, self.settings.dataset_quota),
         )
-        routes = [*rest.routes(), *Watch(self.hub, self.auth).routes(), *openapi.routes(self.auth)]
+        routes = [
+            *rest.routes(),
+            *Watch(self.hub, self.auth).routes(),
+            *HistoryRoute(self.store, self.auth).routes(),
+            *openapi.routes(self.auth),
+        ]
         self.http = http_server(
             make_app(routes, self.serving),
             self.settings.http_addr,
