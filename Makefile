@@ -31,7 +31,7 @@ run: $(STAMP) ## Start the server on the embedded default (SQLite in ./data)
 	$(PY) -m jobstatus_server
 
 .PHONY: test
-test: $(STAMP) ## Run every test
+test: $(STAMP) $(BUF) ## Run every test (node_modules brings the browser of the dashboard tests)
 	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
 
 .PHONY: bench

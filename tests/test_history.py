@@ -194,20 +194,24 @@ def test_http_history_renders_the_documented_json(
     ]
 
 
-def test_http_history_errors(http: httpx.Client, uid: str) -> None:
+def test_http_history_errors(stubs: Stubs, http: httpx.Client, uid: str) -> None:
+    known = uid + "-known"
+    _map_job(stubs, known, 0)
     missing = http.get(f"/api/v1/history/map_import/{uid}")
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "NOT_FOUND"
     assert http.get(f"/api/v1/history/nothing/{uid}").status_code == 404
     assert http.get(f"/api/v1/history/map_import/{uid}?page_size=x").status_code == 400
     assert http.get(f"/api/v1/history/map_import/{uid}?page_size=-1").status_code == 400
-    assert http.get(f"/api/v1/history/map_import/{uid}?page_token=zzz").status_code == 400
+    assert http.get(f"/api/v1/history/map_import/{uid}?page_token=zzz").status_code == 404
+    # A bad token on a known job is the token's fault; an unknown job is 404 whatever the token.
+    assert http.get(f"/api/v1/history/map_import/{known}?page_token=zzz").status_code == 400
 
 
-def test_history_is_the_tenant_s_own(database_url: str) -> None:
+def test_history_is_the_tenant_s_own(databases: Databases) -> None:
     keys = {"alpha": ("alpha", ["read", "write"]), "beta": ("beta", ["read"])}
     keys["alpha-write"] = ("alpha", ["write"])
-    with keyed_server(database_url, keys) as keyed:
+    with keyed_server(databases.new("keyed"), keys) as keyed:
         stubs = Stubs.connect(keyed.server.address)
         try:
             job_id = f"h-{uuid.uuid4().hex[:8]}"

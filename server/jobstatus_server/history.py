@@ -122,14 +122,21 @@ async def history(
     if page_size < 0:
         raise _invalid("page_size", "must be 0 or more")
     size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-    after = decode_token(page_token, kind, job_id) if page_token else 0
+    not_found = NotFound(
+        f"no {kind.display} with {kind.id_field} {job_id!r}",
+        reason=kind.not_found_reason,
+        metadata={kind.id_field: job_id},
+    )
+    try:
+        after = decode_token(page_token, kind, job_id) if page_token else 0
+    except InvalidArgument:
+        # An unknown job is NOT_FOUND whatever the token: only a known job's token is wrong.
+        if (await store.history(kind, tenant, job_id, 0, 1)).created is None:
+            raise not_found from None
+        raise
     found = await store.history(kind, tenant, job_id, after, size + 1)
     if found.created is None:
-        raise NotFound(
-            f"no {kind.display} with {kind.id_field} {job_id!r}",
-            reason=kind.not_found_reason,
-            metadata={kind.id_field: job_id},
-        )
+        raise not_found
     oldest = found.compacted + 1
     if after and after < found.compacted:
         raise OutOfRange(

@@ -15,7 +15,7 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from jobstatus_server import openapi
+from jobstatus_server import dashboard, openapi
 from jobstatus_server.auth import Authenticator, is_loopback
 from jobstatus_server.config import Settings
 from jobstatus_server.core import Core
@@ -155,6 +155,7 @@ class Server:
             *Watch(self.hub, self.auth).routes(),
             *HistoryRoute(self.store, self.auth).routes(),
             *openapi.routes(self.auth),
+            *dashboard.routes(self.auth),
         ]
         self.http = http_server(
             make_app(routes, self.serving),
