@@ -15,11 +15,12 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from jobstatus_server import openapi
+from jobstatus_server import dashboard, openapi
 from jobstatus_server.auth import Authenticator, is_loopback
 from jobstatus_server.config import Settings
 from jobstatus_server.core import Core
 from jobstatus_server.errors import Unavailable
+from jobstatus_server.history import HistoryRoute
 from jobstatus_server.http import HttpServer, http_server, make_app
 from jobstatus_server.interceptor import Rpc
 from jobstatus_server.metrics import HUB_LAG, STORAGE_UP
@@ -153,7 +154,13 @@ class Server:
             Limits(self.settings.dataset_rate_interval, self.settings.dataset_quota),
             self.view,
         )
-        routes = [*rest.routes(), *Watch(self.hub, self.auth).routes(), *openapi.routes(self.auth)]
+        routes = [
+            *rest.routes(),
+            *Watch(self.hub, self.auth).routes(),
+            *HistoryRoute(self.store, self.auth).routes(),
+            *openapi.routes(self.auth),
+            *dashboard.routes(self.auth),
+        ]
         self.http = http_server(
             make_app(routes, self.serving, rest.paths()),
             self.settings.http_addr,

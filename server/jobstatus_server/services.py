@@ -34,6 +34,7 @@ from jobstatus.v1 import (
 )
 from jobstatus_server.auth import CALLER
 from jobstatus_server.core import Core
+from jobstatus_server.history import history
 from jobstatus_server.interceptor import Rpc
 from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind
 from jobstatus_server.view import View, response_of
@@ -147,6 +148,27 @@ class MapImportService(mi_grpc.MapImportServiceServicer):
         )
         return mi.ListMapImportsResponse(map_imports=jobs, next_page_token=token)
 
+    async def GetMapImportHistory(
+        self, request: mi.GetMapImportHistoryRequest, context: Context
+    ) -> mi.GetMapImportHistoryResponse:
+        page = await history(
+            self.core.store,
+            MAP_IMPORT,
+            tenant_of(context),
+            request.import_request_id,
+            request.page_size,
+            request.page_token,
+        )
+        return mi.GetMapImportHistoryResponse(
+            changes=[
+                mi.MapImportChange(revision=c.revision, time=c.timestamp(), map_import=c.job)
+                for c in page.changes
+            ],
+            next_page_token=page.next_page_token,
+            oldest_revision=page.oldest_revision,
+            truncated=page.truncated,
+        )
+
     async def WatchMapImportStatus(  # type: ignore[override]
         self, request: mi.WatchMapImportStatusRequest, context: Context
     ) -> None:
@@ -201,6 +223,29 @@ class DeliveryService(dl_grpc.DeliveryServiceServicer):
         )
         return dl.ListPreparedDeliveriesResponse(prepared_deliveries=jobs, next_page_token=token)
 
+    async def GetPreparedDeliveryHistory(
+        self, request: dl.GetPreparedDeliveryHistoryRequest, context: Context
+    ) -> dl.GetPreparedDeliveryHistoryResponse:
+        page = await history(
+            self.core.store,
+            DELIVERY,
+            tenant_of(context),
+            request.catalog_id,
+            request.page_size,
+            request.page_token,
+        )
+        return dl.GetPreparedDeliveryHistoryResponse(
+            changes=[
+                dl.PreparedDeliveryChange(
+                    revision=c.revision, time=c.timestamp(), prepared_delivery=c.job
+                )
+                for c in page.changes
+            ],
+            next_page_token=page.next_page_token,
+            oldest_revision=page.oldest_revision,
+            truncated=page.truncated,
+        )
+
     async def WatchPreparedDeliveryStatus(  # type: ignore[override]
         self, request: dl.WatchPreparedDeliveryStatusRequest, context: Context
     ) -> None:
@@ -254,6 +299,27 @@ class DatasetService(ds_grpc.DatasetServiceServicer):
             DATASET, tenant_of(context), request.page_size, request.page_token, request.statuses
         )
         return ds.ListDatasetsResponse(datasets=jobs, next_page_token=token)
+
+    async def GetDatasetHistory(
+        self, request: ds.GetDatasetHistoryRequest, context: Context
+    ) -> ds.GetDatasetHistoryResponse:
+        page = await history(
+            self.core.store,
+            DATASET,
+            tenant_of(context),
+            request.dataset_id,
+            request.page_size,
+            request.page_token,
+        )
+        return ds.GetDatasetHistoryResponse(
+            changes=[
+                ds.DatasetChange(revision=c.revision, time=c.timestamp(), dataset=c.job)
+                for c in page.changes
+            ],
+            next_page_token=page.next_page_token,
+            oldest_revision=page.oldest_revision,
+            truncated=page.truncated,
+        )
 
     async def WatchDatasetStatus(  # type: ignore[override]
         self, request: ds.WatchDatasetStatusRequest, context: Context
@@ -310,6 +376,29 @@ class CatalogImportService(cat_grpc.CatalogImportServiceServicer):
             request.statuses,
         )
         return cat.ListImportsResponse(catalog_imports=jobs, next_page_token=token)
+
+    async def GetImportHistory(
+        self, request: cat.GetImportHistoryRequest, context: Context
+    ) -> cat.GetImportHistoryResponse:
+        page = await history(
+            self.core.store,
+            CATALOG_IMPORT,
+            tenant_of(context),
+            request.id,
+            request.page_size,
+            request.page_token,
+        )
+        return cat.GetImportHistoryResponse(
+            changes=[
+                cat.CatalogImportChange(
+                    revision=c.revision, time=c.timestamp(), catalog_import=c.job
+                )
+                for c in page.changes
+            ],
+            next_page_token=page.next_page_token,
+            oldest_revision=page.oldest_revision,
+            truncated=page.truncated,
+        )
 
     async def WatchImportStatus(  # type: ignore[override]
         self, request: cat.WatchImportStatusRequest, context: Context
