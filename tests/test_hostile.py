@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import grpc
 import httpx
 import pytest
+from google.protobuf import field_mask_pb2
 
 from jobstatus.v1 import delivery_pb2 as dl
 from jobstatus.v1 import map_import_pb2 as mi
@@ -41,7 +42,7 @@ def revision(stubs: Stubs) -> int:
             if event.type == watch_pb2.WATCH_EVENT_TYPE_SYNCED:
                 return int(event.revision)
     finally:
-        call.cancel()
+        call.cancel()  # type: ignore[no-untyped-call]
     raise AssertionError("the watch ended before its synced marker")
 
 
@@ -58,10 +59,12 @@ def test_an_undecodable_message_is_invalid_argument(
     path = f"/jobstatus.v1.MapImportService/{method}"
     before = revision(stubs)
     if method.startswith("Watch"):
-        call = stubs.channel.unary_stream(path)
+        call = stubs.channel.unary_stream(path, None, None)
         failure = fails(lambda: list(call(UNDECODABLE[name], timeout=10)))
     else:
-        failure = fails(lambda: stubs.channel.unary_unary(path)(UNDECODABLE[name], timeout=10))
+        failure = fails(
+            lambda: stubs.channel.unary_unary(path, None, None)(UNDECODABLE[name], timeout=10)
+        )
     assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
     assert failure.message.startswith("invalid request: the request is not a valid jobstatus.v1.")
     assert failure.bad_request is not None and failure.fields
@@ -99,7 +102,7 @@ def test_artifact_sizes_past_int64_are_invalid_argument(stubs: Stubs, uid: str) 
         stubs.deliveries.UpdatePreparedDelivery(
             dl.UpdatePreparedDeliveryRequest(
                 prepared_delivery=dl.PreparedDelivery(catalog_id=uid, artifacts=artifacts),
-                update_mask={"paths": ["artifacts"]},
+                update_mask=field_mask_pb2.FieldMask(paths=["artifacts"]),
             )
         )
         raise AssertionError("the update succeeded")
