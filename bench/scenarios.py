@@ -888,8 +888,11 @@ def rest_map_status(bench: Bench) -> list[Row]:
         status, headers, body = http_get(server.http_url + path)
         if status != 200 or not body.startswith(b"{"):
             raise RuntimeError(f"jobstatus answered {status}: {body[:200]!r}")
-        # The bare app sends the same headers; uvicorn adds date and server to both.
-        same = [(k, v) for k, v in headers if k.lower() not in {"date", "server", "content-length"}]
+        # The bare app sends the same headers; uvicorn adds date and server to both. Not
+        # `connection: close`: uvicorn answered it to urllib's request, and the bare app
+        # would then close every wrk connection after one answer.
+        per_connection = {"date", "server", "content-length", "connection"}
+        same = [(k, v) for k, v in headers if k.lower() not in per_connection]
         bare.answer_with(answer_of_http(body, same))
         _, _, bare_body = http_get(bare.http_url + path)
         if bare_body != body:
