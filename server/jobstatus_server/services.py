@@ -34,6 +34,8 @@ from jobstatus.v1 import (
 )
 from jobstatus_server.auth import CALLER
 from jobstatus_server.core import Core
+from jobstatus_server.history import history
+from jobstatus_server.interceptor import Rpc
 from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind
 from jobstatus_server.view import View, response_of
 from jobstatus_server.watch import Hub, Respond
@@ -52,7 +54,7 @@ SERVICE_NAMES = tuple(
 
 
 def tenant_of(context: Context) -> str:
-    """The caller's tenant, as the interceptor authenticated it (auth.py)."""
+    """The caller's tenant, as the method's wrapper authenticated it (interceptor.py)."""
     return CALLER.get().tenant
 
 
@@ -146,6 +148,27 @@ class MapImportService(mi_grpc.MapImportServiceServicer):
         )
         return mi.ListMapImportsResponse(map_imports=jobs, next_page_token=token)
 
+    async def GetMapImportHistory(
+        self, request: mi.GetMapImportHistoryRequest, context: Context
+    ) -> mi.GetMapImportHistoryResponse:
+        page = await history(
+            self.core.store,
+            MAP_IMPORT,
+            tenant_of(context),
+            request.import_request_id,
+            request.page_size,
+            request.page_token,
+        )
+        return mi.GetMapImportHistoryResponse(
+            changes=[
+                mi.MapImportChange(revision=c.revision, time=c.timestamp(), map_import=c.job)
+                for c in page.changes
+            ],
+            next_page_token=page.next_page_token,
+            oldest_revision=page.oldest_revision,
+            truncated=page.truncated,
+        )
+
     async def WatchMapImportStatus(  # type: ignore[override]
         self, request: mi.WatchMapImportStatusRequest, context: Context
     ) -> None:
@@ -200,6 +223,29 @@ class DeliveryService(dl_grpc.DeliveryServiceServicer):
         )
         return dl.ListPreparedDeliveriesResponse(prepared_deliveries=jobs, next_page_token=token)
 
+    async def GetPreparedDeliveryHistory(
+        self, request: dl.GetPreparedDeliveryHistoryRequest, context: Context
+    ) -> dl.GetPreparedDeliveryHistoryResponse:
+        page = await history(
+            self.core.store,
+            DELIVERY,
+            tenant_of(context),
+            request.catalog_id,
+            request.page_size,
+            request.page_token,
+        )
+        return dl.GetPreparedDeliveryHistoryResponse(
+            changes=[
+                dl.PreparedDeliveryChange(
+                    revision=c.revision, time=c.timestamp(), prepared_delivery=c.job
+                )
+                for c in page.changes
+            ],
+            next_page_token=page.next_page_token,
+            oldest_revision=page.oldest_revision,
+            truncated=page.truncated,
+        )
+
     async def WatchPreparedDeliveryStatus(  # type: ignore[override]
         self, request: dl.WatchPreparedDeliveryStatusRequest, context: Context
     ) -> None:
@@ -253,6 +299,27 @@ class DatasetService(ds_grpc.DatasetServiceServicer):
             DATASET, tenant_of(context), request.page_size, request.page_token, request.statuses
         )
         return ds.ListDatasetsResponse(datasets=jobs, next_page_token=token)
+
+    async def GetDatasetHistory(
+        self, request: ds.GetDatasetHistoryRequest, context: Context
+    ) -> ds.GetDatasetHistoryResponse:
+        page = await history(
+            self.core.store,
+            DATASET,
+            tenant_of(context),
+            request.dataset_id,
+            request.page_size,
+            request.page_token,
+        )
+        return ds.GetDatasetHistoryResponse(
+            changes=[
+                ds.DatasetChange(revision=c.revision, time=c.timestamp(), dataset=c.job)
+                for c in page.changes
+            ],
+            next_page_token=page.next_page_token,
+            oldest_revision=page.oldest_revision,
+            truncated=page.truncated,
+        )
 
     async def WatchDatasetStatus(  # type: ignore[override]
         self, request: ds.WatchDatasetStatusRequest, context: Context
@@ -310,16 +377,42 @@ class CatalogImportService(cat_grpc.CatalogImportServiceServicer):
         )
         return cat.ListImportsResponse(catalog_imports=jobs, next_page_token=token)
 
+    async def GetImportHistory(
+        self, request: cat.GetImportHistoryRequest, context: Context
+    ) -> cat.GetImportHistoryResponse:
+        page = await history(
+            self.core.store,
+            CATALOG_IMPORT,
+            tenant_of(context),
+            request.id,
+            request.page_size,
+            request.page_token,
+        )
+        return cat.GetImportHistoryResponse(
+            changes=[
+                cat.CatalogImportChange(
+                    revision=c.revision, time=c.timestamp(), catalog_import=c.job
+                )
+                for c in page.changes
+            ],
+            next_page_token=page.next_page_token,
+            oldest_revision=page.oldest_revision,
+            truncated=page.truncated,
+        )
+
     async def WatchImportStatus(  # type: ignore[override]
         self, request: cat.WatchImportStatusRequest, context: Context
     ) -> None:
         await _watch(self.hub, CATALOG_IMPORT, request.ids, request, context, RESPOND_CATALOG)
 
 
-def add_services(server: grpc.aio.Server, core: Core, hub: Hub, view: View) -> None:
-    mi_grpc.add_MapImportServiceServicer_to_server(MapImportService(core, hub, view), server)
-    dl_grpc.add_DeliveryServiceServicer_to_server(DeliveryService(core, hub, view), server)
-    ds_grpc.add_DatasetServiceServicer_to_server(DatasetService(core, hub, view), server)
-    cat_grpc.add_CatalogImportServiceServicer_to_server(
-        CatalogImportService(core, hub, view), server
-    )
+def add_services(server: grpc.aio.Server, core: Core, hub: Hub, view: View, rpc: Rpc) -> None:
+    """Register every jobstatus service, each method wrapped once (interceptor.py)."""
+    for module, servicer in (
+        (mi, MapImportService(core, hub, view)),
+        (dl, DeliveryService(core, hub, view)),
+        (ds, DatasetService(core, hub, view)),
+        (cat, CatalogImportService(core, hub, view)),
+    ):
+        name = type(servicer).__name__
+        rpc.add_service(server, servicer, module.DESCRIPTOR.services_by_name[name])

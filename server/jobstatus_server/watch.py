@@ -372,12 +372,14 @@ class Hub:
         cursor = start_revision
         if start_revision == 0:
             for job in snapshot.jobs:
-                await send(respond(STATE, job.revision, _job(kind, job)))
+                # A send that has begun reaches the client even if the stream is ended
+                # while it waits: count it as sent before it starts (the resume point).
                 stream.sent = max(stream.sent, job.revision)
+                await send(respond(STATE, job.revision, _job(kind, job)))
                 settled[job.job_id] = job.status in kind.settled
             cursor = snapshot.revision
-            await send(respond(SYNCED, cursor, None))
             stream.sent = cursor
+            await send(respond(SYNCED, cursor, None))
         else:
             for job in snapshot.jobs:
                 # A job changed after the start is unsettled until its events arrive.
@@ -426,8 +428,8 @@ class Hub:
         if message is None:
             message = respond(CHANGE, change.revision, _job(kind, change))
             change.cache[respond] = message
+        stream.sent = change.revision  # before the send: see _serve
         await send(message)
-        stream.sent = change.revision
         stream.last_write = time.monotonic()
         settled[change.job_id] = change.status in kind.settled
         return until_settled and all(settled.values())

@@ -64,6 +64,15 @@ class DeliveryServiceStub:
     revision order. Fails with OUT_OF_RANGE if start_revision is older than
     the kept history.
     """
+    GetPreparedDeliveryHistory: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.GetPreparedDeliveryHistoryRequest, _delivery_pb2.GetPreparedDeliveryHistoryResponse]
+    """GetPreparedDeliveryHistory pages through the changes of one job, oldest first: each
+    change's revision, time, and the job as of that change, as far back as the
+    kept history reaches (the event log is compacted, see oldest_revision and
+    truncated). Fails with NOT_FOUND (reason DELIVERY.notFound) for an unknown catalog_id
+    (in the caller's tenant), INVALID_ARGUMENT on a bad page token, and
+    OUT_OF_RANGE when the history behind a page token was compacted meanwhile
+    (the error's metadata names oldest_revision: start again without a token).
+    """
 
 @_typing.type_check_only
 class DeliveryServiceAsyncStub(DeliveryServiceStub):
@@ -100,6 +109,15 @@ class DeliveryServiceAsyncStub(DeliveryServiceStub):
     """WatchPreparedDeliveryStatus streams the changes of prepared deliveries in
     revision order. Fails with OUT_OF_RANGE if start_revision is older than
     the kept history.
+    """
+    GetPreparedDeliveryHistory: _aio.UnaryUnaryMultiCallable[_delivery_pb2.GetPreparedDeliveryHistoryRequest, _delivery_pb2.GetPreparedDeliveryHistoryResponse]  # type: ignore[assignment]
+    """GetPreparedDeliveryHistory pages through the changes of one job, oldest first: each
+    change's revision, time, and the job as of that change, as far back as the
+    kept history reaches (the event log is compacted, see oldest_revision and
+    truncated). Fails with NOT_FOUND (reason DELIVERY.notFound) for an unknown catalog_id
+    (in the caller's tenant), INVALID_ARGUMENT on a bad page token, and
+    OUT_OF_RANGE when the history behind a page token was compacted meanwhile
+    (the error's metadata names oldest_revision: start again without a token).
     """
 
 class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -164,6 +182,21 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         """WatchPreparedDeliveryStatus streams the changes of prepared deliveries in
         revision order. Fails with OUT_OF_RANGE if start_revision is older than
         the kept history.
+        """
+
+    @_abc_1.abstractmethod
+    def GetPreparedDeliveryHistory(
+        self,
+        request: _delivery_pb2.GetPreparedDeliveryHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.GetPreparedDeliveryHistoryResponse, _abc.Awaitable[_delivery_pb2.GetPreparedDeliveryHistoryResponse]]:
+        """GetPreparedDeliveryHistory pages through the changes of one job, oldest first: each
+        change's revision, time, and the job as of that change, as far back as the
+        kept history reaches (the event log is compacted, see oldest_revision and
+        truncated). Fails with NOT_FOUND (reason DELIVERY.notFound) for an unknown catalog_id
+        (in the caller's tenant), INVALID_ARGUMENT on a bad page token, and
+        OUT_OF_RANGE when the history behind a page token was compacted meanwhile
+        (the error's metadata names oldest_revision: start again without a token).
         """
 
 def add_DeliveryServiceServicer_to_server(servicer: DeliveryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -62,6 +62,11 @@ class MapImportServiceStub:
                 request_serializer=jobstatus_dot_v1_dot_map__import__pb2.WatchMapImportStatusRequest.SerializeToString,
                 response_deserializer=jobstatus_dot_v1_dot_map__import__pb2.WatchMapImportStatusResponse.FromString,
                 _registered_method=True)
+        self.GetMapImportHistory = channel.unary_unary(
+                '/jobstatus.v1.MapImportService/GetMapImportHistory',
+                request_serializer=jobstatus_dot_v1_dot_map__import__pb2.GetMapImportHistoryRequest.SerializeToString,
+                response_deserializer=jobstatus_dot_v1_dot_map__import__pb2.GetMapImportHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class MapImportServiceServicer:
@@ -119,6 +124,19 @@ class MapImportServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMapImportHistory(self, request, context):
+        """GetMapImportHistory pages through the changes of one job, oldest first: each
+        change's revision, time, and the job as of that change, as far back as the
+        kept history reaches (the event log is compacted, see oldest_revision and
+        truncated). Fails with NOT_FOUND (reason MAP.notFound) for an unknown import_request_id
+        (in the caller's tenant), INVALID_ARGUMENT on a bad page token, and
+        OUT_OF_RANGE when the history behind a page token was compacted meanwhile
+        (the error's metadata names oldest_revision: start again without a token).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MapImportServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -146,6 +164,11 @@ def add_MapImportServiceServicer_to_server(servicer, server):
                     servicer.WatchMapImportStatus,
                     request_deserializer=jobstatus_dot_v1_dot_map__import__pb2.WatchMapImportStatusRequest.FromString,
                     response_serializer=jobstatus_dot_v1_dot_map__import__pb2.WatchMapImportStatusResponse.SerializeToString,
+            ),
+            'GetMapImportHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMapImportHistory,
+                    request_deserializer=jobstatus_dot_v1_dot_map__import__pb2.GetMapImportHistoryRequest.FromString,
+                    response_serializer=jobstatus_dot_v1_dot_map__import__pb2.GetMapImportHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -286,6 +309,33 @@ class MapImportService:
             '/jobstatus.v1.MapImportService/WatchMapImportStatus',
             jobstatus_dot_v1_dot_map__import__pb2.WatchMapImportStatusRequest.SerializeToString,
             jobstatus_dot_v1_dot_map__import__pb2.WatchMapImportStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMapImportHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobstatus.v1.MapImportService/GetMapImportHistory',
+            jobstatus_dot_v1_dot_map__import__pb2.GetMapImportHistoryRequest.SerializeToString,
+            jobstatus_dot_v1_dot_map__import__pb2.GetMapImportHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,
