@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.protobuf.message import Message
 
 from jobstatus_server.errors import JobStatusError, NotFound
 from jobstatus_server.kinds import KINDS, Kind
@@ -298,15 +297,6 @@ class View:
             self._put(key, entry, current)
             self._evict()
             return entry
-
-
-def response_of(entry: Entry, response: type[Message]) -> Message:
-    """The kind's Get response holding the entry's job, built once per change."""
-    built: Message | None = entry.cache.get(response)
-    if built is None:
-        built = response.FromString(response_bytes(entry))
-        entry.cache[response] = built
-    return built
 
 
 # Every Get response holds the job as field 1, length-delimited: tag 0x0A.
