@@ -57,6 +57,11 @@ class BareMapImports(mi_grpc.MapImportServiceServicer):
     ) -> mi.ListMapImportsResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the baseline lists nothing")
 
+    async def GetMapImportHistory(
+        self, request: mi.GetMapImportHistoryRequest, context: Context
+    ) -> mi.GetMapImportHistoryResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the baseline keeps no history")
+
     @property
     def template(self) -> mi.MapImport:
         if self._template is None:

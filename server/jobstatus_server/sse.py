@@ -15,6 +15,9 @@ GET /api/v1/watch/{kind}?ids=a,b&until_settled=true&start_revision=R&heartbeat=S
 - A resume point older than the kept history answers 410 before the stream
   starts; a stream the server ends (a slow consumer, a shutdown) gets
   `event: error` with the resume revision, and the client reconnects.
+- `envelope=true` (the dashboard's): each state and change event's data is
+  `{"revision": R, "updateTime": T, "job": <documented JSON>}`, so a job's
+  revision and last change are known from its state event too.
 """
 
 from __future__ import annotations
@@ -151,6 +154,7 @@ class EventStream(Response):
         start: int,
         until_settled: bool,
         heartbeat: float,
+        envelope: bool = False,
     ) -> None:
         # No Response.__init__: it would send content-length: 0 for the empty body.
         self.status_code = 200
@@ -163,6 +167,7 @@ class EventStream(Response):
         self.hub, self.kind, self.tenant, self.ids = hub, kind, tenant, ids
         self.start, self.until_settled, self.heartbeat = start, until_settled, heartbeat
         self.feed = FEEDS[kind.name]
+        self.envelope = envelope
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
@@ -178,7 +183,10 @@ class EventStream(Response):
             name = EVENT_NAMES[event_type]
             if event_type in (STATE, CHANGE):
                 job = _job_of(message, self.kind)
-                data = self.feed.render(job if job is not None else self.kind.message())
+                job = job if job is not None else self.kind.message()
+                data = self.feed.render(job)
+                if self.envelope:
+                    data = _enveloped(job, data)
                 await write(_frame(name, data, None if event_type == STATE else revision))
             else:
                 await write(_frame(name, {"revision": revision}, revision))
@@ -223,6 +231,14 @@ class EventStream(Response):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+
+
+def _enveloped(job: Message, data: Any) -> dict[str, Any]:
+    return {
+        "revision": int(getattr(job, "revision")),  # noqa: B009
+        "updateTime": str(getattr(job, "update_time").ToJsonString()),  # noqa: B009
+        "job": data,
+    }
 
 
 async def _disconnected(receive: Receive) -> None:
@@ -303,6 +319,7 @@ class Watch:
         if len(ids) > MAX_IDS:
             raise _invalid("ids", f"at most {MAX_IDS} ids")
         until_settled = _flag("until_settled", query.get("until_settled"))
+        envelope = _flag("envelope", query.get("envelope"))
         resume = request.headers.get("last-event-id")
         start = _revision("Last-Event-ID", resume) if resume else 0
         if not resume and query.get("start_revision"):
@@ -319,7 +336,9 @@ class Watch:
             return Response(status_code=204)
         if request.method == "HEAD":  # the stream's headers, without running a watch
             return Response(media_type="text/event-stream; charset=utf-8")
-        return EventStream(self.hub, kind, caller.tenant, ids, start, until_settled, heartbeat)
+        return EventStream(
+            self.hub, kind, caller.tenant, ids, start, until_settled, heartbeat, envelope
+        )
 
     def routes(self) -> list[BaseRoute]:
         return [Route(PATH, self.endpoint, methods=["GET"])]

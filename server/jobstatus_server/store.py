@@ -650,6 +650,41 @@ class Store:
 
         return await self.read(run)
 
+    async def history(
+        self, kind: Kind[M], tenant: str, job_id: str, after: int, limit: int
+    ) -> History:
+        """Up to `limit` kept changes of one job after revision `after`, oldest first, with
+        the compaction point and the job's first revision, read in one transaction."""
+
+        def run(conn: Connection) -> History:
+            compacted = int(
+                conn.execute(
+                    select(COUNTER.c.value).where(COUNTER.c.name == "compacted")
+                ).scalar_one()
+            )
+            created = conn.execute(
+                select(JOB.c.create_revision).where(
+                    JOB.c.tenant == tenant, JOB.c.kind == kind.name, JOB.c.job_id == job_id
+                )
+            ).scalar_one_or_none()
+            rows: list[tuple[int, float, bytes]] = []
+            if created is not None:
+                query = (
+                    select(EVENT.c.revision, EVENT.c.created_at, EVENT.c.data)
+                    .where(
+                        EVENT.c.tenant == tenant,
+                        EVENT.c.kind == kind.name,
+                        EVENT.c.job_id == job_id,
+                        EVENT.c.revision > after,
+                    )
+                    .order_by(EVENT.c.revision)
+                    .limit(limit)
+                )
+                rows = [(int(r), float(c), bytes(d)) for r, c, d in conn.execute(query)]
+            return History(compacted, None if created is None else int(created), rows)
+
+        return await self.read(run)
+
     async def compacted(self) -> int:
         def run(conn: Connection) -> int:
             return int(
@@ -762,6 +797,8 @@ class Change:
     status: int
     data: bytes
     cache: dict[Any, Any] = field(default_factory=dict)
+    # The watch events built from this change, once for every stream (watch.py).
+    events: dict[Any, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -771,6 +808,15 @@ class Snapshot:
     revision: int  # the store's revision
     compacted: int  # every event after this one is kept
     jobs: list[Change]  # the current state of the matching jobs (empty unless asked)
+
+
+@dataclass(frozen=True)
+class History:
+    """A page of one job's kept changes, read in one transaction."""
+
+    compacted: int  # every event after this one is kept
+    created: int | None  # the job's first revision; None: no such job
+    changes: list[tuple[int, float, bytes]]  # (revision, commit time in POSIX seconds, job)
 
 
 def _change(row: Any) -> Change:

@@ -58,8 +58,6 @@ HEARTBEAT = watch_pb2.WATCH_EVENT_TYPE_HEARTBEAT
 
 # Builds the kind's response message: (type, revision, job or None).
 Respond = Callable[[int, int, Message | None], Any]
-# Called with each published change, in revision order, before any stream sees it.
-ChangeListener = Callable[[Change], None]
 
 
 def _varint(value: int) -> bytes:
@@ -171,12 +169,13 @@ class Hub:
     streams: set[Stream] = field(default_factory=set)
     _by_kind: dict[tuple[str, str], set[Stream]] = field(default_factory=dict)
     _by_job: dict[tuple[str, str, str], set[Stream]] = field(default_factory=dict)
-    _listeners: list[ChangeListener] = field(default_factory=list)
     # Local commit groups that arrived before the changes ahead of them were published.
     _held: deque[list[Change]] = field(default_factory=deque)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
     _closing: bool = False
+    # Called with every batch of changes before any stream sees them (the view, view.py).
+    listeners: list[Callable[[Sequence[Change]], None]] = field(default_factory=list)
 
     async def start(self) -> None:
         self.ring = deque(maxlen=self.settings.ring)
@@ -185,11 +184,6 @@ class Hub:
         self.store.on_changes(self._committed)
         self.store.on_commit(self._notified)
         self._task = asyncio.create_task(self._run(), name="jobstatus-hub")
-
-    def on_change(self, listener: ChangeListener) -> None:
-        """Call `listener(change)` for every change the hub publishes, in revision order,
-        before any stream is handed it (no await in between)."""
-        self._listeners.append(listener)
 
     async def close(self, resume_hint: str = "the server is shutting down") -> None:
         """End every stream with UNAVAILABLE and its resume revision; stop tailing."""
@@ -320,13 +314,13 @@ class Hub:
 
     def _publish(self, changes: Sequence[Change]) -> None:
         """The single entry of changes, in revision order: no await here, so the
-        listeners and the streams see a consistent hub."""
+        listeners (the view) and the streams see a consistent hub."""
+        for listener in self.listeners:
+            listener(changes)
         buffer = self.settings.buffer
         by_kind, by_job = self._by_kind, self._by_job
         cut: list[Stream] = []
         for change in changes:
-            for listener in self._listeners:
-                listener(change)
             self.ring.append(change)
             self.revision = change.revision
             of_kind = by_kind.get((change.kind, change.tenant))
@@ -580,14 +574,17 @@ def _event(
 ) -> Any:
     """A STATE or CHANGE event of `change`, built once per change for every stream that
     shares the responder (for `wire`: from the stored bytes, without parsing them)."""
+    events = change.events
+    if events is None:
+        events = change.events = {}
     key = (respond, event_type)
-    event = change.cache.get(key)
+    event = events.get(key)
     if event is None:
         if respond is wire:
             event = encode_event(event_type, revision, change.data)
         else:
             event = respond(event_type, revision, _job(kind, change))
-        change.cache[key] = event
+        events[key] = event
     return event
 
 
