@@ -37,19 +37,20 @@ from jobstatus_server.core import Core
 from jobstatus_server.history import history
 from jobstatus_server.interceptor import Rpc
 from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind
+from jobstatus_server.validation import compile_all
 from jobstatus_server.view import View, response_of
 from jobstatus_server.watch import Hub, Respond, wire
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
+SERVICES = (
+    (mi, "MapImportService"),
+    (dl, "DeliveryService"),
+    (ds, "DatasetService"),
+    (cat, "CatalogImportService"),
+)
 SERVICE_NAMES = tuple(
-    module.DESCRIPTOR.services_by_name[name].full_name
-    for module, name in (
-        (mi, "MapImportService"),
-        (dl, "DeliveryService"),
-        (ds, "DatasetService"),
-        (cat, "CatalogImportService"),
-    )
+    module.DESCRIPTOR.services_by_name[name].full_name for module, name in SERVICES
 )
 
 
@@ -405,6 +406,11 @@ class CatalogImportService(cat_grpc.CatalogImportServiceServicer):
 
 def add_services(server: grpc.aio.Server, core: Core, hub: Hub, view: View, rpc: Rpc) -> None:
     """Register every jobstatus service, each method wrapped once (interceptor.py)."""
+    compile_all(  # the validation rules of every request type, compiled now, not per call
+        method.input_type
+        for module, name in SERVICES
+        for method in module.DESCRIPTOR.services_by_name[name].methods
+    )
     for module, servicer in (
         (mi, MapImportService(core, hub, view)),
         (dl, DeliveryService(core, hub, view)),
