@@ -856,7 +856,7 @@ def _rest_rows(case: str, ours: list[RestRun], theirs: list[RestRun], size: int)
             target=Target(">=", 0.6),
             extra={
                 "rounds": len(ours),
-                "load tool": "wrk, 1 thread (load-gen CPU is wrk's)",
+                "load tool": wrk.describe(),
                 "jobstatus requests/s per round": " ".join(f"{r.rps:.0f}" for r in ours),
                 "baseline requests/s per round": " ".join(f"{r.rps:.0f}" for r in theirs),
                 "latency p50 ms jobstatus / baseline": both(lambda r: r.p50_ms),
@@ -879,17 +879,21 @@ def _rest_rows(case: str, ours: list[RestRun], theirs: list[RestRun], size: int)
 def rest_map_status(bench: Bench) -> list[Row]:
     """GET /api/v1/map/import/status/{id} on jobstatus's HTTP listener (open mode: no API
     key; it shares the event loop with gRPC) against a bare ASGI app answering the same
-    body and headers from the same uvicorn setup, both driven by the same wrk command."""
+    body and headers from the same uvicorn setup, both driven by the same command of the
+    same load tool (bench/wrk.py)."""
     sizes = bench.sizes
-    wrk.find()  # no wrk: fail at once, naming the install step
+    wrk.find()  # no load tool: fail at once, naming the install step
     with running_pair(bench.workdir, "rest", baseline="bench.asgi_baseline") as (server, bare):
         [job] = create_jobs(server.address, jobs.job_ids("rest", 1))
         path = f"/api/v1/map/import/status/{job.import_request_id}"
         status, headers, body = http_get(server.http_url + path)
         if status != 200 or not body.startswith(b"{"):
             raise RuntimeError(f"jobstatus answered {status}: {body[:200]!r}")
-        # The bare app sends the same headers; uvicorn adds date and server to both.
-        same = [(k, v) for k, v in headers if k.lower() not in {"date", "server", "content-length"}]
+        # The bare app sends the same headers; uvicorn adds date and server to both. Not
+        # `connection`: urllib asked this one GET to close, and uvicorn said so; copied, it
+        # would make the baseline close every keep-alive connection of the load tool.
+        hop = {"date", "server", "content-length", "connection"}
+        same = [(k, v) for k, v in headers if k.lower() not in hop]
         bare.answer_with(answer_of_http(body, same))
         _, _, bare_body = http_get(bare.http_url + path)
         if bare_body != body:

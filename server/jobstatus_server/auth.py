@@ -64,8 +64,9 @@ class Caller:
 
 OPEN = Caller(DEFAULT_TENANT, frozenset(SCOPES))
 
-# The caller of the RPC being served. The interceptor sets it before a servicer runs;
-# there is no default, so a path that forgot to authenticate fails instead of leaking.
+# The caller of the RPC being served. The method wrapper (interceptor.py) sets it before
+# a servicer runs; there is no default, so a path that forgot to authenticate fails
+# instead of leaking.
 CALLER: ContextVar[Caller] = ContextVar("jobstatus_caller")
 
 

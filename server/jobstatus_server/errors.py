@@ -7,6 +7,9 @@ reaches a caller: any other exception becomes INTERNAL with no traceback.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -155,3 +158,55 @@ def internal_status() -> status_pb2.Status:
     return status_pb2.Status(
         code=code_pb2.INTERNAL, message="internal error; the server log has the details"
     )
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """`text` fit for one log line: control characters escaped, at most `limit` long."""
+    shown = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    return shown if len(shown) <= limit else shown[:limit] + "..."
+
+
+class RefusalLog:
+    """One line per refused request, at INFO, and at most `burst` lines per `interval`
+    seconds: a flood of bad requests cannot flood the log. The lines left out are
+    counted, and the count is logged with the next line after the interval."""
+
+    def __init__(self, logger: logging.Logger, burst: int = 20, interval: float = 10.0) -> None:
+        self.logger = logger
+        self.burst = burst
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._window_end = 0.0
+        self._logged = 0
+        self.dropped = 0
+
+    def refused(self, where: str, error: JobStatusError) -> None:
+        self.line(
+            "%s answered %s (%s): %s", where, error.code.name, error.reason, one_line(error.message)
+        )
+
+    def line(self, text: str, *args: object) -> None:
+        if not self.logger.isEnabledFor(logging.INFO):
+            return
+        now = time.monotonic()
+        with self._lock:
+            dropped = 0
+            if now >= self._window_end:
+                dropped, self.dropped = self.dropped, 0
+                self._window_end = now + self.interval
+                self._logged = 0
+            if self._logged >= self.burst:
+                self.dropped += 1
+                return
+            self._logged += 1
+        if dropped:
+            self.logger.info(
+                "%d more refused requests were not logged (at most %d lines per %g s)",
+                dropped,
+                self.burst,
+                self.interval,
+            )
+        self.logger.info(text, *args)
+
+
+refusals = RefusalLog(logging.getLogger("jobstatus_server.refused"))

@@ -1,12 +1,25 @@
-"""One interceptor for every jobstatus RPC: authenticate the caller, validate the
-request, map errors to statuses.
+"""Every jobstatus RPC, wrapped once when it is registered: decode, authenticate,
+validate, call, map errors to statuses.
 
-The caller's API key (`x-api-key` metadata or `authorization: Bearer`) is checked
-before anything else, and the scope the method needs (auth.py); the servicer then
-finds the caller's tenant in `auth.CALLER`. Servicers raise typed errors
-(errors.py) and never touch the status; this is the only place where an
-exception becomes a gRPC status, so nothing unmapped leaks: any other exception
-is logged and answered INTERNAL without details.
+gRPC hands the wrapper the request's raw bytes (the registered request
+deserializer is the identity), so nothing a caller sends can fail inside gRPC
+with a traceback: the wrapper
+
+1. authenticates the caller's API key (`x-api-key` metadata or
+   `authorization: Bearer`) and checks the scope the method needs (auth.py),
+   before anything else; the servicer finds the caller in `auth.CALLER`;
+2. decodes the request: bytes that are not a valid message of the method's
+   request type (random bytes, bad UTF-8 in a string, a truncated field, too
+   deep a nesting) answer INVALID_ARGUMENT with a BadRequest detail;
+3. validates it against the contract's rules (validation.py);
+4. calls the servicer, whose typed errors (errors.py) become statuses here, the
+   only place where that happens, so nothing unmapped leaks: any other
+   exception is a server fault, logged with its traceback and answered INTERNAL
+   without details.
+
+A handler may return (unary) or write/yield (stream) ready-serialized response
+`bytes`, which go out untouched; any other response is serialized with
+`SerializeToString`.
 """
 
 from __future__ import annotations
@@ -14,26 +27,52 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
-from jobstatus_server.auth import CALLER, Authenticator, bearer, method_scope
-from jobstatus_server.errors import JobStatusError, internal_status
+from jobstatus_server.auth import CALLER, Authenticator, Caller, bearer, method_scope
+from jobstatus_server.errors import (
+    FieldViolation,
+    InvalidArgument,
+    JobStatusError,
+    internal_status,
+    refusals,
+)
 from jobstatus_server.metrics import RPC_SECONDS, RPCS
 from jobstatus_server.validation import validate
 
 log = logging.getLogger(__name__)
-PREFIX = "/jobstatus.v1."
 CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def serialize(response: Any) -> bytes:
+    """A response's wire bytes: ready-serialized bytes as they are, else the message's."""
+    if type(response) is bytes:
+        return response
+    data: bytes = response.SerializeToString()
+    return data
+
+
+def undecodable(request_type: type[Message]) -> InvalidArgument:
+    name = request_type.DESCRIPTOR.full_name
+    return InvalidArgument(
+        f"invalid request: the request is not a valid {name} message",
+        reason="INVALID_ARGUMENT",
+        violations=[FieldViolation(name, f"is not a valid {name} message", "UNDECODABLE_MESSAGE")],
+    )
 
 
 def _status_of(error: BaseException, method: str) -> status_pb2.Status:
     if isinstance(error, JobStatusError):
+        refusals.refused(method, error)
         status: status_pb2.Status = error.to_status()
         return status
     log.error("%s failed", method, exc_info=error)
@@ -41,92 +80,136 @@ def _status_of(error: BaseException, method: str) -> status_pb2.Status:
     return internal
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], status: status_pb2.Status) -> None:
+async def _abort(context: Context, status: status_pb2.Status) -> None:
     converted = rpc_status.to_status(status)
     await context.abort(converted.code, converted.details, converted.trailing_metadata)
 
 
-async def _authenticate(
-    auth: Authenticator, context: grpc.aio.ServicerContext[Any, Any], scope: str
-) -> None:
-    """Find the caller, check the method's scope, and make the caller the servicer's."""
-    metadata = context.invocation_metadata() or ()
-    values = {key.lower(): value for key, value in metadata if isinstance(value, str)}
-    caller = await auth.authenticate(values.get("x-api-key"), bearer(values.get("authorization")))
-    auth.authorize(caller, scope)
-    CALLER.set(caller)
+class Rpc:
+    """What every wrapped method shares: the authenticator."""
 
-
-class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, auth: Authenticator) -> None:
         self.auth = auth
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
+    async def authenticate(self, context: Context, scope: str) -> Caller:
+        """Find the caller, check the method's scope, and make the caller the servicer's."""
+        metadata = context.invocation_metadata() or ()
+        values = {key.lower(): value for key, value in metadata if isinstance(value, str)}
+        caller = await self.auth.authenticate(
+            values.get("x-api-key"), bearer(values.get("authorization"))
+        )
+        self.auth.authorize(caller, scope)
+        CALLER.set(caller)
+        return caller
+
+    def admit(self, data: Any, request_type: type[Message]) -> Message:
+        """The decoded, valid request; raise InvalidArgument otherwise."""
+        if not isinstance(data, bytes):  # a deserializer upstream: never registered so
+            raise TypeError(f"expected the request's bytes, got {type(data).__name__}")
+        try:
+            request = request_type.FromString(data)
+        except Exception:  # DecodeError, RecursionError, ...: the bytes are the caller's
+            raise undecodable(request_type) from None
+        validate(request)
+        return request
+
+    def add_service(
+        self, server: grpc.aio.Server, servicer: Any, service: ServiceDescriptor
+    ) -> None:
+        """Register every method of `service`, implemented by `servicer`, wrapped."""
+        handlers = {
+            method.name: self.handler(service, method, getattr(servicer, method.name))
+            for method in service.methods
+        }
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+        )
+        server.add_registered_method_handlers(service.full_name, handlers)  # type: ignore[attr-defined]
+
+    def handler(
+        self, service: ServiceDescriptor, method: MethodDescriptor, inner: Any
     ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method
-        if handler is None or not method.startswith(PREFIX):
-            return handler
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _unary(handler.unary_unary, method, self.auth),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
+        full = f"/{service.full_name}/{method.name}"
+        request_type = message_factory.GetMessageClass(method.input_type)
+        if method.client_streaming:
+            raise ValueError(f"{full}: client streaming is not supported")
+        if method.server_streaming:
             return grpc.unary_stream_rpc_method_handler(
-                _stream(handler.unary_stream, method, self.auth),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                self._stream(inner, full, request_type),
+                request_deserializer=None,
+                response_serializer=serialize,
             )
-        return handler
+        return grpc.unary_unary_rpc_method_handler(
+            self._unary(inner, full, request_type),
+            request_deserializer=None,
+            response_serializer=serialize,
+        )
 
+    def _unary(self, inner: Any, method: str, request_type: type[Message]) -> Any:
+        name = method.rsplit("/", 1)[-1]
+        scope = method_scope(method)
+        seconds = RPC_SECONDS.labels(name)
+        ok = RPCS.labels(name, "OK")
 
-def _unary(inner: Any, method: str, auth: Authenticator) -> Any:
-    name = method.rsplit("/", 1)[-1]
-    scope = method_scope(method)
-    seconds = RPC_SECONDS.labels(name)
-    ok = RPCS.labels(name, "OK")
-
-    async def call(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        started = time.perf_counter()
-        try:
-            await _authenticate(auth, context, scope)
-            validate(request)
-            response = await inner(request, context)
-            ok.inc()
+        async def call(data: bytes, context: Context) -> Any:
+            started = time.perf_counter()
+            try:
+                await self.authenticate(context, scope)
+                request = self.admit(data, request_type)
+                response = await inner(request, context)
+                ok.inc()
+                seconds.observe(time.perf_counter() - started)
+                return response
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:  # every failure becomes a status, none a traceback
+                status = _status_of(error, method)
+            RPCS.labels(name, CODE_NAMES.get(status.code, "UNKNOWN")).inc()
             seconds.observe(time.perf_counter() - started)
-            return response
-        except Exception as error:  # every failure becomes a status, none a traceback
-            status = _status_of(error, method)
-        RPCS.labels(name, CODE_NAMES.get(status.code, "UNKNOWN")).inc()
-        seconds.observe(time.perf_counter() - started)
-        await _abort(context, status)
+            await _abort(context, status)
 
-    return call
+        return call
 
+    def _stream(self, inner: Any, method: str, request_type: type[Message]) -> Any:
+        if not inspect.isasyncgenfunction(inner):
+            # A streaming handler that writes with context.write: called like a unary one.
+            return self._writer(inner, method, request_type)
+        name = method.rsplit("/", 1)[-1]
+        scope = method_scope(method)
 
-def _stream(inner: Any, method: str, auth: Authenticator) -> Any:
-    if not inspect.isasyncgenfunction(inner):
-        return _unary(inner, method, auth)  # a streaming handler that writes with context.write
-    scope = method_scope(method)
+        async def call(data: bytes, context: Context) -> AsyncIterator[Any]:
+            try:
+                await self.authenticate(context, scope)
+                request = self.admit(data, request_type)
+                async for response in inner(request, context):
+                    yield response
+                RPCS.labels(name, "OK").inc()
+                return
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:
+                status = _status_of(error, method)
+            RPCS.labels(name, CODE_NAMES.get(status.code, "UNKNOWN")).inc()
+            await _abort(context, status)
 
-    async def call(
-        request: Message, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[Any]:
-        try:
-            await _authenticate(auth, context, scope)
-            validate(request)
-            async for response in inner(request, context):
-                yield response
-            return
-        except Exception as error:
-            status = _status_of(error, method)
-        await _abort(context, status)
+        return call
 
-    return call
+    def _writer(self, inner: Callable[..., Any], method: str, request_type: type[Message]) -> Any:
+        name = method.rsplit("/", 1)[-1]
+        scope = method_scope(method)
+
+        async def call(data: bytes, context: Context) -> None:
+            try:
+                await self.authenticate(context, scope)
+                request = self.admit(data, request_type)
+                await inner(request, context)
+                RPCS.labels(name, "OK").inc()
+                return
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:
+                status = _status_of(error, method)
+            RPCS.labels(name, CODE_NAMES.get(status.code, "UNKNOWN")).inc()
+            await _abort(context, status)
+
+        return call

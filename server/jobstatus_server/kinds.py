@@ -243,7 +243,23 @@ def _delivery_rule(new: Message, old: Message | None, ctx: Context) -> None:
             )
         keys.add(artifact.item_key)
         artifact.catalog_id = new.catalog_id
-    new.size = sum(a.size for a in new.artifacts)
+    total = 0
+    for index, artifact in enumerate(new.artifacts):
+        total += artifact.size
+        if total > _INT64_MAX:  # the delivery's size is an int64 too
+            raise InvalidArgument(
+                f"invalid request: prepared_delivery.artifacts[{index}].size: the artifacts' "
+                f"sizes add up past {_INT64_MAX}, the most a delivery's size holds",
+                reason="INVALID_ARGUMENT",
+                violations=[
+                    FieldViolation(
+                        f"prepared_delivery.artifacts[{index}].size",
+                        f"the sizes up to this artifact add up past {_INT64_MAX}",
+                        "OUT_OF_RANGE",
+                    )
+                ],
+            )
+    new.size = total
     new.url = ""
     if new.status == D.PREPARED_DELIVERY_STATUS_DONE:
         _require(

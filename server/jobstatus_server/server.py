@@ -22,12 +22,13 @@ from jobstatus_server.core import Core
 from jobstatus_server.errors import Unavailable
 from jobstatus_server.history import HistoryRoute
 from jobstatus_server.http import HttpServer, http_server, make_app
-from jobstatus_server.interceptor import ErrorInterceptor
+from jobstatus_server.interceptor import Rpc
 from jobstatus_server.metrics import HUB_LAG, STORAGE_UP
 from jobstatus_server.rest import Limits, Rest
 from jobstatus_server.services import SERVICE_NAMES, add_services
 from jobstatus_server.sse import Watch
 from jobstatus_server.store import Store
+from jobstatus_server.view import View
 from jobstatus_server.watch import Hub, WatchSettings
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class Server:
     store: Store = field(init=False)
     core: Core = field(init=False)
     hub: Hub = field(init=False)
+    view: View = field(init=False)
     grpc_server: grpc.aio.Server = field(init=False)
     auth: Authenticator = field(init=False)
     health: health_aio.HealthServicer = field(init=False)
@@ -128,10 +130,11 @@ class Server:
             ),
         )
         await self.hub.start()
-        self.grpc_server = grpc.aio.server(
-            interceptors=[ErrorInterceptor(self.auth)], options=grpc_options(self.settings)
-        )
-        add_services(self.grpc_server, self.core, self.hub)
+        self.view = View(self.store, self.settings.view_budget, self.settings.view_wait)
+        self.view.start(self.hub.revision)
+        self.hub.listeners.append(self.view.apply)
+        self.grpc_server = grpc.aio.server(options=grpc_options(self.settings))
+        add_services(self.grpc_server, self.core, self.hub, self.view, Rpc(self.auth))
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
         reflection.enable_server_reflection(
@@ -149,6 +152,7 @@ class Server:
             self.core,
             self.auth,
             Limits(self.settings.dataset_rate_interval, self.settings.dataset_quota),
+            self.view,
         )
         routes = [
             *rest.routes(),
@@ -158,7 +162,7 @@ class Server:
             *dashboard.routes(self.auth),
         ]
         self.http = http_server(
-            make_app(routes, self.serving),
+            make_app(routes, self.serving, rest.paths()),
             self.settings.http_addr,
             tls_cert=self.settings.tls_cert,
             tls_key=self.settings.tls_key,

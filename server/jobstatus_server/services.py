@@ -35,7 +35,9 @@ from jobstatus.v1 import (
 from jobstatus_server.auth import CALLER
 from jobstatus_server.core import Core
 from jobstatus_server.history import history
+from jobstatus_server.interceptor import Rpc
 from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind
+from jobstatus_server.view import View, response_of
 from jobstatus_server.watch import Hub, Respond
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -52,7 +54,7 @@ SERVICE_NAMES = tuple(
 
 
 def tenant_of(context: Context) -> str:
-    """The caller's tenant, as the interceptor authenticated it (auth.py)."""
+    """The caller's tenant, as the method's wrapper authenticated it (interceptor.py)."""
     return CALLER.get().tenant
 
 
@@ -101,9 +103,10 @@ async def _watch(
 
 
 class MapImportService(mi_grpc.MapImportServiceServicer):
-    def __init__(self, core: Core, hub: Hub) -> None:
+    def __init__(self, core: Core, hub: Hub, view: View) -> None:
         self.core = core
         self.hub = hub
+        self.view = view
 
     async def CreateMapImport(
         self, request: mi.CreateMapImportRequest, context: Context
@@ -128,8 +131,14 @@ class MapImportService(mi_grpc.MapImportServiceServicer):
     async def GetMapImportStatus(
         self, request: mi.GetMapImportStatusRequest, context: Context
     ) -> mi.GetMapImportStatusResponse:
-        job = await self.core.get(MAP_IMPORT, tenant_of(context), request.import_request_id)
-        return mi.GetMapImportStatusResponse(map_import=job)
+        entry = await self.view.require(
+            MAP_IMPORT,
+            tenant_of(context),
+            request.import_request_id,
+            request.min_revision,
+            context.time_remaining(),
+        )
+        return response_of(entry, mi.GetMapImportStatusResponse)  # type: ignore[return-value]
 
     async def ListMapImports(
         self, request: mi.ListMapImportsRequest, context: Context
@@ -169,9 +178,10 @@ class MapImportService(mi_grpc.MapImportServiceServicer):
 
 
 class DeliveryService(dl_grpc.DeliveryServiceServicer):
-    def __init__(self, core: Core, hub: Hub) -> None:
+    def __init__(self, core: Core, hub: Hub, view: View) -> None:
         self.core = core
         self.hub = hub
+        self.view = view
 
     async def CreatePreparedDelivery(
         self, request: dl.CreatePreparedDeliveryRequest, context: Context
@@ -196,8 +206,14 @@ class DeliveryService(dl_grpc.DeliveryServiceServicer):
     async def GetPreparedDeliveryStatus(
         self, request: dl.GetPreparedDeliveryStatusRequest, context: Context
     ) -> dl.GetPreparedDeliveryStatusResponse:
-        job = await self.core.get(DELIVERY, tenant_of(context), request.catalog_id)
-        return dl.GetPreparedDeliveryStatusResponse(prepared_delivery=job)
+        entry = await self.view.require(
+            DELIVERY,
+            tenant_of(context),
+            request.catalog_id,
+            request.min_revision,
+            context.time_remaining(),
+        )
+        return response_of(entry, dl.GetPreparedDeliveryStatusResponse)  # type: ignore[return-value]
 
     async def ListPreparedDeliveries(
         self, request: dl.ListPreparedDeliveriesRequest, context: Context
@@ -237,9 +253,10 @@ class DeliveryService(dl_grpc.DeliveryServiceServicer):
 
 
 class DatasetService(ds_grpc.DatasetServiceServicer):
-    def __init__(self, core: Core, hub: Hub) -> None:
+    def __init__(self, core: Core, hub: Hub, view: View) -> None:
         self.core = core
         self.hub = hub
+        self.view = view
 
     async def CreateDataset(
         self, request: ds.CreateDatasetRequest, context: Context
@@ -266,8 +283,14 @@ class DatasetService(ds_grpc.DatasetServiceServicer):
     async def GetDatasetStatus(
         self, request: ds.GetDatasetStatusRequest, context: Context
     ) -> ds.GetDatasetStatusResponse:
-        job = await self.core.get(DATASET, tenant_of(context), request.dataset_id)
-        return ds.GetDatasetStatusResponse(dataset=job)
+        entry = await self.view.require(
+            DATASET,
+            tenant_of(context),
+            request.dataset_id,
+            request.min_revision,
+            context.time_remaining(),
+        )
+        return response_of(entry, ds.GetDatasetStatusResponse)  # type: ignore[return-value]
 
     async def ListDatasets(
         self, request: ds.ListDatasetsRequest, context: Context
@@ -305,9 +328,10 @@ class DatasetService(ds_grpc.DatasetServiceServicer):
 
 
 class CatalogImportService(cat_grpc.CatalogImportServiceServicer):
-    def __init__(self, core: Core, hub: Hub) -> None:
+    def __init__(self, core: Core, hub: Hub, view: View) -> None:
         self.core = core
         self.hub = hub
+        self.view = view
 
     async def CreateImport(
         self, request: cat.CreateImportRequest, context: Context
@@ -332,8 +356,14 @@ class CatalogImportService(cat_grpc.CatalogImportServiceServicer):
     async def GetImportStatus(
         self, request: cat.GetImportStatusRequest, context: Context
     ) -> cat.GetImportStatusResponse:
-        job = await self.core.get(CATALOG_IMPORT, tenant_of(context), request.id)
-        return cat.GetImportStatusResponse(catalog_import=job)
+        entry = await self.view.require(
+            CATALOG_IMPORT,
+            tenant_of(context),
+            request.id,
+            request.min_revision,
+            context.time_remaining(),
+        )
+        return response_of(entry, cat.GetImportStatusResponse)  # type: ignore[return-value]
 
     async def ListImports(
         self, request: cat.ListImportsRequest, context: Context
@@ -376,8 +406,13 @@ class CatalogImportService(cat_grpc.CatalogImportServiceServicer):
         await _watch(self.hub, CATALOG_IMPORT, request.ids, request, context, RESPOND_CATALOG)
 
 
-def add_services(server: grpc.aio.Server, core: Core, hub: Hub) -> None:
-    mi_grpc.add_MapImportServiceServicer_to_server(MapImportService(core, hub), server)
-    dl_grpc.add_DeliveryServiceServicer_to_server(DeliveryService(core, hub), server)
-    ds_grpc.add_DatasetServiceServicer_to_server(DatasetService(core, hub), server)
-    cat_grpc.add_CatalogImportServiceServicer_to_server(CatalogImportService(core, hub), server)
+def add_services(server: grpc.aio.Server, core: Core, hub: Hub, view: View, rpc: Rpc) -> None:
+    """Register every jobstatus service, each method wrapped once (interceptor.py)."""
+    for module, servicer in (
+        (mi, MapImportService(core, hub, view)),
+        (dl, DeliveryService(core, hub, view)),
+        (ds, DatasetService(core, hub, view)),
+        (cat, CatalogImportService(core, hub, view)),
+    ):
+        name = type(servicer).__name__
+        rpc.add_service(server, servicer, module.DESCRIPTOR.services_by_name[name])

@@ -132,6 +132,8 @@ class Hub:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
     _closing: bool = False
+    # Called with every batch of changes before any stream sees them (the view, view.py).
+    listeners: list[Callable[[Sequence[Change]], None]] = field(default_factory=list)
 
     async def start(self) -> None:
         self.ring = deque(maxlen=self.settings.ring)
@@ -218,6 +220,8 @@ class Hub:
 
     def _publish(self, changes: Sequence[Change]) -> None:
         """Publish in order: no await here, so streams see a consistent hub."""
+        for listener in self.listeners:
+            listener(changes)
         for change in changes:
             self.ring.append(change)
             self.revision = change.revision
@@ -368,12 +372,14 @@ class Hub:
         cursor = start_revision
         if start_revision == 0:
             for job in snapshot.jobs:
-                await send(respond(STATE, job.revision, _job(kind, job)))
+                # A send that has begun reaches the client even if the stream is ended
+                # while it waits: count it as sent before it starts (the resume point).
                 stream.sent = max(stream.sent, job.revision)
+                await send(respond(STATE, job.revision, _job(kind, job)))
                 settled[job.job_id] = job.status in kind.settled
             cursor = snapshot.revision
-            await send(respond(SYNCED, cursor, None))
             stream.sent = cursor
+            await send(respond(SYNCED, cursor, None))
         else:
             for job in snapshot.jobs:
                 # A job changed after the start is unsettled until its events arrive.
@@ -422,8 +428,8 @@ class Hub:
         if message is None:
             message = respond(CHANGE, change.revision, _job(kind, change))
             change.cache[respond] = message
+        stream.sent = change.revision  # before the send: see _serve
         await send(message)
-        stream.sent = change.revision
         stream.last_write = time.monotonic()
         settled[change.job_id] = change.status in kind.settled
         return until_settled and all(settled.values())

@@ -98,6 +98,8 @@ class CatalogImportServiceServicer:
     def GetImportStatus(self, request, context):
         """GetImportStatus returns one import. Fails with NOT_FOUND for an unknown id
         (the REST path answers status NOT_FOUND instead).
+        Reflects every write this server acknowledged before the call, and waits
+        for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -52,6 +52,8 @@ class CatalogImportServiceStub:
     GetImportStatus: _grpc.UnaryUnaryMultiCallable[_catalog_import_pb2.GetImportStatusRequest, _catalog_import_pb2.GetImportStatusResponse]
     """GetImportStatus returns one import. Fails with NOT_FOUND for an unknown id
     (the REST path answers status NOT_FOUND instead).
+    Reflects every write this server acknowledged before the call, and waits
+    for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
     """
     ListImports: _grpc.UnaryUnaryMultiCallable[_catalog_import_pb2.ListImportsRequest, _catalog_import_pb2.ListImportsResponse]
     """ListImports pages through imports, oldest first."""
@@ -93,6 +95,8 @@ class CatalogImportServiceAsyncStub(CatalogImportServiceStub):
     GetImportStatus: _aio.UnaryUnaryMultiCallable[_catalog_import_pb2.GetImportStatusRequest, _catalog_import_pb2.GetImportStatusResponse]  # type: ignore[assignment]
     """GetImportStatus returns one import. Fails with NOT_FOUND for an unknown id
     (the REST path answers status NOT_FOUND instead).
+    Reflects every write this server acknowledged before the call, and waits
+    for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
     """
     ListImports: _aio.UnaryUnaryMultiCallable[_catalog_import_pb2.ListImportsRequest, _catalog_import_pb2.ListImportsResponse]  # type: ignore[assignment]
     """ListImports pages through imports, oldest first."""
@@ -149,6 +153,8 @@ class CatalogImportServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_catalog_import_pb2.GetImportStatusResponse, _abc.Awaitable[_catalog_import_pb2.GetImportStatusResponse]]:
         """GetImportStatus returns one import. Fails with NOT_FOUND for an unknown id
         (the REST path answers status NOT_FOUND instead).
+        Reflects every write this server acknowledged before the call, and waits
+        for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
         """
 
     @_abc_1.abstractmethod

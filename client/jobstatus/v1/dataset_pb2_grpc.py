@@ -114,6 +114,8 @@ class DatasetServiceServicer:
     def GetDatasetStatus(self, request, context):
         """GetDatasetStatus returns a dataset with its latest run. Fails with
         NOT_FOUND for an unknown dataset.
+        Reflects every write this server acknowledged before the call, and waits
+        for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

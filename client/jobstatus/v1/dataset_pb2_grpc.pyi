@@ -57,6 +57,8 @@ class DatasetServiceStub:
     GetDatasetStatus: _grpc.UnaryUnaryMultiCallable[_dataset_pb2.GetDatasetStatusRequest, _dataset_pb2.GetDatasetStatusResponse]
     """GetDatasetStatus returns a dataset with its latest run. Fails with
     NOT_FOUND for an unknown dataset.
+    Reflects every write this server acknowledged before the call, and waits
+    for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
     """
     ListDatasets: _grpc.UnaryUnaryMultiCallable[_dataset_pb2.ListDatasetsRequest, _dataset_pb2.ListDatasetsResponse]
     """ListDatasets pages through datasets, oldest first."""
@@ -103,6 +105,8 @@ class DatasetServiceAsyncStub(DatasetServiceStub):
     GetDatasetStatus: _aio.UnaryUnaryMultiCallable[_dataset_pb2.GetDatasetStatusRequest, _dataset_pb2.GetDatasetStatusResponse]  # type: ignore[assignment]
     """GetDatasetStatus returns a dataset with its latest run. Fails with
     NOT_FOUND for an unknown dataset.
+    Reflects every write this server acknowledged before the call, and waits
+    for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
     """
     ListDatasets: _aio.UnaryUnaryMultiCallable[_dataset_pb2.ListDatasetsRequest, _dataset_pb2.ListDatasetsResponse]  # type: ignore[assignment]
     """ListDatasets pages through datasets, oldest first."""
@@ -170,6 +174,8 @@ class DatasetServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_dataset_pb2.GetDatasetStatusResponse, _abc.Awaitable[_dataset_pb2.GetDatasetStatusResponse]]:
         """GetDatasetStatus returns a dataset with its latest run. Fails with
         NOT_FOUND for an unknown dataset.
+        Reflects every write this server acknowledged before the call, and waits
+        for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
         """
 
     @_abc_1.abstractmethod

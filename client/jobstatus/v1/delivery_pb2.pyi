@@ -406,21 +406,29 @@ class GetPreparedDeliveryStatusRequest(_message.Message):
 
     CATALOG_ID_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     catalog_id: _builtins.str
     """The delivery's catalog id."""
     source: Global___DeliverySource.ValueType
     """Where the caller will download from. Both sources read the same delivery:
     the artifacts' urls are the ones the runner reported.
     """
+    min_revision: _builtins.int
+    """If set, the answer waits until this server has applied at least this
+    revision (the one a write returned, on any replica), so that the job is
+    shown as of that write or later. Fails with DEADLINE_EXCEEDED if the
+    call's deadline passes first. 0: no wait beyond this server's own writes.
+    """
     def __init__(
         self,
         *,
         catalog_id: _builtins.str = ...,
         source: Global___DeliverySource.ValueType = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catalog_id", b"catalog_id", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catalog_id", b"catalog_id", "min_revision", b"min_revision", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -101,6 +101,8 @@ class DeliveryServiceServicer:
     def GetPreparedDeliveryStatus(self, request, context):
         """GetPreparedDeliveryStatus returns one prepared delivery. Fails with
         NOT_FOUND (reason DELIVERY.notFound) for an unknown catalog_id.
+        Reflects every write this server acknowledged before the call, and waits
+        for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -54,6 +54,8 @@ class DeliveryServiceStub:
     GetPreparedDeliveryStatus: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.GetPreparedDeliveryStatusRequest, _delivery_pb2.GetPreparedDeliveryStatusResponse]
     """GetPreparedDeliveryStatus returns one prepared delivery. Fails with
     NOT_FOUND (reason DELIVERY.notFound) for an unknown catalog_id.
+    Reflects every write this server acknowledged before the call, and waits
+    for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
     """
     ListPreparedDeliveries: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.ListPreparedDeliveriesRequest, _delivery_pb2.ListPreparedDeliveriesResponse]
     """ListPreparedDeliveries pages through prepared deliveries, oldest first."""
@@ -98,6 +100,8 @@ class DeliveryServiceAsyncStub(DeliveryServiceStub):
     GetPreparedDeliveryStatus: _aio.UnaryUnaryMultiCallable[_delivery_pb2.GetPreparedDeliveryStatusRequest, _delivery_pb2.GetPreparedDeliveryStatusResponse]  # type: ignore[assignment]
     """GetPreparedDeliveryStatus returns one prepared delivery. Fails with
     NOT_FOUND (reason DELIVERY.notFound) for an unknown catalog_id.
+    Reflects every write this server acknowledged before the call, and waits
+    for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
     """
     ListPreparedDeliveries: _aio.UnaryUnaryMultiCallable[_delivery_pb2.ListPreparedDeliveriesRequest, _delivery_pb2.ListPreparedDeliveriesResponse]  # type: ignore[assignment]
     """ListPreparedDeliveries pages through prepared deliveries, oldest first."""
@@ -157,6 +161,8 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_delivery_pb2.GetPreparedDeliveryStatusResponse, _abc.Awaitable[_delivery_pb2.GetPreparedDeliveryStatusResponse]]:
         """GetPreparedDeliveryStatus returns one prepared delivery. Fails with
         NOT_FOUND (reason DELIVERY.notFound) for an unknown catalog_id.
+        Reflects every write this server acknowledged before the call, and waits
+        for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
         """
 
     @_abc_1.abstractmethod

@@ -339,16 +339,24 @@ class GetMapImportStatusRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     IMPORT_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     import_request_id: _builtins.str
     """The job's id."""
+    min_revision: _builtins.int
+    """If set, the answer waits until this server has applied at least this
+    revision (the one a write returned, on any replica), so that the job is
+    shown as of that write or later. Fails with DEADLINE_EXCEEDED if the
+    call's deadline passes first. 0: no wait beyond this server's own writes.
+    """
     def __init__(
         self,
         *,
         import_request_id: _builtins.str = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_request_id", b"import_request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_request_id", b"import_request_id", "min_revision", b"min_revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

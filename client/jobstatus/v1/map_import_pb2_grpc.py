@@ -101,6 +101,8 @@ class MapImportServiceServicer:
     def GetMapImportStatus(self, request, context):
         """GetMapImportStatus returns one map import. Fails with NOT_FOUND (reason
         MAP.notFound) for an unknown import_request_id.
+        Reflects every write this server acknowledged before the call, and waits
+        for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -54,6 +54,8 @@ class MapImportServiceStub:
     GetMapImportStatus: _grpc.UnaryUnaryMultiCallable[_map_import_pb2.GetMapImportStatusRequest, _map_import_pb2.GetMapImportStatusResponse]
     """GetMapImportStatus returns one map import. Fails with NOT_FOUND (reason
     MAP.notFound) for an unknown import_request_id.
+    Reflects every write this server acknowledged before the call, and waits
+    for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
     """
     ListMapImports: _grpc.UnaryUnaryMultiCallable[_map_import_pb2.ListMapImportsRequest, _map_import_pb2.ListMapImportsResponse]
     """ListMapImports pages through map imports, oldest first, optionally only
@@ -99,6 +101,8 @@ class MapImportServiceAsyncStub(MapImportServiceStub):
     GetMapImportStatus: _aio.UnaryUnaryMultiCallable[_map_import_pb2.GetMapImportStatusRequest, _map_import_pb2.GetMapImportStatusResponse]  # type: ignore[assignment]
     """GetMapImportStatus returns one map import. Fails with NOT_FOUND (reason
     MAP.notFound) for an unknown import_request_id.
+    Reflects every write this server acknowledged before the call, and waits
+    for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
     """
     ListMapImports: _aio.UnaryUnaryMultiCallable[_map_import_pb2.ListMapImportsRequest, _map_import_pb2.ListMapImportsResponse]  # type: ignore[assignment]
     """ListMapImports pages through map imports, oldest first, optionally only
@@ -159,6 +163,8 @@ class MapImportServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_map_import_pb2.GetMapImportStatusResponse, _abc.Awaitable[_map_import_pb2.GetMapImportStatusResponse]]:
         """GetMapImportStatus returns one map import. Fails with NOT_FOUND (reason
         MAP.notFound) for an unknown import_request_id.
+        Reflects every write this server acknowledged before the call, and waits
+        for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
         """
 
     @_abc_1.abstractmethod
