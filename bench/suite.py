@@ -63,6 +63,10 @@ class Sizes:
     replica_watchers: int = 100  # per replica, each watching a job of its own
     replica_rate: float = 100.0
     replica_seconds: float = 10.0
+    dashboard_pages: int = 100  # open dashboards, 4 SSE streams each
+    dashboard_rate: float = 200.0
+    dashboard_seconds: float = 5.0  # per round
+    dashboard_jobs: int = 1_000
 
 
 FULL = Sizes()
@@ -92,6 +96,10 @@ SMOKE = Sizes(
     replica_watchers=4,
     replica_rate=40.0,
     replica_seconds=1.0,
+    dashboard_pages=3,
+    dashboard_rate=40.0,
+    dashboard_seconds=0.6,
+    dashboard_jobs=20,
 )
 
 
@@ -162,6 +170,7 @@ def todo(name: str, title: str, reason: str) -> Scenario:
 
 
 def scenarios() -> list[Scenario]:
+    from bench import dashboard
     from bench import scenarios as s
 
     return [
@@ -200,6 +209,11 @@ def scenarios() -> list[Scenario]:
             "cross_replica_latency",
             "commit-to-receipt across two replicas on one PostgreSQL vs on the writer's replica",
             s.cross_replica_latency,
+        ),
+        Scenario(
+            "dashboard_sse",
+            "the dashboard's SSE streams: 100 open pages under 200 changes/s vs 1 gRPC watcher",
+            dashboard.dashboard_sse,
         ),
     ]
 
