@@ -312,6 +312,89 @@ def test_a_restart_with_the_page_open_ends_with_exactly_the_api_s_state(
     assert shown == f"{len(expected)} of {len(expected)} jobs"
 
 
+def _counts(page: Browser) -> dict[str, dict[str, int]]:
+    """The summary cards: per kind, the count shown for each status."""
+    cards: dict[str, dict[str, int]] = page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('.card')].map((card) =>"
+        " [card.dataset.kind, Object.fromEntries([...card.querySelectorAll('.chip')].map((chip) =>"
+        " [chip.dataset.status, Number(chip.querySelector('b').textContent)]))]))"
+    )
+    return cards
+
+
+def test_thousands_of_jobs_draw_only_the_rows_in_view_and_keep_up(
+    tmp_path_factory: pytest.TempPathFactory, browser: Browser
+) -> None:
+    server = ServerProcess(sqlite_url(tmp_path_factory.mktemp("many"))).start()
+    try:
+        ids = [f"many-{n:05d}" for n in range(1500)]
+        stubs = Stubs.connect(server.address)
+        try:
+            for offset in range(0, len(ids), 100):
+                creates = [
+                    stubs.maps.CreateMapImport.future(
+                        mi.CreateMapImportRequest(map_import=mi.MapImport(import_request_id=i))
+                    )
+                    for i in ids[offset : offset + 100]
+                ]
+                for future in creates:
+                    future.result(timeout=60)
+            logged = len(browser.call("console"))
+            assert browser.goto(server.http_url + "/") == 200
+            browser.wait_for(LIVE)
+            browser.wait_for(
+                "document.querySelector('#shown-count').textContent === '1500 of 1500 jobs'"
+            )
+            # A burst of changes while the page is open: it ends with the API's counts.
+            updates = [
+                stubs.maps.UpdateMapImport.future(
+                    mi.UpdateMapImportRequest(
+                        map_import=mi.MapImport(
+                            import_request_id=job_id,
+                            status=mi.MAP_IMPORT_STATUS_IN_PROGRESS,
+                            meta_data=mi.MapImportMetaData(progress=n % 100),
+                        )
+                    )
+                )
+                for n, job_id in enumerate(ids[:600])
+            ]
+            for update in updates:
+                update.result(timeout=60)
+        finally:
+            stubs.channel.close()
+        expected = {"Start": 900, "InProgress": 600}
+        for _ in range(300):
+            counts = _counts(browser)["map_import"]
+            if all(counts[status] == n for status, n in expected.items()):
+                break
+            time.sleep(0.2)
+        assert {s: _counts(browser)["map_import"][s] for s in expected} == expected
+        drawn = browser.evaluate("document.querySelectorAll('#rows .row').length")
+        assert 0 < drawn < 150  # the table draws the rows in view, not 1,500
+        # Scrolled to the end, the last job in id order is drawn.
+        browser.evaluate(
+            "(() => { const o = document.querySelector('#order'); o.value = 'id';"
+            " o.dispatchEvent(new Event('change')); })()"
+        )
+        browser.evaluate(
+            "(() => { const v = document.querySelector('#viewport');"
+            " v.scrollTop = v.scrollHeight; })()"
+        )
+        browser.wait_for(f"({ROWS}).some((r) => r.id === 'many-01499')")
+        # The search finds one job among them.
+        browser.call("fill", selector="#filter-search", value="many-00042")
+        browser.wait_for(
+            f"(() => {{ const rows = {ROWS}; return rows.length === 1"
+            " && rows[0].id === 'many-00042' && rows[0].progress === '42'; })()"
+        )
+        errors = [
+            m for m in browser.call("console")[logged:] if m["type"] in ("error", "pageerror")
+        ]
+        assert errors == []
+    finally:
+        server.stop()
+
+
 def test_with_keys_active_the_page_without_a_key_shows_only_the_prompt(
     tmp_path_factory: pytest.TempPathFactory, browser: Browser
 ) -> None:
