@@ -80,6 +80,10 @@ STATE, SYNCED, CHANGE, HEARTBEAT = (
     watch_pb2.WATCH_EVENT_TYPE_CHANGE,
     watch_pb2.WATCH_EVENT_TYPE_HEARTBEAT,
 )
+# The rendered state and change events of recent revisions, shared by every stream
+# (oldest dropped first): N open streams cost one rendering per change, not N.
+FRAME_CACHE = 4096
+_FRAMES: dict[tuple[str, int, int, bool], bytes] = {}
 SETTLED_EVENT = "settled"
 ERROR_EVENT = "error"
 DATASET_ID = ds.Dataset.DESCRIPTOR.fields_by_name["dataset_id"].name
@@ -210,6 +214,23 @@ class EventStream(Response):
         self.feed = FEEDS[kind.name]
         self.envelope = envelope
 
+    def _job_frame(self, message: Message, event_type: int, revision: int) -> bytes:
+        """A state or change event, rendered once for every stream that sends it: a
+        revision names one version of one job (one counter for the whole store)."""
+        key = (self.kind.name, event_type, revision, self.envelope)
+        frame = _FRAMES.get(key)
+        if frame is None:
+            job = _job_of(message, self.kind)
+            job = job if job is not None else self.kind.message()
+            data = self.feed.render(job)
+            if self.envelope:
+                data = _enveloped(job, data)
+            frame = _frame(EVENT_NAMES[event_type], data, None if event_type == STATE else revision)
+            _FRAMES[key] = frame
+            if len(_FRAMES) > FRAME_CACHE:
+                del _FRAMES[next(iter(_FRAMES))]
+        return frame
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
 
@@ -223,12 +244,7 @@ class EventStream(Response):
             revision = int(getattr(message, "revision"))  # noqa: B009
             name = EVENT_NAMES[event_type]
             if event_type in (STATE, CHANGE):
-                job = _job_of(message, self.kind)
-                job = job if job is not None else self.kind.message()
-                data = self.feed.render(job)
-                if self.envelope:
-                    data = _enveloped(job, data)
-                await write(_frame(name, data, None if event_type == STATE else revision))
+                await write(self._job_frame(message, event_type, revision))
             else:
                 await write(_frame(name, {"revision": revision}, revision))
             if event_type != STATE:
