@@ -200,20 +200,31 @@ class Tx:
         return None if row is None else kind.message.FromString(row[0])
 
     def load_by_request(self, kind: Kind[M], tenant: str, request_id: str) -> M | None:
-        data = self.conn.execute(
+        row = self._query(
             select(JOB.c.data).where(
                 JOB.c.tenant == tenant, JOB.c.kind == kind.name, JOB.c.request_id == request_id
             )
-        ).scalar_one_or_none()
-        return None if data is None else kind.message.FromString(data)
+        ).fetchone()
+        return None if row is None else kind.message.FromString(row[0])
 
     def jobs_in(self, kind: Kind[M], tenant: str, statuses: Sequence[int]) -> list[M]:
-        rows = self.conn.execute(
+        rows = self._query(
             select(JOB.c.data).where(
                 JOB.c.tenant == tenant, JOB.c.kind == kind.name, JOB.c.status.in_(statuses)
             )
-        ).scalars()
-        return [kind.message.FromString(data) for data in rows]
+        ).fetchall()
+        return [kind.message.FromString(row[0]) for row in rows]
+
+    def _query(self, statement: Any) -> Any:
+        """A rare read of the transaction, on its driver cursor like every other statement
+        (through SQLAlchemy's result it would miss its rows in psycopg's pipeline mode)."""
+        compiled = statement.compile(
+            dialect=self.conn.dialect, compile_kwargs={"render_postcompile": True}
+        )
+        params = compiled.params
+        names = compiled.positiontup
+        self.cur.execute(str(compiled), params if names is None else [params[n] for n in names])
+        return self.cur
 
     def put(
         self,
