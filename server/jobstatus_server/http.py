@@ -80,7 +80,7 @@ class HttpServer(uvicorn.Server):
 
 
 def http_server(
-    app: Starlette,
+    app: ASGIApp,
     address: str,
     *,
     tls_cert: str = "",
