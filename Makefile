@@ -4,7 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
+PIP := $(PY) -m pip -q --disable-pip-version-check
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
+NODE_EXAMPLE := examples/node/node_modules/.installed
+NPM_FLAGS := --no-audit --no-fund --silent
 GEN_OUT := client
 
 .DEFAULT_GOAL := help
@@ -13,29 +17,38 @@ GEN_OUT := client
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml client/pyproject.toml constraints.txt
+# Two install steps: what serving needs (make run), then the dev tools on top.
+$(RUN_STAMP): pyproject.toml client/pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ./client -e '.[dev]'
+	$(PIP) install -c constraints.txt -e ./client -e .
 	touch $@
 
+$(STAMP): $(RUN_STAMP)
+	$(PIP) install -c constraints.txt -e ./client -e '.[dev]'
+	touch $@
+
+# npm ci installs exactly the lockfiles and never rewrites them.
 $(BUF): package.json package-lock.json
-	npm install --no-audit --no-fund --silent
+	npm ci $(NPM_FLAGS)
+	touch $@
+
+$(NODE_EXAMPLE): examples/node/package.json examples/node/package-lock.json
+	cd examples/node && npm ci $(NPM_FLAGS)
 	touch $@
 
 .PHONY: install
-install: $(STAMP) $(BUF) ## Install everything into .venv and node_modules
+install: $(STAMP) $(BUF) $(NODE_EXAMPLE) ## Install everything into .venv and node_modules
 
 .PHONY: run
-run: $(STAMP) ## Start the server on the embedded default (SQLite in ./data)
+run: $(RUN_STAMP) ## Start the server on the embedded default (SQLite in ./data); installs only what serving needs
 	$(PY) -m jobstatus_server
 
 .PHONY: test
-test: $(STAMP) ## Run every test
+test: $(STAMP) $(BUF) $(NODE_EXAMPLE) ## Run every test (node_modules brings the browser of the dashboard tests)
 	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: $(STAMP) ## Benchmarks as ratios to baselines of the same run (~10 min; wrk, PostgreSQL): bench/results/bench.md
+bench: $(STAMP) $(BUF) ## Benchmarks as ratios to baselines of the same run (~10 min): bench/results/bench.md
 	$(PY) -m bench $(BENCH_ARGS)
 
 .PHONY: proto
@@ -74,4 +87,4 @@ fmt: $(STAMP) $(BUF) ## Format Python and proto sources
 
 .PHONY: clean
 clean: ## Remove the virtualenv, node_modules and caches
-	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) node_modules examples/node/node_modules .mypy_cache .ruff_cache .pytest_cache

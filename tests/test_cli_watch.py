@@ -1,4 +1,5 @@
-"""`jobstatus watch` in a real terminal (tmux), `watch --json`, and `jobstatus demo`.
+"""`jobstatus watch` in a real terminal (a pseudo-terminal read by the pyte emulator),
+`watch --json`, and `jobstatus demo`.
 
 Everything runs against one real server on a fresh SQLite database. The CLI is
 a client: the storage behind the server is not what this module tests (the
@@ -12,17 +13,16 @@ import json
 import os
 import queue
 import re
-import shlex
-import shutil
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pexpect
+import pyte
 import pytest
 
 from jobstatus.client import Client
@@ -99,43 +99,47 @@ def cancel(client: Client, job_id: str) -> mi.MapImport:
 
 
 class Terminal:
-    """A detached tmux session of fixed size on a private socket, running one command."""
+    """One command on a real pseudo-terminal of fixed size (pexpect), its output read
+    by a thread into a terminal emulator (pyte), whose screen the test reads."""
 
-    def __init__(self, directory: Path, env: dict[str, str], width: int = 120, height: int = 30):
-        if shutil.which("tmux") is None:
-            pytest.fail("tmux is not installed: apt-get install -y tmux", pytrace=False)
-        self.socket = f"jobstatus-test-{uuid.uuid4().hex[:8]}"
-        self.directory = directory
+    def __init__(self, env: dict[str, str], width: int = 120, height: int = 30):
         self.env = env
         self.size = (width, height)
-        self.exit_file = directory / "exit"
-        self.socket_path = ""
-
-    def tmux(self, *args: str) -> str:
-        result = subprocess.run(
-            ["tmux", "-L", self.socket, *args],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-            env={k: v for k, v in os.environ.items() if k != "TMUX"} | {"TERM": "xterm-256color"},
-        )
-        return result.stdout
+        self.emulator = pyte.Screen(width, height)
+        self.stream = pyte.ByteStream(self.emulator)
+        self.lock = threading.Lock()
+        self.child: pexpect.spawn[bytes] | None = None
+        self.reader: threading.Thread | None = None
 
     def run(self, *argv: str) -> None:
-        """Start `argv` in the pane; its exit status lands in exit_file, and the pane stays."""
-        variables = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
-        # bash, not sh: on Ctrl-C bash waits for the command and goes on when it exits by itself.
-        script = f"{shlex.join(argv)}; echo EXIT=$? > {shlex.quote(str(self.exit_file))}; sleep 600"
+        """Start `argv` as the terminal's foreground program (its session leader)."""
         width, height = self.size
-        self.tmux(
-            "new-session", "-d", "-x", str(width), "-y", str(height),
-            f"env {variables} bash -c {shlex.quote(script)}",
-        )  # fmt: skip
-        self.socket_path = self.tmux("display-message", "-p", "#{socket_path}").strip()
+        self.child = pexpect.spawn(
+            argv[0], list(argv[1:]), env=self.env, dimensions=(height, width), echo=False
+        )
+        self.reader = threading.Thread(target=self._pump, args=(self.child,), daemon=True)
+        self.reader.start()
+
+    def _pump(self, child: pexpect.spawn[bytes]) -> None:
+        """Feed everything the program writes to the emulator, until it closes the terminal."""
+        while True:
+            try:
+                data = child.read_nonblocking(65536, timeout=0.1)
+            except pexpect.TIMEOUT:
+                continue
+            except (pexpect.EOF, OSError):
+                return
+            with self.lock:
+                self.stream.feed(data)
 
     def screen(self) -> str:
-        return self.tmux("capture-pane", "-p")
+        with self.lock:
+            return "\n".join(line.rstrip() for line in self.emulator.display)
+
+    def interrupt(self) -> None:
+        """Ctrl-C, typed: the terminal sends SIGINT to its foreground program."""
+        assert self.child is not None
+        self.child.sendintr()
 
     def wait_for(self, *parts: str, within: float = 20.0) -> str:
         """The screen once it shows every one of `parts`."""
@@ -150,23 +154,25 @@ class Terminal:
             raise AssertionError(f"the terminal never showed {parts}:\n{self.screen()}") from None
 
     def exit_status(self, within: float = 20.0) -> int:
-        def written() -> str:
-            return self.exit_file.read_text() if self.exit_file.exists() else ""
-
-        try:
-            wait_for(lambda: "\n" in written(), within)
-        except AssertionError:
-            raise AssertionError(f"the command never exited:\n{self.screen()}") from None
-        return int(written().strip().removeprefix("EXIT="))
+        """The program's exit status, as a shell reports it (128 + N for signal N)."""
+        assert self.child is not None and self.reader is not None
+        self.reader.join(within)  # it ends when the program has closed the terminal
+        if self.reader.is_alive():
+            raise AssertionError(f"the command never exited:\n{self.screen()}")
+        self.child.wait()
+        if self.child.signalstatus is not None:
+            return 128 + int(self.child.signalstatus)
+        return int(self.child.exitstatus or 0)
 
     def close(self) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, check=False)
-        if self.socket_path:  # tmux leaves its socket file behind
-            Path(self.socket_path).unlink(missing_ok=True)
+        if self.child is not None:
+            self.child.close(force=True)
+        if self.reader is not None:
+            self.reader.join(5)
 
 
 @pytest.fixture
-def terminal(server: ServerProcess, tmp_path: Path) -> Iterator[Terminal]:
+def terminal(server: ServerProcess) -> Iterator[Terminal]:
     env = {
         "JOBSTATUS_GRPC_ADDR": server.address,
         "LANG": "C.UTF-8",
@@ -174,7 +180,7 @@ def terminal(server: ServerProcess, tmp_path: Path) -> Iterator[Terminal]:
         "TERM": "xterm-256color",
         "PATH": os.environ.get("PATH", ""),
     }
-    term = Terminal(tmp_path, env)
+    term = Terminal(env)
     yield term
     term.close()
 
@@ -242,7 +248,7 @@ def test_watch_in_a_terminal_stops_on_ctrl_c(client: Client, terminal: Terminal,
     terminal.run(str(JOBSTATUS), "watch", "dataset", dataset.dataset_id)
     screen = terminal.wait_for(dataset.dataset_id, "in_progress", "50%", "step import")
     assert "Ctrl-C to stop" in screen
-    terminal.tmux("send-keys", "C-c")
+    terminal.interrupt()
     assert terminal.exit_status() == 130
     assert "Traceback" not in terminal.screen()
 

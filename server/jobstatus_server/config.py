@@ -39,6 +39,8 @@ class Settings:
     max_streams_per_key: int = 20_000
     max_streams_per_connection: int = 1_000
     max_concurrent_calls: int = 1_000
+    view_budget: int = 64 * 1024 * 1024
+    view_wait: float = 5.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -154,6 +156,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=int(env("JOBSTATUS_DATASET_QUOTA", "0")),
         help="dataset status requests per key per UTC day before 402; 0: no quota",
     )
+    parser.add_argument(
+        "--view-budget",
+        type=int,
+        default=int(env("JOBSTATUS_VIEW_BUDGET", str(Settings.view_budget))),
+        help="bytes of job state kept in memory for reads; settled and least recently "
+        "read jobs are dropped first (JOBSTATUS_VIEW_BUDGET, default 64 MiB)",
+    )
+    parser.add_argument(
+        "--view-wait",
+        type=float,
+        default=float(env("JOBSTATUS_VIEW_WAIT", str(Settings.view_wait))),
+        help="seconds a read without a deadline waits for this server to reach the "
+        "revision it needs (X-Min-Revision, or its own latest write) (JOBSTATUS_VIEW_WAIT)",
+    )
 
     limits = (
         (
@@ -227,4 +243,6 @@ def from_arguments(args: argparse.Namespace) -> Settings:
         max_streams_per_key=args.max_streams_per_key,
         max_streams_per_connection=args.max_streams_per_connection,
         max_concurrent_calls=args.max_concurrent_calls,
+        view_budget=args.view_budget,
+        view_wait=args.view_wait,
     )

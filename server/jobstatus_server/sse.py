@@ -15,6 +15,9 @@ GET /api/v1/watch/{kind}?ids=a,b&until_settled=true&start_revision=R&heartbeat=S
 - A resume point older than the kept history answers 410 before the stream
   starts; a stream the server ends (a slow consumer, a shutdown) gets
   `event: error` with the resume revision, and the client reconnects.
+- `envelope=true` (the dashboard's): each state and change event's data is
+  `{"revision": R, "updateTime": T, "job": <documented JSON>}`, so a job's
+  revision and last change are known from its state event too.
 """
 
 from __future__ import annotations
@@ -81,6 +84,10 @@ STATE, SYNCED, CHANGE, HEARTBEAT = (
     watch_pb2.WATCH_EVENT_TYPE_CHANGE,
     watch_pb2.WATCH_EVENT_TYPE_HEARTBEAT,
 )
+# The rendered state and change events of recent revisions, shared by every stream
+# (oldest dropped first): N open streams cost one rendering per change, not N.
+FRAME_CACHE = 4096
+_FRAMES: dict[tuple[str, int, int, bool], bytes] = {}
 SETTLED_EVENT = "settled"
 ERROR_EVENT = "error"
 DATASET_ID = ds.Dataset.DESCRIPTOR.fields_by_name["dataset_id"].name
@@ -159,6 +166,7 @@ PARAMS = (
     params.Param("kind", params.PATH, _kind),
     params.Param("ids", params.QUERY, params.comma_list, many=True, max_len=65_536),
     params.Param("until_settled", params.QUERY, params.flag, default=False),
+    params.Param("envelope", params.QUERY, params.flag, default=False),
     params.Param("start_revision", params.QUERY, params.revision, default=0, blank=True),
     params.Param("heartbeat", params.QUERY, params.seconds(0, 3600), blank=True),
     params.Param("api_key", params.QUERY),
@@ -195,6 +203,7 @@ class EventStream(Response):
         start: int,
         until_settled: bool,
         heartbeat: float,
+        envelope: bool = False,
     ) -> None:
         # No Response.__init__: it would send content-length: 0 for the empty body.
         self.status_code = 200
@@ -207,10 +216,28 @@ class EventStream(Response):
         self.hub, self.kind, self.tenant, self.ids = hub, kind, tenant, ids
         self.start, self.until_settled, self.heartbeat = start, until_settled, heartbeat
         self.feed = FEEDS[kind.name]
+        self.envelope = envelope
         self.limits: CallerLimits | None = None
         self.counted: LimitedStream | None = None  # in the per-caller stream limits
         self.ended: JobStatusError | None = None  # ended from outside (its key was revoked)
         self._watch: asyncio.Task[None] | None = None
+
+    def _job_frame(self, message: Message, event_type: int, revision: int) -> bytes:
+        """A state or change event, rendered once for every stream that sends it: a
+        revision names one version of one job (one counter for the whole store)."""
+        key = (self.kind.name, event_type, revision, self.envelope)
+        frame = _FRAMES.get(key)
+        if frame is None:
+            job = _job_of(message, self.kind)
+            job = job if job is not None else self.kind.message()
+            data = self.feed.render(job)
+            if self.envelope:
+                data = _enveloped(job, data)
+            frame = _frame(EVENT_NAMES[event_type], data, None if event_type == STATE else revision)
+            _FRAMES[key] = frame
+            if len(_FRAMES) > FRAME_CACHE:
+                del _FRAMES[next(iter(_FRAMES))]
+        return frame
 
     def end(self, error: JobStatusError) -> None:
         """End the stream from outside: an error event, then the end of the response."""
@@ -238,9 +265,7 @@ class EventStream(Response):
             revision = int(getattr(message, "revision"))  # noqa: B009
             name = EVENT_NAMES[event_type]
             if event_type in (STATE, CHANGE):
-                job = _job_of(message, self.kind)
-                data = self.feed.render(job if job is not None else self.kind.message())
-                await write(_frame(name, data, None if event_type == STATE else revision))
+                await write(self._job_frame(message, event_type, revision))
             else:
                 await write(_frame(name, {"revision": revision}, revision))
             if event_type != STATE:
@@ -290,6 +315,14 @@ class EventStream(Response):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+
+
+def _enveloped(job: Message, data: Any) -> dict[str, Any]:
+    return {
+        "revision": int(getattr(job, "revision")),  # noqa: B009
+        "updateTime": str(getattr(job, "update_time").ToJsonString()),  # noqa: B009
+        "job": data,
+    }
 
 
 async def _disconnected(receive: Receive) -> None:
@@ -364,11 +397,14 @@ class Watch:
         until_settled = asked["until_settled"]
         _check_ids(kind, ids)
         heartbeat = asked["heartbeat"] or self.hub.settings.heartbeat
+        envelope = asked["envelope"]
         if await self._precheck(kind, caller.tenant, ids, start, until_settled):
             return Response(status_code=204)
         if request.method == "HEAD":  # the stream's headers, without running a watch
             return Response(media_type="text/event-stream; charset=utf-8")
-        stream = EventStream(self.hub, kind, caller.tenant, ids, start, until_settled, heartbeat)
+        stream = EventStream(
+            self.hub, kind, caller.tenant, ids, start, until_settled, heartbeat, envelope
+        )
         client = request.client
         address = client.host if client else ""
         stream.limits = self.limits
