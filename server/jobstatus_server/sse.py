@@ -50,10 +50,9 @@ from jobstatus_server.errors import (
     JobStatusError,
     NotFound,
     OutOfRange,
-    one_line,
     refusals,
 )
-from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, KINDS, MAP_IMPORT, Kind
+from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind
 from jobstatus_server.limits import HTTP, CallerLimits
 from jobstatus_server.limits import Stream as LimitedStream
 from jobstatus_server.metrics import HTTP_WATCH_STREAMS
@@ -129,16 +128,6 @@ def error_body(error: JobStatusError) -> dict[str, Any]:
     }
 
 
-def _kind(name: str) -> Kind[Any]:
-    kind = KINDS.get(name)
-    if kind is None:
-        raise NotFound(
-            f"no kind {one_line(name, 100)!r}; kinds: {', '.join(KINDS)}",
-            reason="KIND_NOT_FOUND",
-        )
-    return kind
-
-
 # The gRPC watch request of each kind, and its ids field: the SSE watch's ids are
 # checked by the same rules (validation.py) as the gRPC Watch's.
 WATCH_REQUESTS: dict[str, tuple[type[Message], str]] = {
@@ -163,7 +152,7 @@ def _check_ids(kind: Kind[Any], ids: list[str]) -> None:
 
 
 PARAMS = (
-    params.Param("kind", params.PATH, _kind),
+    params.Param("kind", params.PATH, params.kind),
     params.Param("ids", params.QUERY, params.comma_list, many=True, max_len=65_536),
     params.Param("until_settled", params.QUERY, params.flag, default=False),
     params.Param("envelope", params.QUERY, params.flag, default=False),
