@@ -15,7 +15,7 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from jobstatus_server import dashboard, openapi
+from jobstatus_server import dashboard, openapi, reflect
 from jobstatus_server.auth import Authenticator, is_loopback
 from jobstatus_server.config import Settings
 from jobstatus_server.core import Core
@@ -149,7 +149,7 @@ class Server:
         add_services(self.grpc_server, self.core, self.hub, self.view, Rpc(self.auth, self.limits))
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
-        reflection.enable_server_reflection(
+        reflect.enable(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc_server
         )
         credentials = grpc_credentials(self.settings)
