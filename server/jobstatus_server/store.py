@@ -147,6 +147,8 @@ class HotSql:
     insert_event: Sql
     lock_revision: Sql
     set_revision: Sql
+    load_by_request: Sql
+    positional: bool  # the driver's parameters are `?` (SQLite), else `%s` (psycopg)
 
     @classmethod
     def for_dialect(cls, dialect: Any) -> HotSql:
@@ -175,6 +177,15 @@ class HotSql:
                 .values(value=bindparam("value")),
                 dialect,
             ),
+            load_by_request=Sql.of(
+                select(JOB.c.data).where(
+                    (JOB.c.tenant == bindparam("tenant"))
+                    & (JOB.c.kind == bindparam("kind"))
+                    & (JOB.c.request_id == bindparam("request_id"))
+                ),
+                dialect,
+            ),
+            positional=dialect.paramstyle == "qmark",
         )
 
 
@@ -200,20 +211,26 @@ class Tx:
         return None if row is None else kind.message.FromString(row[0])
 
     def load_by_request(self, kind: Kind[M], tenant: str, request_id: str) -> M | None:
-        data = self.conn.execute(
-            select(JOB.c.data).where(
-                JOB.c.tenant == tenant, JOB.c.kind == kind.name, JOB.c.request_id == request_id
-            )
-        ).scalar_one_or_none()
-        return None if data is None else kind.message.FromString(data)
+        row = self.sql.load_by_request.execute(
+            self.cur, tenant=tenant, kind=kind.name, request_id=request_id
+        ).fetchone()
+        return None if row is None else kind.message.FromString(row[0])
 
     def jobs_in(self, kind: Kind[M], tenant: str, statuses: Sequence[int]) -> list[M]:
-        rows = self.conn.execute(
-            select(JOB.c.data).where(
-                JOB.c.tenant == tenant, JOB.c.kind == kind.name, JOB.c.status.in_(statuses)
+        if not statuses:
+            return []
+        if self.sql.positional:
+            marks = ", ".join("?" * len(statuses))
+            self.cur.execute(
+                f"SELECT data FROM job WHERE tenant = ? AND kind = ? AND status IN ({marks})",
+                (tenant, kind.name, *statuses),
             )
-        ).scalars()
-        return [kind.message.FromString(data) for data in rows]
+        else:
+            self.cur.execute(
+                "SELECT data FROM job WHERE tenant = %s AND kind = %s AND status = ANY(%s)",
+                (tenant, kind.name, list(statuses)),
+            )
+        return [kind.message.FromString(data) for (data,) in self.cur.fetchall()]
 
     def put(
         self,
