@@ -150,6 +150,16 @@ class HotSql:
     load_by_request: Sql
     positional: bool  # the driver's parameters are `?` (SQLite), else `%s` (psycopg)
 
+    def load_many(self, keys: Sequence[tuple[str, str, str]]) -> tuple[str, tuple[str, ...]]:
+        """A statement (and its parameters) reading the jobs with these keys."""
+        mark = "?" if self.positional else "%s"
+        rows = ", ".join([f"({mark}, {mark}, {mark})"] * len(keys))
+        return (
+            "SELECT tenant, kind, job_id, data FROM job"
+            f" WHERE (tenant, kind, job_id) IN (VALUES {rows})",
+            tuple(part for key in keys for part in key),
+        )
+
     @classmethod
     def for_dialect(cls, dialect: Any) -> HotSql:
         return cls(
@@ -199,12 +209,18 @@ class Tx:
     now: datetime
     sql: HotSql
     cur: Any = None
+    # Jobs read ahead for the group (None: no such job), kept current by `put`.
+    loaded: dict[tuple[str, str, str], bytes | None] = field(default_factory=dict)
     changed: bool = False
     kinds: list[str] = field(default_factory=list)
     # The changes of this transaction, in revision order, with the job's bytes as stored.
     changes: list[Change] = field(default_factory=list)
 
     def load(self, kind: Kind[M], tenant: str, job_id: str) -> M | None:
+        key = (tenant, kind.name, job_id)
+        if key in self.loaded:
+            data = self.loaded[key]
+            return None if data is None else kind.message.FromString(data)
         row = self.sql.load.execute(
             self.cur, tenant=tenant, kind=kind.name, job_id=job_id
         ).fetchone()
@@ -288,6 +304,7 @@ class Tx:
             created_at=self.now.timestamp(),
             data=data,
         )
+        self.loaded[(tenant, kind.name, job_id)] = data
         change = Change(revision, tenant, kind.name, job_id, status, data)
         change.cache[kind.name] = message
         self.changes.append(change)
@@ -301,6 +318,7 @@ class _Write:
     future: asyncio.Future[Any]
     result: Any = None
     error: BaseException | None = None
+    key: tuple[str, str, str] | None = None  # (tenant, kind, job id) it will load
 
 
 @dataclass
@@ -417,10 +435,11 @@ class Store:
 
     # --- writing ------------------------------------------------------------
 
-    async def transact(self, fn: Callable[[Tx], T]) -> T:
-        """Run `fn` in a writing transaction; return its result once committed."""
+    async def transact(self, fn: Callable[[Tx], T], key: tuple[str, str, str] | None = None) -> T:
+        """Run `fn` in a writing transaction; return its result once committed. `key`
+        (tenant, kind, job id): the job `fn` loads, read for the whole group at once."""
         loop = asyncio.get_running_loop()
-        write = _Write(fn=fn, loop=loop, future=loop.create_future())
+        write = _Write(fn=fn, loop=loop, future=loop.create_future(), key=key)
         self._queue.put(write)
         result: T = await write.future
         return result
@@ -484,9 +503,21 @@ class Store:
         dbapi = conn.connection.dbapi_connection
         assert dbapi is not None
         cur = dbapi.cursor()
+        keys = list(dict.fromkeys(write.key for write in group if write.key is not None))
         with contextlib.nullcontext() if self.is_sqlite else dbapi.pipeline():
-            row = sql.lock_revision.execute(cur).fetchone()
+            sql.lock_revision.execute(cur)
+            if keys:
+                # The jobs the group will load, in one statement (in the pipeline, sent
+                # with the lock: one round trip for both).
+                prefetch = dbapi.cursor()
+                prefetch.execute(*sql.load_many(keys))
+            row = cur.fetchone()
+            assert row is not None, "the revision counter row is missing"
             tx = Tx(conn, int(row[0]), datetime.now(UTC), sql, cur)
+            if keys:
+                tx.loaded = dict.fromkeys(keys)
+                for tenant, kind, job_id, data in prefetch.fetchall():
+                    tx.loaded[(tenant, kind, job_id)] = bytes(data)
             for write in group:
                 write.result, write.error = None, None
                 try:
