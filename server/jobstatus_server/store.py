@@ -35,6 +35,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -79,6 +80,7 @@ JOB = Job.__table__  # type: ignore[attr-defined]
 EVENT = Event.__table__  # type: ignore[attr-defined]
 COUNTER = Counter.__table__  # type: ignore[attr-defined]
 MAX_GROUP = 128
+MAX_FILL_WAIT = 0.004  # seconds a group waits to fill (see Store._write_loop)
 READERS = 4
 COMPACT_LOCK = 0x6A6F6273_00000002  # pg advisory lock: one replica compacts at a time
 # A failure of the database or the connection to it, not of one write's statements.
@@ -337,10 +339,14 @@ class Store:
     _sender: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     _sql: HotSql | None = None
     revision: int = 0
+    _is_sqlite: bool | None = None
 
     @property
     def is_sqlite(self) -> bool:
-        return make_url(self.url).get_backend_name() == "sqlite"
+        sqlite = self._is_sqlite
+        if sqlite is None:
+            sqlite = self._is_sqlite = make_url(self.url).get_backend_name() == "sqlite"
+        return sqlite
 
     def _engine(self, *, writer: bool) -> Engine:
         url = make_url(self.url)
@@ -445,21 +451,38 @@ class Store:
         return result
 
     def _write_loop(self) -> None:
+        """Take every write that is waiting and commit them together. Under concurrency
+        the group fills: the writers answered by the last commit send their next writes
+        while it is being answered, so the writer waits for as many as the last group
+        had, for at most half the last commit's duration (MAX_FILL_WAIT at most). A
+        lone writer never waits (its last group had one write)."""
+        expected, wait = 1, 0.0
         while True:
             first = self._queue.get()
             if first is None:
                 return
             group = [first]
+            stop = False
+            deadline = time.monotonic() + wait
             while len(group) < MAX_GROUP:
+                remaining = deadline - time.monotonic() if len(group) < expected else 0.0
                 try:
-                    item = self._queue.get_nowait()
+                    if remaining > 0:
+                        item = self._queue.get(timeout=remaining)
+                    else:
+                        item = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:
-                    self._queue.put(None)
+                    stop = True
                     break
                 group.append(item)
+            began = time.monotonic()
             self._commit(group)
+            expected = len(group)
+            wait = min(MAX_FILL_WAIT, (time.monotonic() - began) / 2)
+            if stop:
+                self._queue.put(None)
 
     def _commit(self, group: list[_Write]) -> None:
         assert self._writer is not None and self._sql is not None
