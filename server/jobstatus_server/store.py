@@ -80,6 +80,7 @@ JOB = Job.__table__  # type: ignore[attr-defined]
 EVENT = Event.__table__  # type: ignore[attr-defined]
 COUNTER = Counter.__table__  # type: ignore[attr-defined]
 MAX_GROUP = 128
+WRITER_IDLE = 1.0  # seconds after which the writer's connection is pinged again
 MAX_FILL_WAIT = 0.004  # seconds a group waits to fill (see Store._write_loop)
 READERS = 4
 COMPACT_LOCK = 0x6A6F6273_00000002  # pg advisory lock: one replica compacts at a time
@@ -340,6 +341,8 @@ class Store:
     _sql: HotSql | None = None
     revision: int = 0
     _is_sqlite: bool | None = None
+    _writer_conn: Connection | None = None  # the writer thread's own
+    _writer_used: float = 0.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -460,6 +463,10 @@ class Store:
         while True:
             first = self._queue.get()
             if first is None:
+                if self._writer_conn is not None:
+                    with contextlib.suppress(Exception):
+                        self._writer_conn.close()
+                    self._writer_conn = None
                 return
             group = [first]
             stop = False
@@ -488,14 +495,15 @@ class Store:
         assert self._writer is not None and self._sql is not None
         sql = self._sql
         try:
-            with self._writer.connect() as conn:
-                try:
-                    with conn.begin():
-                        tx = self._run_group(conn, group, sql)
-                except DRIVER_LOST:
-                    conn.invalidate()
-                    raise
+            conn = self._held_connection()
+            try:
+                with conn.begin():
+                    tx = self._run_group(conn, group, sql)
+            except DRIVER_LOST:
+                conn.invalidate()
+                raise
         except LOST as error:
+            self._release_connection()
             # The database (or our connection to it) is gone: the transaction is rolled
             # back or, if the connection died during COMMIT, its outcome is unknown; either
             # way every write of the group fails, and none is run again here.
@@ -519,6 +527,30 @@ class Store:
         for name in tx.kinds:
             WRITES.labels(name).inc()
         self._resolve(group, tx.revision if tx.changed else None, tx.changes)
+
+    def _held_connection(self) -> Connection:
+        """The writer's connection, kept from group to group: no pool checkout, ping
+        and reset per commit. A lost one is dropped and the next group connects anew."""
+        conn = self._writer_conn
+        now = time.monotonic()
+        if conn is not None and now - self._writer_used > WRITER_IDLE:
+            # Idle for a while: back to the pool, whose checkout pings it first.
+            with contextlib.suppress(Exception):
+                conn.close()
+            conn = None
+        if conn is None or conn.closed or conn.invalidated:
+            assert self._writer is not None
+            conn = self._writer_conn = self._writer.connect()
+        self._writer_used = now
+        return conn
+
+    def _release_connection(self) -> None:
+        conn, self._writer_conn = self._writer_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.invalidate()
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def _run_group(self, conn: Connection, group: list[_Write], sql: HotSql) -> Tx:
         """The group's writes in the open transaction, on the driver's own cursor (on
