@@ -68,6 +68,10 @@ class Sizes:
     mix_rate: float = 500.0  # changes/s, all writers together
     mix_gets: float = 2_000.0  # Gets/s
     mix_seconds: float = 10.0
+    dashboard_pages: int = 100  # open dashboards, 4 SSE streams each
+    dashboard_rate: float = 200.0
+    dashboard_seconds: float = 5.0  # per round
+    dashboard_jobs: int = 1_000
 
 
 FULL = Sizes()
@@ -102,6 +106,10 @@ SMOKE = Sizes(
     mix_rate=40.0,
     mix_gets=80.0,
     mix_seconds=0.6,
+    dashboard_pages=3,
+    dashboard_rate=40.0,
+    dashboard_seconds=0.6,
+    dashboard_jobs=20,
 )
 
 
@@ -172,6 +180,7 @@ def todo(name: str, title: str, reason: str) -> Scenario:
 
 
 def scenarios() -> list[Scenario]:
+    from bench import dashboard
     from bench import scenarios as s
 
     return [
@@ -220,6 +229,11 @@ def scenarios() -> list[Scenario]:
             "cross_replica_latency",
             "commit-to-receipt across two replicas on one PostgreSQL vs on the writer's replica",
             s.cross_replica_latency,
+        ),
+        Scenario(
+            "dashboard_sse",
+            "the dashboard's SSE streams: 100 open pages under 200 changes/s vs 1 gRPC watcher",
+            dashboard.dashboard_sse,
         ),
     ]
 

@@ -676,3 +676,105 @@ async def paced_gets(
     finally:
         await channel.close(None)
     return {"latencies": latencies, "errors": errors, "cpu": cpu, "seconds": stop_at - start_at}
+
+
+# --- the dashboard's SSE streams ------------------------------------------------------
+
+DASHBOARD_KINDS = ("map_import", "prepared_delivery", "dataset", "catalog_import")
+
+
+async def open_pages(
+    state: State,
+    name: str,
+    host: str,
+    port: int,
+    pages: int,
+    batch: int,
+    heartbeat: float = 5.0,
+    patience: float = 120.0,
+) -> dict[str, float]:
+    """Open `pages` dashboards' streams: each page follows every kind's SSE watch as
+    the dashboard does (`envelope=true`, from the current state), so 4 streams a page;
+    each stream is open once its `synced` event arrived. CHANGE receipts are recorded
+    as for gRPC streams (take_receipts)."""
+    tasks = state.streams.setdefault(name, [])
+    receipts = state.receipts[name]
+    started = time.monotonic()
+    streams = [kind for _ in range(pages) for kind in DASHBOARD_KINDS]
+    for offset in range(0, len(streams), batch):
+        opened: list[asyncio.Future[None]] = []
+        for kind in streams[offset : offset + batch]:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            opened.append(future)
+            path = f"/api/v1/watch/{kind}?envelope=true&heartbeat={heartbeat:g}"
+            tasks.append(asyncio.create_task(_sse(receipts, host, port, path, future)))
+        await asyncio.wait_for(asyncio.gather(*opened), patience)
+    return {"streams": len(tasks), "seconds": time.monotonic() - started}
+
+
+async def _sse(
+    receipts: Receipts, host: str, port: int, path: str, opened: asyncio.Future[None]
+) -> None:
+    """One text/event-stream over HTTP/1.1 (chunked), read on asyncio streams: a client
+    as lean as the page's fetch() reader, so the load side stays cheap."""
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError as error:
+        if not opened.done():
+            opened.set_exception(RuntimeError(f"SSE connect failed: {error}"))
+        return
+    try:
+        request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n"
+        writer.write(request.encode())
+        await writer.drain()
+        status = await reader.readline()
+        if b" 200 " not in status:
+            raise RuntimeError(f"SSE answered {status!r}")
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        buffer = b""
+        while True:
+            size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                break
+            chunk = await reader.readexactly(size + 2)
+            now = time.monotonic_ns()
+            buffer += chunk[:-2]
+            *frames, buffer = buffer.split(b"\n\n")
+            for frame in frames:
+                event, revision = b"", -1
+                for line in frame.split(b"\n"):
+                    if line.startswith(b"event: "):
+                        event = line[7:]
+                    elif line.startswith(b"id: "):
+                        revision = int(line[4:])
+                if event == b"change":
+                    receipts.times.append((revision, now))
+                    receipts.arrivals[revision] += 1
+                    receipts.arrived.set()
+                elif event == b"synced" and not opened.done():
+                    opened.set_result(None)
+        if not opened.done():
+            opened.set_exception(RuntimeError("SSE stream ended before synced"))
+    except (OSError, RuntimeError, ValueError, asyncio.IncompleteReadError) as error:
+        if not opened.done():
+            opened.set_exception(RuntimeError(f"SSE stream failed: {error}"))
+    finally:
+        writer.close()
+
+
+async def open_watch_all(state: State, name: str, address: str) -> dict[str, float]:
+    """One gRPC WatchMapImportStatus of every map import: the cheapest follower."""
+    started = time.monotonic()
+    watch = _channel(state, address).unary_stream(
+        WATCH,
+        request_serializer=mi.WatchMapImportStatusRequest.SerializeToString,
+        response_deserializer=mi.WatchMapImportStatusResponse.FromString,
+    )
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    request = mi.WatchMapImportStatusRequest()
+    request.heartbeat_interval.FromSeconds(300)
+    tasks = state.streams.setdefault(name, [])
+    tasks.append(asyncio.create_task(_watch(state.receipts[name], watch, request, future)))
+    await asyncio.wait_for(future, 120)
+    return {"streams": len(tasks), "seconds": time.monotonic() - started}

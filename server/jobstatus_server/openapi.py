@@ -306,6 +306,13 @@ def _operations(secured: bool) -> dict[str, Any]:
                 },
                 {"name": "until_settled", "in": "query", "schema": {"type": "boolean"}},
                 {
+                    "name": "envelope",
+                    "in": "query",
+                    "description": "State and change data as {revision, updateTime, job} "
+                    "(the dashboard's).",
+                    "schema": {"type": "boolean"},
+                },
+                {
                     "name": "start_revision",
                     "in": "query",
                     "description": "Resume after this revision (Last-Event-ID wins).",

@@ -34,7 +34,7 @@ class Browser:
         if not (ROOT / "node_modules" / "playwright-core").is_dir():
             raise BrowserError("node_modules lacks playwright-core: run `make install`")
         self.profile = tempfile.mkdtemp(prefix="jobstatus-chromium-")
-        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (closed in close())
         self.process = subprocess.Popen(
             [node, str(DRIVER), self.profile, str(width), str(height)],
             stdin=subprocess.PIPE,
@@ -45,7 +45,8 @@ class Browser:
         )
         self.answers: queue.Queue[str | None] = queue.Queue()
         self.next_id = 0
-        threading.Thread(target=self._pump, daemon=True).start()
+        self.pump = threading.Thread(target=self._pump, daemon=True)
+        self.pump.start()
 
     def _pump(self) -> None:
         assert self.process.stdout is not None
@@ -97,6 +98,9 @@ class Browser:
             except (OSError, subprocess.TimeoutExpired):
                 self.process.kill()
                 self.process.wait(30)
+        self.pump.join(10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         self.stderr.close()
         shutil.rmtree(self.profile, ignore_errors=True)
 
