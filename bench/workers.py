@@ -577,6 +577,107 @@ def _raw_pg_updates(database_url: str, warmup: float, seconds: float) -> dict[st
     return {"updates": counted, "cpu": cpu, "seconds": seconds}
 
 
+# --- the production-like mix ----------------------------------------------------------
+
+
+async def paced_writers(
+    state: State,
+    address: str,
+    job_ids: list[str],
+    writers: int,
+    rate: float,
+    start_at: float,
+    stop_at: float,
+    seed: int = 3,
+) -> dict[str, Any]:
+    """`writers` clients sharing one connection, each writing a random job of its own
+    share at rate/writers per second on its own schedule (a write that is late goes at
+    once; a writer has one write outstanding). Returns (revision, sent ns, answered ns)
+    per write, the latencies in ms, and the CPU spent."""
+    channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    try:
+        await channel.channel_ready()
+        update = channel.unary_unary(UPDATE, None, mi.UpdateMapImportResponse.FromString)
+        samples: list[tuple[int, int, int]] = []
+        errors = 0
+        interval = writers / rate
+
+        async def writer(index: int, mine: list[str]) -> None:
+            nonlocal errors
+            rng = random.Random(seed * 1000 + index)
+            at = start_at + rng.uniform(0, interval)
+            while at < stop_at:
+                await _sleep_until(at)
+                job_id = rng.choice(mine)
+                progress = state.progress[job_id] = (state.progress.get(job_id, 1) + 1) % 100
+                request = jobs.update_request(job_id, progress).SerializeToString()
+                sent = time.monotonic_ns()
+                try:
+                    response = await update(request)
+                except grpc.aio.AioRpcError:
+                    errors += 1
+                else:
+                    samples.append((response.map_import.revision, sent, time.monotonic_ns()))
+                at += interval
+
+        window = _CpuWindow(start_at, stop_at)
+        shares = [job_ids[index::writers] or job_ids for index in range(writers)]
+        await asyncio.gather(*(writer(index, mine) for index, mine in enumerate(shares)))
+        cpu = await window.result()
+    finally:
+        await channel.close(None)
+    return {"samples": samples, "errors": errors, "cpu": cpu, "seconds": stop_at - start_at}
+
+
+async def paced_gets(
+    state: State,
+    address: str,
+    job_ids: list[str],
+    rate: float,
+    start_at: float,
+    stop_at: float,
+    seed: int = 4,
+) -> dict[str, Any]:
+    """Open loop: a GetMapImportStatus of a random job every 1/rate seconds, each on its
+    own task; the latency of each in ms."""
+    channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    try:
+        await channel.channel_ready()
+        get = channel.unary_unary(GET, None, None)
+        rng = random.Random(seed)
+        requests = {
+            job_id: mi.GetMapImportStatusRequest(import_request_id=job_id).SerializeToString()
+            for job_id in job_ids
+        }
+        latencies: list[float] = []
+        errors = 0
+
+        async def call(request: bytes) -> None:
+            nonlocal errors
+            sent = time.monotonic_ns()
+            try:
+                await get(request)
+            except grpc.aio.AioRpcError:
+                errors += 1
+                return
+            latencies.append((time.monotonic_ns() - sent) / 1e6)
+
+        window = _CpuWindow(start_at, stop_at)
+        pending: set[asyncio.Task[None]] = set()
+        count = int((stop_at - start_at) * rate)
+        for index in range(count):
+            request = requests[rng.choice(job_ids)]
+            await _sleep_until(start_at + index / rate)
+            task = asyncio.create_task(call(request))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        await asyncio.gather(*pending)
+        cpu = await window.result()
+    finally:
+        await channel.close(None)
+    return {"latencies": latencies, "errors": errors, "cpu": cpu, "seconds": stop_at - start_at}
+
+
 # --- the dashboard's SSE streams ------------------------------------------------------
 
 DASHBOARD_KINDS = ("map_import", "prepared_delivery", "dataset", "catalog_import")

@@ -36,10 +36,21 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from jobstatus.v1 import catalog_import_pb2 as cat
 from jobstatus.v1 import dataset_pb2 as ds
+from jobstatus.v1 import delivery_pb2 as dl
+from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.v1 import watch_pb2
+from jobstatus_server import params
 from jobstatus_server.auth import READ, Authenticator, bearer
-from jobstatus_server.errors import InvalidArgument, JobStatusError, NotFound, OutOfRange
+from jobstatus_server.errors import (
+    FieldViolation,
+    InvalidArgument,
+    JobStatusError,
+    NotFound,
+    OutOfRange,
+    one_line,
+)
 from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, KINDS, MAP_IMPORT, Kind
 from jobstatus_server.metrics import HTTP_WATCH_STREAMS
 from jobstatus_server.render import Shape
@@ -50,6 +61,7 @@ from jobstatus_server.services import (
     RESPOND_DELIVERY,
     RESPOND_MAP,
 )
+from jobstatus_server.validation import violations_of
 from jobstatus_server.watch import Hub, Respond
 
 log = logging.getLogger(__name__)
@@ -113,22 +125,51 @@ def error_body(error: JobStatusError) -> dict[str, Any]:
     }
 
 
-def _invalid(name: str, description: str) -> InvalidArgument:
-    return InvalidArgument(f"invalid request: {name}: {description}", reason="INVALID_ARGUMENT")
+def _kind(name: str) -> Kind[Any]:
+    kind = KINDS.get(name)
+    if kind is None:
+        raise NotFound(
+            f"no kind {one_line(name, 100)!r}; kinds: {', '.join(KINDS)}",
+            reason="KIND_NOT_FOUND",
+        )
+    return kind
 
 
-def _revision(name: str, text: str) -> int:
-    if not text.strip().isdigit():
-        raise _invalid(name, "must be a revision: a whole number from 0")
-    return int(text.strip())
+# The gRPC watch request of each kind, and its ids field: the SSE watch's ids are
+# checked by the same rules (validation.py) as the gRPC Watch's.
+WATCH_REQUESTS: dict[str, tuple[type[Message], str]] = {
+    MAP_IMPORT.name: (mi.WatchMapImportStatusRequest, "import_request_ids"),
+    DELIVERY.name: (dl.WatchPreparedDeliveryStatusRequest, "catalog_ids"),
+    DATASET.name: (ds.WatchDatasetStatusRequest, "dataset_ids"),
+    CATALOG_IMPORT.name: (cat.WatchImportStatusRequest, "ids"),
+}
 
 
-def _flag(name: str, text: str | None) -> bool:
-    if text is None or text.lower() in ("", "false", "0", "no"):
-        return False
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    raise _invalid(name, "must be true or false")
+def _check_ids(kind: Kind[Any], ids: list[str]) -> None:
+    request_type, field = WATCH_REQUESTS[kind.name]
+    violations = [
+        FieldViolation("ids" + v.field.removeprefix(field), v.description, v.reason)
+        for v in violations_of(request_type(**{field: ids}))
+    ]
+    if violations:
+        summary = "; ".join(f"{v.field}: {v.description}" for v in violations[:5])
+        raise InvalidArgument(
+            f"invalid request: {summary}", reason="INVALID_ARGUMENT", violations=violations
+        )
+
+
+PARAMS = (
+    params.Param("kind", params.PATH, _kind),
+    params.Param("ids", params.QUERY, params.comma_list, many=True, max_len=65_536),
+    params.Param("until_settled", params.QUERY, params.flag, default=False),
+    params.Param("envelope", params.QUERY, params.flag, default=False),
+    params.Param("start_revision", params.QUERY, params.revision, default=0, blank=True),
+    params.Param("heartbeat", params.QUERY, params.seconds(0, 3600), blank=True),
+    params.Param("api_key", params.QUERY),
+    params.Param("last-event-id", params.HEADER, params.revision, blank=True),
+    params.Param("x-api-key", params.HEADER),
+    params.Param("authorization", params.HEADER),
+)
 
 
 def _job_of(message: Message, kind: Kind[Any]) -> Message | None:
@@ -313,41 +354,21 @@ class Watch:
             return JSONResponse(error_body(error), error.http_status)
 
     async def _open(self, request: Request) -> Response:
+        asked = params.parse(request.scope, PARAMS, request.path_params)
         caller = await self.auth.authenticate(
-            request.headers.get("x-api-key"),
-            bearer(request.headers.get("authorization")),
-            request.query_params.get("api_key"),
+            asked["x-api-key"], bearer(asked["authorization"]), asked["api_key"]
         )
         self.auth.authorize(caller, READ)
-        kind = KINDS.get(request.path_params["kind"])
-        if kind is None:
-            raise NotFound(
-                f"no kind {request.path_params['kind']!r}; kinds: {', '.join(KINDS)}",
-                reason="KIND_NOT_FOUND",
-            )
-        query = request.query_params
-        ids = list(
-            dict.fromkeys(
-                part.strip() for value in query.getlist("ids") for part in value.split(",")
-            )
-        )
-        ids = [job_id for job_id in ids if job_id]
+        kind: Kind[Any] = asked["kind"]
+        ids = [job_id for job_id in dict.fromkeys(part for v in asked["ids"] for part in v)]
         if len(ids) > MAX_IDS:
-            raise _invalid("ids", f"at most {MAX_IDS} ids")
-        until_settled = _flag("until_settled", query.get("until_settled"))
-        envelope = _flag("envelope", query.get("envelope"))
-        resume = request.headers.get("last-event-id")
-        start = _revision("Last-Event-ID", resume) if resume else 0
-        if not resume and query.get("start_revision"):
-            start = _revision("start_revision", query["start_revision"])
-        heartbeat = self.hub.settings.heartbeat
-        if query.get("heartbeat"):
-            try:
-                heartbeat = float(query["heartbeat"])
-            except ValueError:
-                heartbeat = -1.0
-            if not 0 < heartbeat <= 3600:
-                raise _invalid("heartbeat", "must be seconds, more than 0 and at most 3600")
+            raise params.invalid("ids", f"at most {MAX_IDS} ids", "TOO_MANY")
+        resume = asked["last-event-id"]
+        start = resume if resume is not None else asked["start_revision"]
+        until_settled = asked["until_settled"]
+        _check_ids(kind, ids)
+        heartbeat = asked["heartbeat"] or self.hub.settings.heartbeat
+        envelope = asked["envelope"]
         if await self._precheck(kind, caller.tenant, ids, start, until_settled):
             return Response(status_code=204)
         if request.method == "HEAD":  # the stream's headers, without running a watch

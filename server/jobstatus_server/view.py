@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.protobuf.message import Message
 
 from jobstatus_server.errors import JobStatusError, NotFound
 from jobstatus_server.kinds import KINDS, Kind
@@ -83,12 +82,11 @@ class Entry:
         return job
 
     def built(self, key: Any, build: Callable[[Entry], bytes]) -> bytes:
-        """`build(self)`, made once per change and kept (its bytes count in the budget)."""
+        """`build(self)`, made once per change and kept (counted in the entry's size)."""
         body: bytes | None = self.cache.get(key)
         if body is None:
             body = build(self)
             self.cache[key] = body
-            self.size += len(body)
         return body
 
 
@@ -165,7 +163,9 @@ class View:
         if current is not None:
             (self._settled if current.settled else self._active).pop(key, None)
             self.size -= current.size
-        entry.size = ENTRY_OVERHEAD + len(entry.data) + len(key[1]) + len(key[2])
+        # The bytes, and about as much again for each of what is built from them: the
+        # parsed message, the Get response, a JSON body.
+        entry.size = ENTRY_OVERHEAD + 4 * len(entry.data) + len(key[1]) + len(key[2])
         (self._settled if entry.settled else self._active)[key] = entry
         self.size += entry.size
 
@@ -297,15 +297,6 @@ class View:
             self._put(key, entry, current)
             self._evict()
             return entry
-
-
-def response_of(entry: Entry, response: type[Message]) -> Message:
-    """The kind's Get response holding the entry's job, built once per change."""
-    built: Message | None = entry.cache.get(response)
-    if built is None:
-        built = response.FromString(response_bytes(entry))
-        entry.cache[response] = built
-    return built
 
 
 # Every Get response holds the job as field 1, length-delimited: tag 0x0A.
