@@ -15,7 +15,7 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from jobstatus_server import openapi
+from jobstatus_server import openapi, tracing
 from jobstatus_server.auth import Authenticator, is_loopback
 from jobstatus_server.config import Settings
 from jobstatus_server.core import Core
@@ -94,13 +94,20 @@ class Server:
     health: health_aio.HealthServicer = field(init=False)
     port: int = 0
     http: HttpServer | None = None
+    tracing: tracing.Tracing | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _draining: bool = False
     _storage_ok: bool = True
 
     async def start(self) -> None:
         check_tls(self.settings)
+        try:
+            self.tracing = tracing.setup()  # None unless OTEL_TRACES_EXPORTER asks for it
+        except tracing.TracingError as error:
+            raise Refused(str(error)) from None
         self.store = Store(self.settings.database_url, self.settings.sqlite_synchronous)
+        if self.tracing is not None:
+            self.tracing.instrument_store(self.store)
         await self.store.start()
         self.auth = Authenticator(self.store, self.settings.key_refresh)
         await self.auth.start()
@@ -127,7 +134,10 @@ class Server:
             ),
         )
         await self.hub.start()
-        self.grpc_server = grpc.aio.server(options=grpc_options(self.settings))
+        self.grpc_server = grpc.aio.server(
+            interceptors=self.tracing.grpc_interceptors() if self.tracing else None,
+            options=grpc_options(self.settings),
+        )
         add_services(self.grpc_server, self.core, self.hub, Rpc(self.auth))
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
@@ -148,8 +158,9 @@ class Server:
             Limits(self.settings.dataset_rate_interval, self.settings.dataset_quota),
         )
         routes = [*rest.routes(), *Watch(self.hub, self.auth).routes(), *openapi.routes(self.auth)]
+        app = make_app(routes, self.serving)
         self.http = http_server(
-            make_app(routes, self.serving),
+            self.tracing.wrap_http(app) if self.tracing else app,
             self.settings.http_addr,
             tls_cert=self.settings.tls_cert,
             tls_key=self.settings.tls_key,
@@ -230,6 +241,8 @@ class Server:
                 await task
         await self.auth.close()
         await self.store.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()
 
 
 async def serve(settings: Settings) -> int:
