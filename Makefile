@@ -44,7 +44,7 @@ run: $(RUN_STAMP) ## Start the server on the embedded default (SQLite in ./data)
 	$(PY) -m jobstatus_server
 
 .PHONY: test
-test: $(STAMP) $(BUF) $(NODE_EXAMPLE) ## Run every test
+test: $(STAMP) $(BUF) $(NODE_EXAMPLE) ## Run every test (node_modules brings the browser of the dashboard tests)
 	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
 
 .PHONY: bench

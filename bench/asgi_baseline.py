@@ -4,10 +4,10 @@ It returns the body and headers that jobstatus answered for the map import in th
 run, so the bytes on the wire are the same. It is a plain ASGI callable (no framework,
 no routing, no middleware, no store), served by the same server software with the same
 options as jobstatus's HTTP listener: `jobstatus_server.http.http_server` builds both
-(uvicorn, httptools, no access log, lifespan off), on the same (default asyncio) event
-loop. What is left between the two is what jobstatus adds: routing, the metrics
-middleware, auth, the read through the store, rendering the document, and the gRPC
-server sharing its event loop.
+(uvicorn, httptools, no access log, lifespan off), on the same event loop
+(`jobstatus_server.loop`: uvloop). What is left between the two is what jobstatus
+adds: routing, metrics, auth, the read from the view, and the gRPC server sharing
+its event loop.
 
 Run: python -m bench.asgi_baseline --port PORT --answer FILE, where FILE is JSON
 {"headers": [[name, value], ...], "body_hex": "..."}, read on the first request (so
@@ -27,6 +27,7 @@ from starlette.applications import Starlette
 
 from bench import READY
 from jobstatus_server.http import http_server
+from jobstatus_server.loop import run
 
 Scope = dict[str, Any]
 
@@ -83,7 +84,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--answer", type=Path, required=True)
     args = parser.parse_args()
-    asyncio.run(serve(args.port, args.answer))
+    run(serve(args.port, args.answer))
 
 
 if __name__ == "__main__":

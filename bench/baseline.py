@@ -11,7 +11,8 @@ it says what jobstatus adds:
   the broadcaster hands it, from a plain asyncio queue per stream.
 
 No interceptor, no validation, no storage. It runs with the same gRPC server options
-as jobstatus. Run: python -m bench.baseline --port PORT --answer FILE, where FILE
+as jobstatus, on the same event loop (`jobstatus_server.loop`: uvloop).
+Run: python -m bench.baseline --port PORT --answer FILE, where FILE
 holds a serialized jobstatus.v1.MapImport; it is read on the first request (so that
 the baseline can start before jobstatus made that job: bench/servers.py).
 """
@@ -32,6 +33,7 @@ from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.v1 import map_import_pb2_grpc as mi_grpc
 from jobstatus.v1 import watch_pb2
 from jobstatus_server.config import Settings
+from jobstatus_server.loop import run
 from jobstatus_server.server import grpc_options
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -56,6 +58,11 @@ class BareMapImports(mi_grpc.MapImportServiceServicer):
         self, request: mi.ListMapImportsRequest, context: Context
     ) -> mi.ListMapImportsResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the baseline lists nothing")
+
+    async def GetMapImportHistory(
+        self, request: mi.GetMapImportHistoryRequest, context: Context
+    ) -> mi.GetMapImportHistoryResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the baseline keeps no history")
 
     @property
     def template(self) -> mi.MapImport:
@@ -132,7 +139,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--answer", type=Path, required=True)
     args = parser.parse_args()
-    asyncio.run(serve(args.port, args.answer))
+    run(serve(args.port, args.answer))
 
 
 if __name__ == "__main__":

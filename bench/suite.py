@@ -63,6 +63,15 @@ class Sizes:
     replica_watchers: int = 100  # per replica, each watching a job of its own
     replica_rate: float = 100.0
     replica_seconds: float = 10.0
+    mix_watchers: int = 1_000  # one stream per job
+    mix_writers: int = 50
+    mix_rate: float = 500.0  # changes/s, all writers together
+    mix_gets: float = 2_000.0  # Gets/s
+    mix_seconds: float = 10.0
+    dashboard_pages: int = 100  # open dashboards, 4 SSE streams each
+    dashboard_rate: float = 200.0
+    dashboard_seconds: float = 5.0  # per round
+    dashboard_jobs: int = 1_000
 
 
 FULL = Sizes()
@@ -92,6 +101,15 @@ SMOKE = Sizes(
     replica_watchers=4,
     replica_rate=40.0,
     replica_seconds=1.0,
+    mix_watchers=10,
+    mix_writers=4,
+    mix_rate=40.0,
+    mix_gets=80.0,
+    mix_seconds=0.6,
+    dashboard_pages=3,
+    dashboard_rate=40.0,
+    dashboard_seconds=0.6,
+    dashboard_jobs=20,
 )
 
 
@@ -162,6 +180,7 @@ def todo(name: str, title: str, reason: str) -> Scenario:
 
 
 def scenarios() -> list[Scenario]:
+    from bench import dashboard
     from bench import scenarios as s
 
     return [
@@ -197,9 +216,24 @@ def scenarios() -> list[Scenario]:
             s.core_write_pg,
         ),
         Scenario(
+            "production_mix",
+            "production-like on SQLite: watchers, writers and Gets at once vs the bare server",
+            s.production_mix,
+        ),
+        Scenario(
+            "production_mix_pg",
+            "production-like on PostgreSQL: watchers, writers and Gets at once vs the bare server",
+            s.production_mix_pg,
+        ),
+        Scenario(
             "cross_replica_latency",
             "commit-to-receipt across two replicas on one PostgreSQL vs on the writer's replica",
             s.cross_replica_latency,
+        ),
+        Scenario(
+            "dashboard_sse",
+            "the dashboard's SSE streams: 100 open pages under 200 changes/s vs 1 gRPC watcher",
+            dashboard.dashboard_sse,
         ),
     ]
 
@@ -230,7 +264,7 @@ def run(
     report = Report(mode=mode, started=datetime.now(UTC), load=[os.getloadavg()[0]])
     started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
-    pool = Pool.start(max(sizes.watcher_procs + 1, sizes.unary_procs, 3))
+    pool = Pool.start(max(sizes.watcher_procs + 2, sizes.unary_procs, 3))
     try:
         with _scratch(keep) as workdir:
             bench = Bench(sizes, pool, workdir, out, report, profiling)

@@ -575,3 +575,206 @@ def _raw_pg_updates(database_url: str, warmup: float, seconds: float) -> dict[st
                 counted += 1
         cpu = own_cpu_seconds() - cpu_before
     return {"updates": counted, "cpu": cpu, "seconds": seconds}
+
+
+# --- the production-like mix ----------------------------------------------------------
+
+
+async def paced_writers(
+    state: State,
+    address: str,
+    job_ids: list[str],
+    writers: int,
+    rate: float,
+    start_at: float,
+    stop_at: float,
+    seed: int = 3,
+) -> dict[str, Any]:
+    """`writers` clients sharing one connection, each writing a random job of its own
+    share at rate/writers per second on its own schedule (a write that is late goes at
+    once; a writer has one write outstanding). Returns (revision, sent ns, answered ns)
+    per write, the latencies in ms, and the CPU spent."""
+    channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    try:
+        await channel.channel_ready()
+        update = channel.unary_unary(UPDATE, None, mi.UpdateMapImportResponse.FromString)
+        samples: list[tuple[int, int, int]] = []
+        errors = 0
+        interval = writers / rate
+
+        async def writer(index: int, mine: list[str]) -> None:
+            nonlocal errors
+            rng = random.Random(seed * 1000 + index)
+            at = start_at + rng.uniform(0, interval)
+            while at < stop_at:
+                await _sleep_until(at)
+                job_id = rng.choice(mine)
+                progress = state.progress[job_id] = (state.progress.get(job_id, 1) + 1) % 100
+                request = jobs.update_request(job_id, progress).SerializeToString()
+                sent = time.monotonic_ns()
+                try:
+                    response = await update(request)
+                except grpc.aio.AioRpcError:
+                    errors += 1
+                else:
+                    samples.append((response.map_import.revision, sent, time.monotonic_ns()))
+                at += interval
+
+        window = _CpuWindow(start_at, stop_at)
+        shares = [job_ids[index::writers] or job_ids for index in range(writers)]
+        await asyncio.gather(*(writer(index, mine) for index, mine in enumerate(shares)))
+        cpu = await window.result()
+    finally:
+        await channel.close(None)
+    return {"samples": samples, "errors": errors, "cpu": cpu, "seconds": stop_at - start_at}
+
+
+async def paced_gets(
+    state: State,
+    address: str,
+    job_ids: list[str],
+    rate: float,
+    start_at: float,
+    stop_at: float,
+    seed: int = 4,
+) -> dict[str, Any]:
+    """Open loop: a GetMapImportStatus of a random job every 1/rate seconds, each on its
+    own task; the latency of each in ms."""
+    channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    try:
+        await channel.channel_ready()
+        get = channel.unary_unary(GET, None, None)
+        rng = random.Random(seed)
+        requests = {
+            job_id: mi.GetMapImportStatusRequest(import_request_id=job_id).SerializeToString()
+            for job_id in job_ids
+        }
+        latencies: list[float] = []
+        errors = 0
+
+        async def call(request: bytes) -> None:
+            nonlocal errors
+            sent = time.monotonic_ns()
+            try:
+                await get(request)
+            except grpc.aio.AioRpcError:
+                errors += 1
+                return
+            latencies.append((time.monotonic_ns() - sent) / 1e6)
+
+        window = _CpuWindow(start_at, stop_at)
+        pending: set[asyncio.Task[None]] = set()
+        count = int((stop_at - start_at) * rate)
+        for index in range(count):
+            request = requests[rng.choice(job_ids)]
+            await _sleep_until(start_at + index / rate)
+            task = asyncio.create_task(call(request))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        await asyncio.gather(*pending)
+        cpu = await window.result()
+    finally:
+        await channel.close(None)
+    return {"latencies": latencies, "errors": errors, "cpu": cpu, "seconds": stop_at - start_at}
+
+
+# --- the dashboard's SSE streams ------------------------------------------------------
+
+DASHBOARD_KINDS = ("map_import", "prepared_delivery", "dataset", "catalog_import")
+
+
+async def open_pages(
+    state: State,
+    name: str,
+    host: str,
+    port: int,
+    pages: int,
+    batch: int,
+    heartbeat: float = 5.0,
+    patience: float = 120.0,
+) -> dict[str, float]:
+    """Open `pages` dashboards' streams: each page follows every kind's SSE watch as
+    the dashboard does (`envelope=true`, from the current state), so 4 streams a page;
+    each stream is open once its `synced` event arrived. CHANGE receipts are recorded
+    as for gRPC streams (take_receipts)."""
+    tasks = state.streams.setdefault(name, [])
+    receipts = state.receipts[name]
+    started = time.monotonic()
+    streams = [kind for _ in range(pages) for kind in DASHBOARD_KINDS]
+    for offset in range(0, len(streams), batch):
+        opened: list[asyncio.Future[None]] = []
+        for kind in streams[offset : offset + batch]:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            opened.append(future)
+            path = f"/api/v1/watch/{kind}?envelope=true&heartbeat={heartbeat:g}"
+            tasks.append(asyncio.create_task(_sse(receipts, host, port, path, future)))
+        await asyncio.wait_for(asyncio.gather(*opened), patience)
+    return {"streams": len(tasks), "seconds": time.monotonic() - started}
+
+
+async def _sse(
+    receipts: Receipts, host: str, port: int, path: str, opened: asyncio.Future[None]
+) -> None:
+    """One text/event-stream over HTTP/1.1 (chunked), read on asyncio streams: a client
+    as lean as the page's fetch() reader, so the load side stays cheap."""
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError as error:
+        if not opened.done():
+            opened.set_exception(RuntimeError(f"SSE connect failed: {error}"))
+        return
+    try:
+        request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n"
+        writer.write(request.encode())
+        await writer.drain()
+        status = await reader.readline()
+        if b" 200 " not in status:
+            raise RuntimeError(f"SSE answered {status!r}")
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        buffer = b""
+        while True:
+            size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                break
+            chunk = await reader.readexactly(size + 2)
+            now = time.monotonic_ns()
+            buffer += chunk[:-2]
+            *frames, buffer = buffer.split(b"\n\n")
+            for frame in frames:
+                event, revision = b"", -1
+                for line in frame.split(b"\n"):
+                    if line.startswith(b"event: "):
+                        event = line[7:]
+                    elif line.startswith(b"id: "):
+                        revision = int(line[4:])
+                if event == b"change":
+                    receipts.times.append((revision, now))
+                    receipts.arrivals[revision] += 1
+                    receipts.arrived.set()
+                elif event == b"synced" and not opened.done():
+                    opened.set_result(None)
+        if not opened.done():
+            opened.set_exception(RuntimeError("SSE stream ended before synced"))
+    except (OSError, RuntimeError, ValueError, asyncio.IncompleteReadError) as error:
+        if not opened.done():
+            opened.set_exception(RuntimeError(f"SSE stream failed: {error}"))
+    finally:
+        writer.close()
+
+
+async def open_watch_all(state: State, name: str, address: str) -> dict[str, float]:
+    """One gRPC WatchMapImportStatus of every map import: the cheapest follower."""
+    started = time.monotonic()
+    watch = _channel(state, address).unary_stream(
+        WATCH,
+        request_serializer=mi.WatchMapImportStatusRequest.SerializeToString,
+        response_deserializer=mi.WatchMapImportStatusResponse.FromString,
+    )
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    request = mi.WatchMapImportStatusRequest()
+    request.heartbeat_interval.FromSeconds(300)
+    tasks = state.streams.setdefault(name, [])
+    tasks.append(asyncio.create_task(_watch(state.receipts[name], watch, request, future)))
+    await asyncio.wait_for(future, 120)
+    return {"streams": len(tasks), "seconds": time.monotonic() - started}

@@ -89,6 +89,7 @@ def test_every_scenario_produced_rows(smoke: dict[str, Any]) -> None:
         "durable_updates_pg",
         "core_write_pg",
         "cross_replica_latency",
+        "dashboard_sse",
     }
     assert {row["scenario"] for row in smoke["rows"]} == measured
 
@@ -151,3 +152,18 @@ def test_postgresql_rows(smoke: dict[str, Any]) -> None:
     detail = next(row["extra"] for row in replicas if row["extra"])
     on_b, on_a = (int(n) for n in str(detail["receipts matched on B / on A"]).split(" / "))
     assert on_b > 0 and on_a > 0  # changes written on A reached watchers on B
+
+
+def test_dashboard_rows_reached_every_page(smoke: dict[str, Any]) -> None:
+    rows = _rows(smoke, "dashboard_sse")
+    assert {row["metric"] for row in rows} == {
+        "server CPU",
+        "commit-to-receipt p99",
+        "commit-to-receipt p50",
+        "delivered events per follower",
+    }
+    cpu = next(row for row in rows if row["metric"] == "server CPU")
+    delivered, expected = (
+        int(n) for n in cpu["extra"]["events delivered to pages / expected"].split(" / ")
+    )
+    assert expected > 0 and delivered == expected  # every change reached every open page

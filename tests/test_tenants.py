@@ -266,6 +266,34 @@ def _rpcs() -> dict[str, tuple[str, bool, Rpc]]:
             False,
             lambda s, o, md: s.catalog.ListImports(cat.ListImportsRequest(), metadata=md),
         ),
+        "GetMapImportHistory": (
+            "read",
+            True,
+            lambda s, o, md: s.maps.GetMapImportHistory(
+                mi.GetMapImportHistoryRequest(import_request_id=o.map_id), metadata=md
+            ),
+        ),
+        "GetPreparedDeliveryHistory": (
+            "read",
+            True,
+            lambda s, o, md: s.deliveries.GetPreparedDeliveryHistory(
+                dl.GetPreparedDeliveryHistoryRequest(catalog_id=o.delivery_id), metadata=md
+            ),
+        ),
+        "GetDatasetHistory": (
+            "read",
+            True,
+            lambda s, o, md: s.datasets.GetDatasetHistory(
+                ds.GetDatasetHistoryRequest(dataset_id=o.dataset_id), metadata=md
+            ),
+        ),
+        "GetImportHistory": (
+            "read",
+            True,
+            lambda s, o, md: s.catalog.GetImportHistory(
+                cat.GetImportHistoryRequest(id=o.catalog_id), metadata=md
+            ),
+        ),
     }
 
 

@@ -433,3 +433,94 @@ async def test_until_settled_on_an_unknown_job_is_not_found(
         info = error_info(error)
         assert info.reason == "MAP.notFound"
         assert info.metadata["import_request_id"] == f"{uid}-missing"
+
+
+async def _stall_then_write(
+    c: Client, slow_client: Client, uid: str, updates: int
+) -> tuple[grpc.aio.UnaryStreamCall[mi.WatchMapImportStatusRequest, Event], list[int]]:
+    """A watcher that stops reading after SYNCED while `updates` large changes commit
+    (paced by a second watcher that keeps up); returns the stalled call and the
+    revisions written, in order."""
+    big = "x" * 60_000  # large events fill the transport's windows quickly
+    await c.create(uid)
+    slow = slow_client.maps.WatchMapImportStatus(
+        mi.WatchMapImportStatusRequest(import_request_ids=[uid])
+    )
+    assert (await read(slow)).type == STATE
+    assert (await read(slow)).type == SYNCED
+    healthy = c.watch(import_request_ids=[uid], start_revision=1)
+    written: list[int] = []
+    for n in range(1, updates + 1):
+        job = await c.progress(uid, n % 100 + 1, footprint=big)
+        written.append(job.revision)
+        (echoed,) = await healthy.changes(1)
+        assert echoed.revision == job.revision
+    healthy.call.cancel()
+    return slow, written
+
+
+async def _read_to_the_end(
+    call: grpc.aio.UnaryStreamCall[mi.WatchMapImportStatusRequest, Event],
+) -> tuple[list[int], grpc.aio.AioRpcError]:
+    received: list[int] = []
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        while True:
+            received.append((await read(call)).revision)
+    return received, raised.value
+
+
+async def test_a_cut_off_names_exactly_the_last_revision_received(
+    databases: Databases, uid: str
+) -> None:
+    """A client that trusts the advertised resume revision gets every change once."""
+    server = start_server(databases.new(), "--watch-buffer", "8")
+    updates = 200
+    try:
+        async with (
+            client(server.address) as c,
+            client(server.address, options=[("grpc.http2.bdp_probe", 0)]) as slow_client,
+        ):
+            slow, written = await _stall_then_write(c, slow_client, uid, updates)
+            received, error = await _read_to_the_end(slow)
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert error_info(error).reason == "WATCHER_TOO_SLOW"
+            assert 0 < len(received) < updates
+            assert received == written[: len(received)]
+            resume = int(error_info(error).metadata["resume_revision"])
+            assert resume == received[-1]
+            rest = c.watch(import_request_ids=[uid], start_revision=resume)
+            tail = await rest.changes(updates - len(received))
+            assert received + [e.revision for e in tail] == written
+            rest.call.cancel()
+    finally:
+        server.stop()
+
+
+async def test_a_shutdown_names_exactly_the_last_revision_received(
+    databases: Databases, uid: str
+) -> None:
+    """SIGTERM while a stalled stream has changes in flight: the UNAVAILABLE names the
+    last revision the client got, and a resume on the restarted server yields the rest
+    exactly once."""
+    server = start_server(databases.new())
+    updates = 200
+    try:
+        async with client(server.address, options=[("grpc.http2.bdp_probe", 0)]) as slow_client:
+            async with client(server.address) as c:
+                slow, written = await _stall_then_write(c, slow_client, uid, updates)
+            stopping = asyncio.create_task(asyncio.to_thread(server.terminate))
+            received, error = await _read_to_the_end(slow)
+            assert await stopping == 0
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        assert error_info(error).reason == "WATCH_INTERRUPTED"
+        assert received == written[: len(received)]
+        resume = int(error_info(error).metadata["resume_revision"])
+        assert resume == (received[-1] if received else 1)
+        server.start()
+        async with client(server.address) as c:
+            rest = c.watch(import_request_ids=[uid], start_revision=resume)
+            tail = await rest.changes(len(written) - len(received))
+            assert received + [e.revision for e in tail] == written
+            rest.call.cancel()
+    finally:
+        server.stop()

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
 from contextlib import aclosing, closing
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Generic, TypeAlias, TypeVar
 
@@ -57,6 +58,44 @@ class Page(Generic[M]):
 
     jobs: list[M]
     next_page_token: str
+
+
+@dataclass(frozen=True)
+class JobChange(Generic[M]):
+    """One change of a job: its revision, when it was committed, the job as of it."""
+
+    revision: int
+    time: datetime
+    job: M
+
+
+@dataclass(frozen=True)
+class History(Generic[M]):
+    """A job's kept changes, oldest first (one page of them, or all of them).
+
+    The event log is compacted: `oldest_revision` is the oldest revision it still keeps,
+    and `truncated` is True when the job's earliest changes are no longer among them.
+    """
+
+    changes: list[JobChange[M]]
+    oldest_revision: int
+    truncated: bool
+    next_page_token: str = ""
+
+
+def _history_of(kind: Kind[M], response: Any) -> History[M]:
+    changes = [
+        JobChange(int(c.revision), c.time.ToDatetime(UTC), kind.job_of(c)) for c in response.changes
+    ]
+    return History(
+        changes, int(response.oldest_revision), bool(response.truncated), response.next_page_token
+    )
+
+
+def _joined(pages: Sequence[History[M]]) -> History[M]:
+    last = pages[-1]
+    changes = [change for page in pages for change in page.changes]
+    return History(changes, last.oldest_revision, any(p.truncated for p in pages))
 
 
 class _Session:
@@ -169,6 +208,47 @@ class BaseKindClient(Generic[M]):
             token = page.next_page_token
             if not token:
                 return
+
+    def history_page(
+        self,
+        job_id: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+        metadata: Metadata = (),
+    ) -> History[M]:
+        """One page of the job's kept changes, oldest first; the server's default size when 0.
+
+        JobStatusError with code OUT_OF_RANGE if the history behind `page_token` was
+        compacted meanwhile."""
+        request = self.kind.history_request(job_id, page_size, page_token)
+        response = self._call(self.kind.history_rpc, request, timeout, metadata)
+        return _history_of(self.kind, response)
+
+    def history(
+        self,
+        job_id: str,
+        *,
+        page_size: int = 0,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+    ) -> History[M]:
+        """Every kept change of the job, oldest first, read page after page.
+
+        `timeout` applies to each page's call."""
+        pages = [self.history_page(job_id, page_size=page_size, timeout=timeout, metadata=metadata)]
+        while pages[-1].next_page_token:
+            pages.append(
+                self.history_page(
+                    job_id,
+                    page_size=page_size,
+                    page_token=pages[-1].next_page_token,
+                    timeout=timeout,
+                    metadata=metadata,
+                )
+            )
+        return _joined(pages)
 
     def watch(
         self,
@@ -424,6 +504,49 @@ class AsyncBaseKindClient(Generic[M]):
             token = page.next_page_token
             if not token:
                 return
+
+    async def history_page(
+        self,
+        job_id: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+        metadata: Metadata = (),
+    ) -> History[M]:
+        """One page of the job's kept changes, oldest first; the server's default size when 0.
+
+        JobStatusError with code OUT_OF_RANGE if the history behind `page_token` was
+        compacted meanwhile."""
+        request = self.kind.history_request(job_id, page_size, page_token)
+        response = await self._call(self.kind.history_rpc, request, timeout, metadata)
+        return _history_of(self.kind, response)
+
+    async def history(
+        self,
+        job_id: str,
+        *,
+        page_size: int = 0,
+        timeout: float | None = None,
+        metadata: Metadata = (),
+    ) -> History[M]:
+        """Every kept change of the job, oldest first, read page after page.
+
+        `timeout` applies to each page's call."""
+        pages = [
+            await self.history_page(job_id, page_size=page_size, timeout=timeout, metadata=metadata)
+        ]
+        while pages[-1].next_page_token:
+            pages.append(
+                await self.history_page(
+                    job_id,
+                    page_size=page_size,
+                    page_token=pages[-1].next_page_token,
+                    timeout=timeout,
+                    metadata=metadata,
+                )
+            )
+        return _joined(pages)
 
     async def watch(
         self,

@@ -47,6 +47,7 @@ class Kind(Generic[M]):
     list_field: str
     watch_rpc: str
     watch_ids_field: str
+    history_rpc: str
     update_rpc: str = ""  # "" when the kind has no generic update (datasets)
     status_path: tuple[str, ...] = ("status",)
 
@@ -106,6 +107,14 @@ class Kind(Generic[M]):
             self.list_rpc, statuses=list(statuses), page_size=page_size, page_token=page_token
         )
 
+    def history_request(self, job_id: str, page_size: int, page_token: str) -> Message:
+        return self.request(
+            self.history_rpc,
+            page_size=page_size,
+            page_token=page_token,
+            **{self.id_field: job_id},
+        )
+
     def watch_request(
         self,
         ids: Sequence[str],
@@ -148,6 +157,7 @@ MAP_IMPORT = Kind(
     list_field="map_imports",
     watch_rpc="WatchMapImportStatus",
     watch_ids_field="import_request_ids",
+    history_rpc="GetMapImportHistory",
 )
 
 DELIVERY = Kind(
@@ -165,6 +175,7 @@ DELIVERY = Kind(
     list_field="prepared_deliveries",
     watch_rpc="WatchPreparedDeliveryStatus",
     watch_ids_field="catalog_ids",
+    history_rpc="GetPreparedDeliveryHistory",
 )
 
 DATASET = Kind(
@@ -181,6 +192,7 @@ DATASET = Kind(
     list_field="datasets",
     watch_rpc="WatchDatasetStatus",
     watch_ids_field="dataset_ids",
+    history_rpc="GetDatasetHistory",
     status_path=("latest_run", "status"),
 )
 
@@ -199,6 +211,7 @@ CATALOG_IMPORT = Kind(
     list_field="catalog_imports",
     watch_rpc="WatchImportStatus",
     watch_ids_field="ids",
+    history_rpc="GetImportHistory",
 )
 
 KINDS: dict[str, Kind[Any]] = {

@@ -34,6 +34,8 @@ class Settings:
     key_refresh: float = 1.0
     dataset_rate_interval: float = 5.0
     dataset_quota: int = 0
+    view_budget: int = 64 * 1024 * 1024
+    view_wait: float = 5.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -149,6 +151,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=int(env("JOBSTATUS_DATASET_QUOTA", "0")),
         help="dataset status requests per key per UTC day before 402; 0: no quota",
     )
+    parser.add_argument(
+        "--view-budget",
+        type=int,
+        default=int(env("JOBSTATUS_VIEW_BUDGET", str(Settings.view_budget))),
+        help="bytes of job state kept in memory for reads; settled and least recently "
+        "read jobs are dropped first (JOBSTATUS_VIEW_BUDGET, default 64 MiB)",
+    )
+    parser.add_argument(
+        "--view-wait",
+        type=float,
+        default=float(env("JOBSTATUS_VIEW_WAIT", str(Settings.view_wait))),
+        help="seconds a read without a deadline waits for this server to reach the "
+        "revision it needs (X-Min-Revision, or its own latest write) (JOBSTATUS_VIEW_WAIT)",
+    )
 
 
 def from_arguments(args: argparse.Namespace) -> Settings:
@@ -172,4 +188,6 @@ def from_arguments(args: argparse.Namespace) -> Settings:
         key_refresh=args.key_refresh,
         dataset_rate_interval=args.dataset_rate_interval,
         dataset_quota=args.dataset_quota,
+        view_budget=args.view_budget,
+        view_wait=args.view_wait,
     )

@@ -16,10 +16,11 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from google.protobuf import field_mask_pb2
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from jobstatus.spelling import spell
@@ -68,6 +69,104 @@ def _leaf_paths(message: Message, prefix: str = "") -> Iterator[str]:
             yield from inner or [path]
         else:
             yield path
+
+
+# --- field masks, compiled once per message type and mask ------------------------------
+#
+# A mask names the fields an update replaces. Its check and its merge are built once for
+# each (message type, paths) and kept (a bounded cache: masks come from callers); the
+# merge does what FieldMask.MergeMessage(replace_message_field=True,
+# replace_repeated_field=True) does, without building the path tree on every call.
+
+Merge = Callable[[Message, Message], None]
+MASK_CACHE = 512
+
+
+@lru_cache(maxsize=MASK_CACHE)
+def _valid_mask(descriptor: Descriptor, paths: tuple[str, ...]) -> bool:
+    return bool(field_mask_pb2.FieldMask(paths=paths).IsValidForDescriptor(descriptor))
+
+
+@lru_cache(maxsize=MASK_CACHE)
+def _merger(descriptor: Descriptor, paths: tuple[str, ...]) -> Merge:
+    tree: dict[str, Any] = {}
+    for path in paths:  # as FieldMask's tree: a path covers all of its sub-paths
+        node = tree
+        for name in path.split("."):
+            if name not in node:
+                node[name] = {}
+            elif not node[name]:
+                break
+            node = node[name]
+        else:
+            node.clear()
+    return _merge_node(descriptor, tree)
+
+
+def _merge_node(descriptor: Descriptor, node: dict[str, Any]) -> Merge:
+    steps: list[Merge] = []
+    for name, child in node.items():
+        field = descriptor.fields_by_name[name]
+        if child:
+            if field.is_repeated or field.message_type is None:
+                raise ValueError(f"{name} in {descriptor.full_name} cannot have sub-fields")
+            steps.append(_merge_inner(name, _merge_node(field.message_type, child)))
+        elif field.is_repeated:
+            steps.append(_merge_repeated(name))
+        elif field.message_type is not None:
+            steps.append(_merge_message(name))
+        elif field.has_presence:
+            steps.append(_merge_optional(name))
+        else:
+            steps.append(_merge_scalar(name))
+
+    def merge(source: Message, destination: Message) -> None:
+        for step in steps:
+            step(source, destination)
+
+    return merge
+
+
+def _merge_inner(name: str, inner: Merge) -> Merge:
+    def merge(source: Message, destination: Message) -> None:
+        if source.HasField(name):
+            inner(getattr(source, name), getattr(destination, name))
+
+    return merge
+
+
+def _merge_repeated(name: str) -> Merge:
+    def merge(source: Message, destination: Message) -> None:
+        destination.ClearField(name)
+        getattr(destination, name).MergeFrom(getattr(source, name))
+
+    return merge
+
+
+def _merge_message(name: str) -> Merge:
+    def merge(source: Message, destination: Message) -> None:
+        destination.ClearField(name)
+        if source.HasField(name):
+            getattr(destination, name).MergeFrom(getattr(source, name))
+
+    return merge
+
+
+def _merge_optional(name: str) -> Merge:
+    def merge(source: Message, destination: Message) -> None:
+        if source.HasField(name):
+            setattr(destination, name, getattr(source, name))
+        else:
+            destination.ClearField(name)
+
+    return merge
+
+
+def _merge_scalar(name: str) -> Merge:
+    def merge(source: Message, destination: Message) -> None:
+        setattr(destination, name, getattr(source, name))
+
+    return merge
 
 
 @dataclass
@@ -147,7 +246,7 @@ class Core:
         if not job_id:
             raise _invalid(f"{field}.{kind.id_field}", "is required", "REQUIRED")
         if mask.paths:
-            if not mask.IsValidForDescriptor(kind.descriptor):
+            if not _valid_mask(kind.descriptor, tuple(mask.paths)):
                 raise _invalid("update_mask", f"names a field {kind.display} does not have")
             paths = list(mask.paths)
             for path in paths:
@@ -162,14 +261,12 @@ class Core:
             ]
         if not paths:
             raise _invalid("update_mask", "names no field to change")
-        effective = field_mask_pb2.FieldMask(paths=paths)
+        merge = _merger(kind.descriptor, tuple(paths))
 
         def mutate(current: M, tx: Tx) -> M:
             new = kind.message()
             new.CopyFrom(current)
-            effective.MergeMessage(
-                resource, new, replace_message_field=True, replace_repeated_field=True
-            )
+            merge(resource, new)
             status = kind.status_of(new)
             if status == 0:
                 raise _invalid(f"{field}.status", "is required", "REQUIRED")

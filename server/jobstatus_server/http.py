@@ -10,7 +10,9 @@ import contextlib
 import re
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+from urllib.parse import parse_qsl
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -22,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobstatus_server.metrics import HTTP_REQUESTS, HTTP_SECONDS
+from jobstatus_server.rest import Path
 
 _CONVERTER = re.compile(r":\w+}")  # `{id:path}` is labelled `{id}`
 
@@ -60,15 +63,97 @@ class RequestMetrics:
             HTTP_REQUESTS.labels(scope["method"], route(), str(status[0])).inc()
 
 
-def make_app(routes: list[BaseRoute], healthy: Callable[[], bool]) -> Starlette:
+def make_app(
+    routes: list[BaseRoute], healthy: Callable[[], bool], lean: Sequence[Path] = ()
+) -> ASGIApp:
     async def healthz(request: Request) -> Response:
         ok = healthy()
         return JSONResponse({"status": "SERVING" if ok else "NOT_SERVING"}, 200 if ok else 503)
 
-    return Starlette(
+    app = Starlette(
         routes=[Route("/metrics", metrics), Route("/healthz", healthz), *routes],
         middleware=[Middleware(RequestMetrics)],
     )
+    return Lean(lean, app) if lean else app
+
+
+class Asked:
+    """What a documented path's handler reads of a GET request, straight from the scope."""
+
+    __slots__ = ("client", "headers", "path_params", "scope")
+
+    def __init__(self, scope: Scope, param: str, value: str) -> None:
+        self.scope = scope
+        self.path_params = {param: value}
+        self.headers = _Headers(scope["headers"])
+        self.client = _Client(scope["client"][0]) if scope.get("client") else None
+
+    @property
+    def query_params(self) -> dict[str, str]:
+        # As Starlette's QueryParams: latin-1 query string, blanks kept, the last value wins.
+        query: bytes = self.scope["query_string"]
+        return dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else {}
+
+
+class _Headers:
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self.raw = raw
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of header `name` (lower case), as Starlette's Headers.get."""
+        wanted = name.encode("latin-1")
+        for key, value in self.raw:
+            if key == wanted:
+                return value.decode("latin-1")
+        return default
+
+
+class _Client:
+    __slots__ = ("host",)
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+
+
+class Lean:
+    """The documented REST paths without Starlette's middleware and router per request:
+    a GET whose path is one of them goes straight to its handler, its metrics recorded
+    once here; every other request goes to the Starlette app."""
+
+    def __init__(self, paths: Sequence[Path], app: ASGIApp) -> None:
+        self.paths = tuple(paths)
+        self.app = app
+        self._seconds = {p.template: HTTP_SECONDS.labels("GET", p.template) for p in paths}
+        self._counts: dict[tuple[str, int], Any] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            path: str = scope["path"]
+            for candidate in self.paths:
+                value = candidate.match(path)
+                if value is not None:
+                    await self._answer(candidate, value, scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+    async def _answer(
+        self, path: Path, value: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await path.handler(Asked(scope, path.param, value))
+            status = response.status_code
+            self._seconds[path.template].observe(time.perf_counter() - started)
+            await response(scope, receive, send)
+        finally:
+            counter = self._counts.get((path.template, status))
+            if counter is None:
+                counter = HTTP_REQUESTS.labels("GET", path.template, str(status))
+                self._counts[(path.template, status)] = counter
+            counter.inc()
 
 
 class HttpServer(uvicorn.Server):
@@ -80,7 +165,7 @@ class HttpServer(uvicorn.Server):
 
 
 def http_server(
-    app: Starlette,
+    app: ASGIApp,
     address: str,
     *,
     tls_cert: str = "",

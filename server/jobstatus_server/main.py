@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 
@@ -45,9 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "keys":
         return _keys(args, settings.database_url)
+    from jobstatus_server.loop import run
     from jobstatus_server.server import serve
 
-    return asyncio.run(serve(settings))
+    return run(serve(settings))
 
 
 def _keys(args: argparse.Namespace, url: str) -> int:

@@ -38,3 +38,13 @@ STORE_REVISION = Gauge("jobstatus_store_revision", "the last revision this proce
 HUB_REVISION = Gauge("jobstatus_hub_revision", "the last revision the watch hub published")
 WRITES = Counter("jobstatus_writes", "committed changes by kind", ["kind"])
 STORAGE_UP = Gauge("jobstatus_storage_up", "1 while the database answers, else 0")
+WRITE_GROUPS = Counter("jobstatus_write_groups", "write transactions (group commits) run")
+WRITE_GROUP_WRITES = Counter(
+    "jobstatus_write_group_writes", "writes run in group commits (their mean group size: / groups)"
+)
+VIEW_HITS = Counter("jobstatus_view_hits", "reads answered from the in-memory view")
+VIEW_MISSES = Counter("jobstatus_view_misses", "reads the view could not answer (a database read)")
+VIEW_EVICTIONS = Counter("jobstatus_view_evictions", "jobs dropped from the view for its budget")
+VIEW_JOBS = Gauge("jobstatus_view_jobs", "jobs held in the in-memory view")
+VIEW_BYTES = Gauge("jobstatus_view_bytes", "bytes the in-memory view counts against its budget")
+VIEW_REVISION = Gauge("jobstatus_view_revision", "the last revision the in-memory view applied")

@@ -32,7 +32,10 @@ class Event(SQLModel, table=True):
     """One change: the job as of `revision`. The log the watch reads from."""
 
     __tablename__ = "event"
-    __table_args__ = (Index("ix_event_kind", "kind", "revision"),)
+    __table_args__ = (
+        Index("ix_event_kind", "kind", "revision"),
+        Index("ix_event_job", "tenant", "kind", "job_id", "revision"),  # a job's history
+    )
 
     revision: int = Field(
         primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from jobstatus_server import rest, sse
+from jobstatus_server import history, rest, sse
 from jobstatus_server.auth import Authenticator
 from jobstatus_server.kinds import KINDS
 
@@ -105,6 +105,41 @@ def _schemas() -> dict[str, Any]:
                 }
             },
             "required": ["error"],
+            "additionalProperties": False,
+        },
+        "History": {
+            "type": "object",
+            "properties": {
+                "kind": {"type": "string", "enum": list(KINDS)},
+                "id": {"type": "string"},
+                "oldestRevision": {
+                    "type": "integer",
+                    "description": "The oldest revision the event log still keeps.",
+                },
+                "truncated": {
+                    "type": "boolean",
+                    "description": "The job's earliest changes were compacted away.",
+                },
+                "changes": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "revision": {"type": "integer"},
+                            "time": {"type": "string", "format": "date-time"},
+                            "job": {
+                                "type": "object",
+                                "description": "The job as of this change, in its kind's "
+                                "documented JSON (as the watch's event data).",
+                            },
+                        },
+                        "required": ["revision", "time", "job"],
+                        "additionalProperties": False,
+                    },
+                },
+                "nextPageToken": {"type": "string"},
+            },
+            "required": ["kind", "id", "oldestRevision", "truncated", "changes", "nextPageToken"],
             "additionalProperties": False,
         },
         "Health": {
@@ -271,6 +306,13 @@ def _operations(secured: bool) -> dict[str, Any]:
                 },
                 {"name": "until_settled", "in": "query", "schema": {"type": "boolean"}},
                 {
+                    "name": "envelope",
+                    "in": "query",
+                    "description": "State and change data as {revision, updateTime, job} "
+                    "(the dashboard's).",
+                    "schema": {"type": "boolean"},
+                },
+                {
                     "name": "start_revision",
                     "in": "query",
                     "description": "Resume after this revision (Last-Event-ID wins).",
@@ -304,6 +346,45 @@ def _operations(secured: bool) -> dict[str, Any]:
                 ),
                 "410": _json("The resume revision is outside the kept history.", error),
                 "503": _json("The server is shutting down or the database is away.", error),
+            },
+        }
+    }
+    paths["/api/v1/history/{kind}/{id}"] = {
+        "get": {
+            "operationId": "history",
+            "summary": "One job's kept changes, oldest first",
+            "description": (history.__doc__ or "").split("\n\n", 2)[1].strip(),
+            "parameters": [
+                {
+                    "name": "kind",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "enum": list(KINDS)},
+                },
+                _path_param("id", "The job's id."),
+                {
+                    "name": "page_size",
+                    "in": "query",
+                    "description": f"Changes per page: {history.DEFAULT_PAGE_SIZE} when 0 or "
+                    f"absent, at most {history.MAX_PAGE_SIZE} (a larger size is capped).",
+                    "schema": {"type": "integer", "minimum": 0},
+                },
+                {
+                    "name": "page_token",
+                    "in": "query",
+                    "description": "The nextPageToken of the previous page of the same job.",
+                    "schema": {"type": "string", "maxLength": 512},
+                },
+            ],
+            **security("Bearer", "XApiKey"),
+            "responses": {
+                "200": _json("A page of the job's history.", _ref("History")),
+                "400": _json("A parameter is not valid.", error),
+                "401": _json("No API key, or one that is not valid.", error),
+                "403": _json("The API key does not have the read scope.", error),
+                "404": _json("No such kind, or no such job in the caller's tenant.", error),
+                "410": _json("The history behind the page token was compacted meanwhile.", error),
+                "503": _json("The database did not answer.", error),
             },
         }
     }

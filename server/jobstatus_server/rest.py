@@ -8,6 +8,7 @@ built from the same Shapes (openapi.py).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -15,11 +16,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from starlette.convertors import Convertor, register_url_convertor
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from jobstatus.spelling import by_spelling
 from jobstatus.v1 import catalog_import_pb2 as cat
@@ -30,6 +32,7 @@ from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus_server.auth import READ, Authenticator, Caller, bearer, cluster_of
 from jobstatus_server.core import Core
 from jobstatus_server.errors import (
+    InvalidArgument,
     JobStatusError,
     NotFound,
     PermissionDenied,
@@ -38,6 +41,7 @@ from jobstatus_server.errors import (
 from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind, M
 from jobstatus_server.render import Key, Shape
 from jobstatus_server.validation import violations_of
+from jobstatus_server.view import Entry, View
 
 log = logging.getLogger(__name__)
 
@@ -224,22 +228,87 @@ def elevate_error(status: int, message: str) -> JSONResponse:
 
 
 ErrorStyle = Callable[[int, str], Response]
-Handler = Callable[[Request], Awaitable[Response]]
+
+
+class Json:
+    """A ready JSON body (from the view): sent as JSONResponse would send it, without
+    building one."""
+
+    __slots__ = ("body", "status_code")
+
+    def __init__(self, body: bytes, status_code: int = 200) -> None:
+        self.body = body
+        self.status_code = status_code
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": self.status_code,
+                "headers": [
+                    (b"content-length", str(len(self.body)).encode()),
+                    (b"content-type", b"application/json"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": self.body})
+
+
+Answer = Response | Json
+
+
+class Ask(Protocol):
+    """What a handler reads of a request: Starlette's Request, or the lean route's Asked."""
+
+    @property
+    def scope(self) -> Scope: ...
+    @property
+    def headers(self) -> Any: ...  # .get(name) -> str | None
+    @property
+    def query_params(self) -> Any: ...  # .get(name) -> str | None
+    @property
+    def path_params(self) -> dict[str, Any]: ...
+    @property
+    def client(self) -> Any: ...  # .host, or None
+
+
+Handler = Callable[[Any], Awaitable[Answer]]
 
 
 def _guarded(style: ErrorStyle, handler: Handler) -> Handler:
     """Answer any failure the handler did not answer itself in the path's error style."""
 
-    async def run(request: Request) -> Response:
+    async def run(request: Ask) -> Answer:
         try:
             return await handler(request)
         except JobStatusError as error:
             return style(error.http_status, error.message)
         except Exception:  # nothing leaks a traceback
-            log.exception("%s %s failed", request.method, request.url.path)
+            log.exception("%s %s failed", request.scope["method"], request.scope["path"])
             return style(500, "internal error; the server log has the details")
 
     return run
+
+
+def _dumps(content: Any) -> bytes:
+    """The bytes JSONResponse would send for `content`."""
+    return json.dumps(
+        content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
+
+
+def _min_revision(request: Ask) -> int | None:
+    """The `X-Min-Revision` header: 0 when absent, None when it is not a revision."""
+    raw = request.headers.get("x-min-revision")
+    if raw is None:
+        return 0
+    raw = raw.strip()
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        return None
+    return int(raw)
+
+
+MIN_REVISION_INVALID = "X-Min-Revision must be a revision: a non-negative integer"
 
 
 # --- the dataset path's rate limit and quota --------------------------------------------------
@@ -287,64 +356,96 @@ class Limits:
 # --- the paths ------------------------------------------------------------------------------
 
 
+def _render_map_v1(entry: Entry) -> bytes:
+    job = entry.message(MAP_IMPORT)
+    if job.status in V1_REPORTS:
+        shown = mi.MapImport()
+        shown.CopyFrom(job)
+        shown.status = V1_REPORTS[job.status]
+        job = shown
+    return _dumps(MAP_V1.render(job))
+
+
+def _render_map_v2(entry: Entry) -> bytes:
+    return _dumps(MAP_V2.render(entry.message(MAP_IMPORT)))
+
+
+def _render_delivery(entry: Entry) -> bytes:
+    return _dumps(DELIVERY_BODY.render(entry.message(DELIVERY)))
+
+
+def _render_dataset(entry: Entry) -> bytes:
+    job = entry.message(DATASET)
+    if not job.HasField("latest_run"):
+        return b""  # answered 404 NO_RUN
+    return _dumps(DATASET_RUN.render(job.latest_run))
+
+
+def _render_catalog(entry: Entry) -> bytes:
+    return _dumps(CATALOG_BODY.render(entry.message(CATALOG_IMPORT)))
+
+
+def _possible(kind: Kind[M], job_id: str) -> bool:
+    """False for an id that no job can have (it is not looked up)."""
+    try:
+        probe = kind.message(**{kind.id_field: job_id})
+        return next(violations_of(probe), None) is None
+    except (ValueError, TypeError):
+        return False
+
+
 @dataclass
 class Rest:
     core: Core
     auth: Authenticator
     limits: Limits = field(default_factory=Limits)
+    view: View | None = None
 
-    async def _get(self, kind: Kind[M], tenant: str, job_id: str) -> M:
-        """The job, as the core reads it; an id that no job can have is not looked up."""
-        try:
-            probe = kind.message(**{kind.id_field: job_id})
-            impossible = next(violations_of(probe), None) is not None
-        except (ValueError, TypeError):
-            impossible = True
-        if impossible:
-            raise NotFound(
-                f"no {kind.display} with {kind.id_field} {job_id!r}",
-                reason=kind.not_found_reason,
-            )
-        return await self.core.get(kind, tenant, job_id)
+    async def _get(self, kind: Kind[M], tenant: str, job_id: str, request: Ask) -> Entry | None:
+        """The job as the view has it (None: no such job); an id that no job can have is
+        not looked up. Waits for the `X-Min-Revision` header's revision."""
+        assert self.view is not None
+        min_revision = _min_revision(request)
+        if min_revision is None:
+            raise InvalidArgument(MIN_REVISION_INVALID, reason="INVALID_ARGUMENT")
+        return await self.view.get(
+            kind, tenant, job_id, min_revision, None, lambda: _possible(kind, job_id)
+        )
 
     async def _reader(self, *presented: str | None) -> Caller:
         caller = await self.auth.authenticate(*presented)
         self.auth.authorize(caller, READ)
         return caller
 
-    async def _getapp_caller(self, request: Request) -> Caller | Response:
+    async def _getapp_caller(self, request: Ask) -> Caller | Response:
+        headers = request.headers
         try:
             return await self._reader(
-                request.headers.get("x-api-key"), bearer(request.headers.get("authorization"))
+                headers.get("x-api-key"), bearer(headers.get("authorization"))
             )
         except Unauthenticated as error:
             return getapp_error(401, error.message)
         except PermissionDenied as error:
             return getapp_error(403, error.message)
 
-    async def map_v1(self, request: Request) -> Response:
-        return await self._map(request, MAP_V1, v1=True)
+    async def map_v1(self, request: Ask) -> Answer:
+        return await self._map(request, _render_map_v1)
 
-    async def map_v2(self, request: Request) -> Response:
-        return await self._map(request, MAP_V2, v1=False)
+    async def map_v2(self, request: Ask) -> Answer:
+        return await self._map(request, _render_map_v2)
 
-    async def _map(self, request: Request, shape: Shape, *, v1: bool) -> Response:
+    async def _map(self, request: Ask, render: Callable[[Entry], bytes]) -> Answer:
         caller = await self._getapp_caller(request)
         if isinstance(caller, Response):
             return caller
         job_id = request.path_params["importRequestId"]
-        try:
-            job = await self._get(MAP_IMPORT, caller.tenant, job_id)
-        except NotFound as error:
+        entry = await self._get(MAP_IMPORT, caller.tenant, job_id, request)
+        if entry is None:
+            error = _not_found(MAP_IMPORT, job_id)
             return JSONResponse(MAP_NOT_FOUND.render(mi.MapImport(error=_error(error))))
-        if v1 and job.status in V1_REPORTS:
-            shown = mi.MapImport()
-            shown.CopyFrom(job)
-            shown.status = V1_REPORTS[job.status]
-            job = shown
-        return JSONResponse(shape.render(job))
+        return Json(entry.built(render, render))
 
-    async def delivery(self, request: Request) -> Response:
+    async def delivery(self, request: Ask) -> Answer:
         caller = await self._getapp_caller(request)
         if isinstance(caller, Response):
             return caller
@@ -360,14 +461,14 @@ class Rest:
                 400,
             )
         job_id = request.path_params["catalogId"]
-        try:
-            job = await self._get(DELIVERY, caller.tenant, job_id)
-        except NotFound as error:
+        entry = await self._get(DELIVERY, caller.tenant, job_id, request)
+        if entry is None:
+            error = _not_found(DELIVERY, job_id)
             body = DELIVERY_NOT_FOUND.render(dl.PreparedDelivery(error=_error(error)))
             return JSONResponse(body, 404)
-        return JSONResponse(DELIVERY_BODY.render(job))
+        return Json(entry.built(_render_delivery, _render_delivery))
 
-    async def dataset(self, request: Request) -> Response:
+    async def dataset(self, request: Ask) -> Answer:
         try:
             caller = await self._reader(
                 request.query_params.get("private_key"), request.headers.get("x-api-key")
@@ -401,16 +502,16 @@ class Rest:
                 },
                 422,
             )
-        try:
-            job = await self._get(DATASET, caller.tenant, dataset_id)
-        except NotFound:
+        entry = await self._get(DATASET, caller.tenant, dataset_id, request)
+        if entry is None:
             return details(404, DATASET_NOT_FOUND)
-        if not job.HasField("latest_run"):
+        body = entry.built(_render_dataset, _render_dataset)
+        if not body:
             return details(404, NO_RUN)
-        return JSONResponse(DATASET_RUN.render(job.latest_run))
+        return Json(body)
 
-    async def catalog(self, request: Request) -> Response:
-        cluster = cluster_of(request.headers.get("host", ""))
+    async def catalog(self, request: Ask) -> Answer:
+        cluster = cluster_of(request.headers.get("host") or "")
         if cluster is not None and not self.auth.knows_tenant(cluster):
             return elevate_error(404, CLUSTER_NOT_FOUND)
         try:
@@ -420,41 +521,91 @@ class Rest:
         if cluster is not None and cluster != caller.tenant:
             return elevate_error(403, KEY_NOT_VALID)
         job_id = request.path_params["id"]
-        try:
-            job = await self._get(CATALOG_IMPORT, caller.tenant, job_id)
-        except NotFound:
+        entry = await self._get(CATALOG_IMPORT, caller.tenant, job_id, request)
+        if entry is None:
             job = cat.CatalogImport(id=job_id, status=cat.CATALOG_IMPORT_STATUS_NOT_FOUND)
-        return JSONResponse(CATALOG_BODY.render(job))
+            return JSONResponse(CATALOG_BODY.render(job))
+        return Json(entry.built(_render_catalog, _render_catalog))
 
-    def routes(self) -> list[BaseRoute]:
-        # `:any` takes any id, even with a slash or a newline: every id gets the documented answer.
+    def paths(self) -> list[Path]:
+        """The documented paths: (route template, how its id is cut from the path, handler)."""
         return [
-            Route(
-                "/api/v1/map/import/status/{importRequestId:any}",
+            Path(
+                "/api/v1/map/import/status/{importRequestId}",
+                "/api/v1/map/import/status/",
+                "",
+                "importRequestId",
                 _guarded(getapp_error, self.map_v1),
-                methods=["GET"],
             ),
-            Route(
-                "/api/v2/map/import/status/{importRequestId:any}",
+            Path(
+                "/api/v2/map/import/status/{importRequestId}",
+                "/api/v2/map/import/status/",
+                "",
+                "importRequestId",
                 _guarded(getapp_error, self.map_v2),
-                methods=["GET"],
             ),
-            Route(
-                "/api/v1/delivery/preparedDelivery/{catalogId:any}",
+            Path(
+                "/api/v1/delivery/preparedDelivery/{catalogId}",
+                "/api/v1/delivery/preparedDelivery/",
+                "",
+                "catalogId",
                 _guarded(getapp_error, self.delivery),
-                methods=["GET"],
             ),
-            Route(
-                "/datasets/{dataset_id:any}/status",
+            Path(
+                "/datasets/{dataset_id}/status",
+                "/datasets/",
+                "/status",
+                "dataset_id",
                 _guarded(detail, self.dataset),
-                methods=["GET"],
             ),
-            Route(
-                "/api/v2/import/status/{id:any}",
+            Path(
+                "/api/v2/import/status/{id}",
+                "/api/v2/import/status/",
+                "",
+                "id",
                 _guarded(elevate_error, self.catalog),
-                methods=["GET"],
             ),
         ]
+
+    def routes(self) -> list[BaseRoute]:
+        # `:any` takes any id, even with a slash or a newline: every id gets the documented
+        # answer. The lean route (http.py) answers GET before these; they serve the rest
+        # (HEAD, and paths only Starlette's matching takes, such as a trailing newline).
+        return [
+            Route(
+                path.template.replace("}", ":any}"),
+                path.handler,
+                methods=["GET"],
+            )
+            for path in self.paths()
+        ]
+
+
+@dataclass(frozen=True)
+class Path:
+    """One documented path: its template, and the prefix and suffix around its id."""
+
+    template: str
+    prefix: str
+    suffix: str
+    param: str
+    handler: Handler
+
+    def match(self, path: str) -> str | None:
+        """The id in `path`, or None when `path` is not this one."""
+        if not path.startswith(self.prefix):
+            return None
+        if not self.suffix:
+            return path[len(self.prefix) :]
+        if len(path) < len(self.prefix) + len(self.suffix) or not path.endswith(self.suffix):
+            return None
+        return path[len(self.prefix) : -len(self.suffix)]
+
+
+def _not_found(kind: Kind[M], job_id: str) -> NotFound:
+    return NotFound(
+        f"no {kind.display} with {kind.id_field} {job_id!r}", reason=kind.not_found_reason
+    )
 
 
 _ERROR_CODES = by_spelling(errors_pb2.ErrorCode.DESCRIPTOR)

@@ -15,11 +15,12 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from jobstatus_server import openapi, tracing
+from jobstatus_server import dashboard, openapi, tracing
 from jobstatus_server.auth import Authenticator, is_loopback
 from jobstatus_server.config import Settings
 from jobstatus_server.core import Core
 from jobstatus_server.errors import Unavailable
+from jobstatus_server.history import HistoryRoute
 from jobstatus_server.http import HttpServer, http_server, make_app
 from jobstatus_server.interceptor import Rpc
 from jobstatus_server.metrics import HUB_LAG, STORAGE_UP
@@ -27,6 +28,7 @@ from jobstatus_server.rest import Limits, Rest
 from jobstatus_server.services import SERVICE_NAMES, add_services
 from jobstatus_server.sse import Watch
 from jobstatus_server.store import Store
+from jobstatus_server.view import View
 from jobstatus_server.watch import Hub, WatchSettings
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,7 @@ class Server:
     store: Store = field(init=False)
     core: Core = field(init=False)
     hub: Hub = field(init=False)
+    view: View = field(init=False)
     grpc_server: grpc.aio.Server = field(init=False)
     auth: Authenticator = field(init=False)
     health: health_aio.HealthServicer = field(init=False)
@@ -134,11 +137,14 @@ class Server:
             ),
         )
         await self.hub.start()
+        self.view = View(self.store, self.settings.view_budget, self.settings.view_wait)
+        self.view.start(self.hub.revision)
+        self.hub.listeners.append(self.view.apply)
         self.grpc_server = grpc.aio.server(
             interceptors=self.tracing.grpc_interceptors() if self.tracing else None,
             options=grpc_options(self.settings),
         )
-        add_services(self.grpc_server, self.core, self.hub, Rpc(self.auth))
+        add_services(self.grpc_server, self.core, self.hub, self.view, Rpc(self.auth))
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
         reflection.enable_server_reflection(
@@ -156,9 +162,16 @@ class Server:
             self.core,
             self.auth,
             Limits(self.settings.dataset_rate_interval, self.settings.dataset_quota),
+            self.view,
         )
-        routes = [*rest.routes(), *Watch(self.hub, self.auth).routes(), *openapi.routes(self.auth)]
-        app = make_app(routes, self.serving)
+        routes = [
+            *rest.routes(),
+            *Watch(self.hub, self.auth).routes(),
+            *HistoryRoute(self.store, self.auth).routes(),
+            *openapi.routes(self.auth),
+            *dashboard.routes(self.auth),
+        ]
+        app = make_app(routes, self.serving, rest.paths())
         self.http = http_server(
             self.tracing.wrap_http(app) if self.tracing else app,
             self.settings.http_addr,

@@ -34,20 +34,23 @@ from jobstatus.v1 import (
 )
 from jobstatus_server.auth import CALLER
 from jobstatus_server.core import Core
+from jobstatus_server.history import history
 from jobstatus_server.interceptor import Rpc
 from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind
-from jobstatus_server.watch import Hub, Respond
+from jobstatus_server.validation import compile_all
+from jobstatus_server.view import View, response_bytes
+from jobstatus_server.watch import Hub, Respond, wire
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
+SERVICES = (
+    (mi, "MapImportService"),
+    (dl, "DeliveryService"),
+    (ds, "DatasetService"),
+    (cat, "CatalogImportService"),
+)
 SERVICE_NAMES = tuple(
-    module.DESCRIPTOR.services_by_name[name].full_name
-    for module, name in (
-        (mi, "MapImportService"),
-        (dl, "DeliveryService"),
-        (ds, "DatasetService"),
-        (cat, "CatalogImportService"),
-    )
+    module.DESCRIPTOR.services_by_name[name].full_name for module, name in SERVICES
 )
 
 
@@ -79,7 +82,6 @@ async def _watch(
     ids: Sequence[str],
     request: Any,
     context: Context,
-    respond: Respond,
 ) -> None:
     # Headers go out at once: a client waiting for the stream must not hang.
     await context.send_initial_metadata(())
@@ -96,14 +98,15 @@ async def _watch(
         request.until_settled,
         heartbeat,
         context.write,
-        respond,
+        wire,  # ready-serialized bytes, built once per change for every stream
     )
 
 
 class MapImportService(mi_grpc.MapImportServiceServicer):
-    def __init__(self, core: Core, hub: Hub) -> None:
+    def __init__(self, core: Core, hub: Hub, view: View) -> None:
         self.core = core
         self.hub = hub
+        self.view = view
 
     async def CreateMapImport(
         self, request: mi.CreateMapImportRequest, context: Context
@@ -125,11 +128,17 @@ class MapImportService(mi_grpc.MapImportServiceServicer):
         )
         return mi.UpdateMapImportResponse(map_import=job)
 
-    async def GetMapImportStatus(
+    async def GetMapImportStatus(  # type: ignore[override]  # bytes pass through (interceptor.py)
         self, request: mi.GetMapImportStatusRequest, context: Context
-    ) -> mi.GetMapImportStatusResponse:
-        job = await self.core.get(MAP_IMPORT, tenant_of(context), request.import_request_id)
-        return mi.GetMapImportStatusResponse(map_import=job)
+    ) -> bytes:
+        entry = await self.view.require(
+            MAP_IMPORT,
+            tenant_of(context),
+            request.import_request_id,
+            request.min_revision,
+            context.time_remaining(),
+        )
+        return response_bytes(entry)  # the response, serialized once per change
 
     async def ListMapImports(
         self, request: mi.ListMapImportsRequest, context: Context
@@ -139,18 +148,38 @@ class MapImportService(mi_grpc.MapImportServiceServicer):
         )
         return mi.ListMapImportsResponse(map_imports=jobs, next_page_token=token)
 
+    async def GetMapImportHistory(
+        self, request: mi.GetMapImportHistoryRequest, context: Context
+    ) -> mi.GetMapImportHistoryResponse:
+        page = await history(
+            self.core.store,
+            MAP_IMPORT,
+            tenant_of(context),
+            request.import_request_id,
+            request.page_size,
+            request.page_token,
+        )
+        return mi.GetMapImportHistoryResponse(
+            changes=[
+                mi.MapImportChange(revision=c.revision, time=c.timestamp(), map_import=c.job)
+                for c in page.changes
+            ],
+            next_page_token=page.next_page_token,
+            oldest_revision=page.oldest_revision,
+            truncated=page.truncated,
+        )
+
     async def WatchMapImportStatus(  # type: ignore[override]
         self, request: mi.WatchMapImportStatusRequest, context: Context
     ) -> None:
-        await _watch(
-            self.hub, MAP_IMPORT, request.import_request_ids, request, context, RESPOND_MAP
-        )
+        await _watch(self.hub, MAP_IMPORT, request.import_request_ids, request, context)
 
 
 class DeliveryService(dl_grpc.DeliveryServiceServicer):
-    def __init__(self, core: Core, hub: Hub) -> None:
+    def __init__(self, core: Core, hub: Hub, view: View) -> None:
         self.core = core
         self.hub = hub
+        self.view = view
 
     async def CreatePreparedDelivery(
         self, request: dl.CreatePreparedDeliveryRequest, context: Context
@@ -172,11 +201,17 @@ class DeliveryService(dl_grpc.DeliveryServiceServicer):
         )
         return dl.UpdatePreparedDeliveryResponse(prepared_delivery=job)
 
-    async def GetPreparedDeliveryStatus(
+    async def GetPreparedDeliveryStatus(  # type: ignore[override]  # bytes pass through (interceptor.py)
         self, request: dl.GetPreparedDeliveryStatusRequest, context: Context
-    ) -> dl.GetPreparedDeliveryStatusResponse:
-        job = await self.core.get(DELIVERY, tenant_of(context), request.catalog_id)
-        return dl.GetPreparedDeliveryStatusResponse(prepared_delivery=job)
+    ) -> bytes:
+        entry = await self.view.require(
+            DELIVERY,
+            tenant_of(context),
+            request.catalog_id,
+            request.min_revision,
+            context.time_remaining(),
+        )
+        return response_bytes(entry)  # the response, serialized once per change
 
     async def ListPreparedDeliveries(
         self, request: dl.ListPreparedDeliveriesRequest, context: Context
@@ -186,16 +221,40 @@ class DeliveryService(dl_grpc.DeliveryServiceServicer):
         )
         return dl.ListPreparedDeliveriesResponse(prepared_deliveries=jobs, next_page_token=token)
 
+    async def GetPreparedDeliveryHistory(
+        self, request: dl.GetPreparedDeliveryHistoryRequest, context: Context
+    ) -> dl.GetPreparedDeliveryHistoryResponse:
+        page = await history(
+            self.core.store,
+            DELIVERY,
+            tenant_of(context),
+            request.catalog_id,
+            request.page_size,
+            request.page_token,
+        )
+        return dl.GetPreparedDeliveryHistoryResponse(
+            changes=[
+                dl.PreparedDeliveryChange(
+                    revision=c.revision, time=c.timestamp(), prepared_delivery=c.job
+                )
+                for c in page.changes
+            ],
+            next_page_token=page.next_page_token,
+            oldest_revision=page.oldest_revision,
+            truncated=page.truncated,
+        )
+
     async def WatchPreparedDeliveryStatus(  # type: ignore[override]
         self, request: dl.WatchPreparedDeliveryStatusRequest, context: Context
     ) -> None:
-        await _watch(self.hub, DELIVERY, request.catalog_ids, request, context, RESPOND_DELIVERY)
+        await _watch(self.hub, DELIVERY, request.catalog_ids, request, context)
 
 
 class DatasetService(ds_grpc.DatasetServiceServicer):
-    def __init__(self, core: Core, hub: Hub) -> None:
+    def __init__(self, core: Core, hub: Hub, view: View) -> None:
         self.core = core
         self.hub = hub
+        self.view = view
 
     async def CreateDataset(
         self, request: ds.CreateDatasetRequest, context: Context
@@ -219,11 +278,17 @@ class DatasetService(ds_grpc.DatasetServiceServicer):
         job = await self.core.update_dataset_import(tenant_of(context), request)
         return ds.UpdateDatasetImportResponse(dataset=job)
 
-    async def GetDatasetStatus(
+    async def GetDatasetStatus(  # type: ignore[override]  # bytes pass through (interceptor.py)
         self, request: ds.GetDatasetStatusRequest, context: Context
-    ) -> ds.GetDatasetStatusResponse:
-        job = await self.core.get(DATASET, tenant_of(context), request.dataset_id)
-        return ds.GetDatasetStatusResponse(dataset=job)
+    ) -> bytes:
+        entry = await self.view.require(
+            DATASET,
+            tenant_of(context),
+            request.dataset_id,
+            request.min_revision,
+            context.time_remaining(),
+        )
+        return response_bytes(entry)  # the response, serialized once per change
 
     async def ListDatasets(
         self, request: ds.ListDatasetsRequest, context: Context
@@ -233,16 +298,38 @@ class DatasetService(ds_grpc.DatasetServiceServicer):
         )
         return ds.ListDatasetsResponse(datasets=jobs, next_page_token=token)
 
+    async def GetDatasetHistory(
+        self, request: ds.GetDatasetHistoryRequest, context: Context
+    ) -> ds.GetDatasetHistoryResponse:
+        page = await history(
+            self.core.store,
+            DATASET,
+            tenant_of(context),
+            request.dataset_id,
+            request.page_size,
+            request.page_token,
+        )
+        return ds.GetDatasetHistoryResponse(
+            changes=[
+                ds.DatasetChange(revision=c.revision, time=c.timestamp(), dataset=c.job)
+                for c in page.changes
+            ],
+            next_page_token=page.next_page_token,
+            oldest_revision=page.oldest_revision,
+            truncated=page.truncated,
+        )
+
     async def WatchDatasetStatus(  # type: ignore[override]
         self, request: ds.WatchDatasetStatusRequest, context: Context
     ) -> None:
-        await _watch(self.hub, DATASET, request.dataset_ids, request, context, RESPOND_DATASET)
+        await _watch(self.hub, DATASET, request.dataset_ids, request, context)
 
 
 class CatalogImportService(cat_grpc.CatalogImportServiceServicer):
-    def __init__(self, core: Core, hub: Hub) -> None:
+    def __init__(self, core: Core, hub: Hub, view: View) -> None:
         self.core = core
         self.hub = hub
+        self.view = view
 
     async def CreateImport(
         self, request: cat.CreateImportRequest, context: Context
@@ -264,11 +351,17 @@ class CatalogImportService(cat_grpc.CatalogImportServiceServicer):
         )
         return cat.UpdateImportResponse(catalog_import=job)
 
-    async def GetImportStatus(
+    async def GetImportStatus(  # type: ignore[override]  # bytes pass through (interceptor.py)
         self, request: cat.GetImportStatusRequest, context: Context
-    ) -> cat.GetImportStatusResponse:
-        job = await self.core.get(CATALOG_IMPORT, tenant_of(context), request.id)
-        return cat.GetImportStatusResponse(catalog_import=job)
+    ) -> bytes:
+        entry = await self.view.require(
+            CATALOG_IMPORT,
+            tenant_of(context),
+            request.id,
+            request.min_revision,
+            context.time_remaining(),
+        )
+        return response_bytes(entry)  # the response, serialized once per change
 
     async def ListImports(
         self, request: cat.ListImportsRequest, context: Context
@@ -282,19 +375,47 @@ class CatalogImportService(cat_grpc.CatalogImportServiceServicer):
         )
         return cat.ListImportsResponse(catalog_imports=jobs, next_page_token=token)
 
+    async def GetImportHistory(
+        self, request: cat.GetImportHistoryRequest, context: Context
+    ) -> cat.GetImportHistoryResponse:
+        page = await history(
+            self.core.store,
+            CATALOG_IMPORT,
+            tenant_of(context),
+            request.id,
+            request.page_size,
+            request.page_token,
+        )
+        return cat.GetImportHistoryResponse(
+            changes=[
+                cat.CatalogImportChange(
+                    revision=c.revision, time=c.timestamp(), catalog_import=c.job
+                )
+                for c in page.changes
+            ],
+            next_page_token=page.next_page_token,
+            oldest_revision=page.oldest_revision,
+            truncated=page.truncated,
+        )
+
     async def WatchImportStatus(  # type: ignore[override]
         self, request: cat.WatchImportStatusRequest, context: Context
     ) -> None:
-        await _watch(self.hub, CATALOG_IMPORT, request.ids, request, context, RESPOND_CATALOG)
+        await _watch(self.hub, CATALOG_IMPORT, request.ids, request, context)
 
 
-def add_services(server: grpc.aio.Server, core: Core, hub: Hub, rpc: Rpc) -> None:
+def add_services(server: grpc.aio.Server, core: Core, hub: Hub, view: View, rpc: Rpc) -> None:
     """Register every jobstatus service, each method wrapped once (interceptor.py)."""
+    compile_all(  # the validation rules of every request type, compiled now, not per call
+        method.input_type
+        for module, name in SERVICES
+        for method in module.DESCRIPTOR.services_by_name[name].methods
+    )
     for module, servicer in (
-        (mi, MapImportService(core, hub)),
-        (dl, DeliveryService(core, hub)),
-        (ds, DatasetService(core, hub)),
-        (cat, CatalogImportService(core, hub)),
+        (mi, MapImportService(core, hub, view)),
+        (dl, DeliveryService(core, hub, view)),
+        (ds, DatasetService(core, hub, view)),
+        (cat, CatalogImportService(core, hub, view)),
     ):
         name = type(servicer).__name__
         rpc.add_service(server, servicer, module.DESCRIPTOR.services_by_name[name])

@@ -15,6 +15,9 @@ GET /api/v1/watch/{kind}?ids=a,b&until_settled=true&start_revision=R&heartbeat=S
 - A resume point older than the kept history answers 410 before the stream
   starts; a stream the server ends (a slow consumer, a shutdown) gets
   `event: error` with the resume revision, and the client reconnects.
+- `envelope=true` (the dashboard's): each state and change event's data is
+  `{"revision": R, "updateTime": T, "job": <documented JSON>}`, so a job's
+  revision and last change are known from its state event too.
 """
 
 from __future__ import annotations
@@ -33,10 +36,21 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from jobstatus.v1 import catalog_import_pb2 as cat
 from jobstatus.v1 import dataset_pb2 as ds
+from jobstatus.v1 import delivery_pb2 as dl
+from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.v1 import watch_pb2
+from jobstatus_server import params
 from jobstatus_server.auth import READ, Authenticator, bearer
-from jobstatus_server.errors import InvalidArgument, JobStatusError, NotFound, OutOfRange
+from jobstatus_server.errors import (
+    FieldViolation,
+    InvalidArgument,
+    JobStatusError,
+    NotFound,
+    OutOfRange,
+    one_line,
+)
 from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, KINDS, MAP_IMPORT, Kind
 from jobstatus_server.metrics import HTTP_WATCH_STREAMS
 from jobstatus_server.render import Shape
@@ -47,6 +61,7 @@ from jobstatus_server.services import (
     RESPOND_DELIVERY,
     RESPOND_MAP,
 )
+from jobstatus_server.validation import violations_of
 from jobstatus_server.watch import Hub, Respond
 
 log = logging.getLogger(__name__)
@@ -65,6 +80,10 @@ STATE, SYNCED, CHANGE, HEARTBEAT = (
     watch_pb2.WATCH_EVENT_TYPE_CHANGE,
     watch_pb2.WATCH_EVENT_TYPE_HEARTBEAT,
 )
+# The rendered state and change events of recent revisions, shared by every stream
+# (oldest dropped first): N open streams cost one rendering per change, not N.
+FRAME_CACHE = 4096
+_FRAMES: dict[tuple[str, int, int, bool], bytes] = {}
 SETTLED_EVENT = "settled"
 ERROR_EVENT = "error"
 DATASET_ID = ds.Dataset.DESCRIPTOR.fields_by_name["dataset_id"].name
@@ -106,22 +125,51 @@ def error_body(error: JobStatusError) -> dict[str, Any]:
     }
 
 
-def _invalid(name: str, description: str) -> InvalidArgument:
-    return InvalidArgument(f"invalid request: {name}: {description}", reason="INVALID_ARGUMENT")
+def _kind(name: str) -> Kind[Any]:
+    kind = KINDS.get(name)
+    if kind is None:
+        raise NotFound(
+            f"no kind {one_line(name, 100)!r}; kinds: {', '.join(KINDS)}",
+            reason="KIND_NOT_FOUND",
+        )
+    return kind
 
 
-def _revision(name: str, text: str) -> int:
-    if not text.strip().isdigit():
-        raise _invalid(name, "must be a revision: a whole number from 0")
-    return int(text.strip())
+# The gRPC watch request of each kind, and its ids field: the SSE watch's ids are
+# checked by the same rules (validation.py) as the gRPC Watch's.
+WATCH_REQUESTS: dict[str, tuple[type[Message], str]] = {
+    MAP_IMPORT.name: (mi.WatchMapImportStatusRequest, "import_request_ids"),
+    DELIVERY.name: (dl.WatchPreparedDeliveryStatusRequest, "catalog_ids"),
+    DATASET.name: (ds.WatchDatasetStatusRequest, "dataset_ids"),
+    CATALOG_IMPORT.name: (cat.WatchImportStatusRequest, "ids"),
+}
 
 
-def _flag(name: str, text: str | None) -> bool:
-    if text is None or text.lower() in ("", "false", "0", "no"):
-        return False
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    raise _invalid(name, "must be true or false")
+def _check_ids(kind: Kind[Any], ids: list[str]) -> None:
+    request_type, field = WATCH_REQUESTS[kind.name]
+    violations = [
+        FieldViolation("ids" + v.field.removeprefix(field), v.description, v.reason)
+        for v in violations_of(request_type(**{field: ids}))
+    ]
+    if violations:
+        summary = "; ".join(f"{v.field}: {v.description}" for v in violations[:5])
+        raise InvalidArgument(
+            f"invalid request: {summary}", reason="INVALID_ARGUMENT", violations=violations
+        )
+
+
+PARAMS = (
+    params.Param("kind", params.PATH, _kind),
+    params.Param("ids", params.QUERY, params.comma_list, many=True, max_len=65_536),
+    params.Param("until_settled", params.QUERY, params.flag, default=False),
+    params.Param("envelope", params.QUERY, params.flag, default=False),
+    params.Param("start_revision", params.QUERY, params.revision, default=0, blank=True),
+    params.Param("heartbeat", params.QUERY, params.seconds(0, 3600), blank=True),
+    params.Param("api_key", params.QUERY),
+    params.Param("last-event-id", params.HEADER, params.revision, blank=True),
+    params.Param("x-api-key", params.HEADER),
+    params.Param("authorization", params.HEADER),
+)
 
 
 def _job_of(message: Message, kind: Kind[Any]) -> Message | None:
@@ -151,6 +199,7 @@ class EventStream(Response):
         start: int,
         until_settled: bool,
         heartbeat: float,
+        envelope: bool = False,
     ) -> None:
         # No Response.__init__: it would send content-length: 0 for the empty body.
         self.status_code = 200
@@ -163,6 +212,24 @@ class EventStream(Response):
         self.hub, self.kind, self.tenant, self.ids = hub, kind, tenant, ids
         self.start, self.until_settled, self.heartbeat = start, until_settled, heartbeat
         self.feed = FEEDS[kind.name]
+        self.envelope = envelope
+
+    def _job_frame(self, message: Message, event_type: int, revision: int) -> bytes:
+        """A state or change event, rendered once for every stream that sends it: a
+        revision names one version of one job (one counter for the whole store)."""
+        key = (self.kind.name, event_type, revision, self.envelope)
+        frame = _FRAMES.get(key)
+        if frame is None:
+            job = _job_of(message, self.kind)
+            job = job if job is not None else self.kind.message()
+            data = self.feed.render(job)
+            if self.envelope:
+                data = _enveloped(job, data)
+            frame = _frame(EVENT_NAMES[event_type], data, None if event_type == STATE else revision)
+            _FRAMES[key] = frame
+            if len(_FRAMES) > FRAME_CACHE:
+                del _FRAMES[next(iter(_FRAMES))]
+        return frame
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
@@ -177,9 +244,7 @@ class EventStream(Response):
             revision = int(getattr(message, "revision"))  # noqa: B009
             name = EVENT_NAMES[event_type]
             if event_type in (STATE, CHANGE):
-                job = _job_of(message, self.kind)
-                data = self.feed.render(job if job is not None else self.kind.message())
-                await write(_frame(name, data, None if event_type == STATE else revision))
+                await write(self._job_frame(message, event_type, revision))
             else:
                 await write(_frame(name, {"revision": revision}, revision))
             if event_type != STATE:
@@ -223,6 +288,14 @@ class EventStream(Response):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+
+
+def _enveloped(job: Message, data: Any) -> dict[str, Any]:
+    return {
+        "revision": int(getattr(job, "revision")),  # noqa: B009
+        "updateTime": str(getattr(job, "update_time").ToJsonString()),  # noqa: B009
+        "job": data,
+    }
 
 
 async def _disconnected(receive: Receive) -> None:
@@ -281,45 +354,28 @@ class Watch:
             return JSONResponse(error_body(error), error.http_status)
 
     async def _open(self, request: Request) -> Response:
+        asked = params.parse(request.scope, PARAMS, request.path_params)
         caller = await self.auth.authenticate(
-            request.headers.get("x-api-key"),
-            bearer(request.headers.get("authorization")),
-            request.query_params.get("api_key"),
+            asked["x-api-key"], bearer(asked["authorization"]), asked["api_key"]
         )
         self.auth.authorize(caller, READ)
-        kind = KINDS.get(request.path_params["kind"])
-        if kind is None:
-            raise NotFound(
-                f"no kind {request.path_params['kind']!r}; kinds: {', '.join(KINDS)}",
-                reason="KIND_NOT_FOUND",
-            )
-        query = request.query_params
-        ids = list(
-            dict.fromkeys(
-                part.strip() for value in query.getlist("ids") for part in value.split(",")
-            )
-        )
-        ids = [job_id for job_id in ids if job_id]
+        kind: Kind[Any] = asked["kind"]
+        ids = [job_id for job_id in dict.fromkeys(part for v in asked["ids"] for part in v)]
         if len(ids) > MAX_IDS:
-            raise _invalid("ids", f"at most {MAX_IDS} ids")
-        until_settled = _flag("until_settled", query.get("until_settled"))
-        resume = request.headers.get("last-event-id")
-        start = _revision("Last-Event-ID", resume) if resume else 0
-        if not resume and query.get("start_revision"):
-            start = _revision("start_revision", query["start_revision"])
-        heartbeat = self.hub.settings.heartbeat
-        if query.get("heartbeat"):
-            try:
-                heartbeat = float(query["heartbeat"])
-            except ValueError:
-                heartbeat = -1.0
-            if not 0 < heartbeat <= 3600:
-                raise _invalid("heartbeat", "must be seconds, more than 0 and at most 3600")
+            raise params.invalid("ids", f"at most {MAX_IDS} ids", "TOO_MANY")
+        resume = asked["last-event-id"]
+        start = resume if resume is not None else asked["start_revision"]
+        until_settled = asked["until_settled"]
+        _check_ids(kind, ids)
+        heartbeat = asked["heartbeat"] or self.hub.settings.heartbeat
+        envelope = asked["envelope"]
         if await self._precheck(kind, caller.tenant, ids, start, until_settled):
             return Response(status_code=204)
         if request.method == "HEAD":  # the stream's headers, without running a watch
             return Response(media_type="text/event-stream; charset=utf-8")
-        return EventStream(self.hub, kind, caller.tenant, ids, start, until_settled, heartbeat)
+        return EventStream(
+            self.hub, kind, caller.tenant, ids, start, until_settled, heartbeat, envelope
+        )
 
     def routes(self) -> list[BaseRoute]:
         return [Route(PATH, self.endpoint, methods=["GET"])]

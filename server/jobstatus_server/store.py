@@ -29,6 +29,7 @@ never waits on the database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+import psycopg
 from google.protobuf.message import Message
 from sqlalchemy import (
     Connection,
@@ -65,7 +67,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from jobstatus_server.errors import JobStatusError, Unavailable
 from jobstatus_server.kinds import Kind
-from jobstatus_server.metrics import STORE_REVISION, WRITES
+from jobstatus_server.metrics import STORE_REVISION, WRITE_GROUP_WRITES, WRITE_GROUPS, WRITES
 from jobstatus_server.models import Counter, Event, Job
 from jobstatus_server.notify import CHANNEL, Listener, payload
 
@@ -80,7 +82,19 @@ MAX_GROUP = 128
 READERS = 4
 COMPACT_LOCK = 0x6A6F6273_00000002  # pg advisory lock: one replica compacts at a time
 # A failure of the database or the connection to it, not of one write's statements.
-LOST = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
+# The same failures as the drivers raise them, on the writer's own cursor.
+DRIVER_LOST: tuple[type[Exception], ...] = (
+    sqlite3.OperationalError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+LOST: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    PoolTimeout,
+    *DRIVER_LOST,
+)
 
 
 @dataclass(frozen=True)
@@ -104,6 +118,15 @@ class Sql:
         if self.names is None:
             return conn.exec_driver_sql(self.text, values)
         return conn.exec_driver_sql(self.text, tuple(values[name] for name in self.names))
+
+    def execute(self, cursor: Any, **params: Any) -> Any:
+        """Run on a DB-API cursor: no SQLAlchemy on the way at all."""
+        values = {**self.fixed, **params} if self.fixed else params
+        if self.names is None:
+            cursor.execute(self.text, values)
+        else:
+            cursor.execute(self.text, tuple(values[name] for name in self.names))
+        return cursor
 
 
 def _key(prefix: str = "") -> Any:
@@ -157,20 +180,24 @@ class HotSql:
 
 @dataclass
 class Tx:
-    """One writing transaction: reads rows and appends changes with fresh revisions."""
+    """One writing transaction: reads rows and appends changes with fresh revisions.
+    The hot statements go straight to the driver's cursor `cur` of the connection."""
 
     conn: Connection
     revision: int
     now: datetime
     sql: HotSql
+    cur: Any = None
     changed: bool = False
     kinds: list[str] = field(default_factory=list)
+    # The changes of this transaction, in revision order, with the job's bytes as stored.
+    changes: list[Change] = field(default_factory=list)
 
     def load(self, kind: Kind[M], tenant: str, job_id: str) -> M | None:
-        data = self.sql.load.run(
-            self.conn, tenant=tenant, kind=kind.name, job_id=job_id
-        ).scalar_one_or_none()
-        return None if data is None else kind.message.FromString(data)
+        row = self.sql.load.execute(
+            self.cur, tenant=tenant, kind=kind.name, job_id=job_id
+        ).fetchone()
+        return None if row is None else kind.message.FromString(row[0])
 
     def load_by_request(self, kind: Kind[M], tenant: str, request_id: str) -> M | None:
         data = self.conn.execute(
@@ -211,8 +238,8 @@ class Tx:
         data = message.SerializeToString()
         due_at = kind.due(message)
         if created:
-            self.sql.insert_job.run(
-                self.conn,
+            self.sql.insert_job.execute(
+                self.cur,
                 tenant=tenant,
                 kind=kind.name,
                 job_id=job_id,
@@ -224,8 +251,8 @@ class Tx:
                 data=data,
             )
         else:
-            self.sql.update_job.run(
-                self.conn,
+            self.sql.update_job.execute(
+                self.cur,
                 w_tenant=tenant,
                 w_kind=kind.name,
                 w_job_id=job_id,
@@ -234,8 +261,8 @@ class Tx:
                 due_at=due_at,
                 data=data,
             )
-        self.sql.insert_event.run(
-            self.conn,
+        self.sql.insert_event.execute(
+            self.cur,
             revision=revision,
             tenant=tenant,
             kind=kind.name,
@@ -244,6 +271,9 @@ class Tx:
             created_at=self.now.timestamp(),
             data=data,
         )
+        change = Change(revision, tenant, kind.name, job_id, status, data)
+        change.cache[kind.name] = message
+        self.changes.append(change)
         return message
 
 
@@ -261,6 +291,7 @@ class Store:
     url: str
     sqlite_synchronous: str = "FULL"
     _listeners: list[Callable[[int], None]] = field(default_factory=list)
+    _change_listeners: list[Callable[[list[Change]], None]] = field(default_factory=list)
     _queue: queue.SimpleQueue[_Write | None] = field(default_factory=queue.SimpleQueue)
     _thread: threading.Thread | None = None
     _writer: Engine | None = None
@@ -351,6 +382,12 @@ class Store:
         (`revision` may then be 0: something may have been committed)."""
         self._listeners.append(listener)
 
+    def on_changes(self, listener: Callable[[list[Change]], None]) -> None:
+        """Call `listener(changes)` on the event loop with each commit group of this
+        process, its changes in revision order, before the writes are answered and
+        before the `on_commit` listeners."""
+        self._change_listeners.append(listener)
+
     def _remote_commit(self, revision: int) -> None:
         """On the listener thread: another replica committed (or may have)."""
         loop = self._loop
@@ -392,23 +429,13 @@ class Store:
         assert self._writer is not None and self._sql is not None
         sql = self._sql
         try:
-            with self._writer.connect() as conn, conn.begin():
-                revision = int(sql.lock_revision.run(conn).scalar_one())
-                tx = Tx(conn, revision, datetime.now(UTC), sql)
-                for write in group:
-                    write.result, write.error = None, None
-                    try:
-                        write.result = write.fn(tx)
-                    except JobStatusError as error:
-                        write.error = error
-                if tx.changed:
-                    sql.set_revision.run(conn, value=tx.revision)
-                    if not self.is_sqlite:
-                        # Delivered at commit, to the other replicas' listeners.
-                        conn.execute(
-                            text("SELECT pg_notify(:channel, :payload)"),
-                            {"channel": CHANNEL, "payload": payload(self._sender, tx.revision)},
-                        )
+            with self._writer.connect() as conn:
+                try:
+                    with conn.begin():
+                        tx = self._run_group(conn, group, sql)
+                except DRIVER_LOST:
+                    conn.invalidate()
+                    raise
         except LOST as error:
             # The database (or our connection to it) is gone: the transaction is rolled
             # back or, if the connection died during COMMIT, its outcome is unknown; either
@@ -432,16 +459,55 @@ class Store:
             return
         for name in tx.kinds:
             WRITES.labels(name).inc()
-        self._resolve(group, tx.revision if tx.changed else None)
+        self._resolve(group, tx.revision if tx.changed else None, tx.changes)
 
-    def _resolve(self, group: list[_Write], revision: int | None) -> None:
+    def _run_group(self, conn: Connection, group: list[_Write], sql: HotSql) -> Tx:
+        """The group's writes in the open transaction, on the driver's own cursor (on
+        PostgreSQL in pipeline mode: only a read waits for its answer)."""
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        cur = dbapi.cursor()
+        with contextlib.nullcontext() if self.is_sqlite else dbapi.pipeline():
+            row = sql.lock_revision.execute(cur).fetchone()
+            tx = Tx(conn, int(row[0]), datetime.now(UTC), sql, cur)
+            for write in group:
+                write.result, write.error = None, None
+                try:
+                    write.result = write.fn(tx)
+                except JobStatusError as error:
+                    write.error = error
+            if tx.changed:
+                if self.is_sqlite:
+                    sql.set_revision.execute(cur, value=tx.revision)
+                else:
+                    # The NOTIFY is delivered at commit, to the other replicas' listeners.
+                    cur.execute(
+                        "UPDATE counter SET value = %s WHERE name = 'revision'"
+                        " RETURNING pg_notify(%s, %s)",
+                        (tx.revision, CHANNEL, payload(self._sender, tx.revision)),
+                    )
+        WRITE_GROUPS.inc()
+        WRITE_GROUP_WRITES.inc(len(group))
+        return tx
+
+    def _resolve(
+        self, group: list[_Write], revision: int | None, changes: list[Change] | None = None
+    ) -> None:
         loop = group[0].loop
-        loop.call_soon_threadsafe(self._deliver, group, revision)
+        loop.call_soon_threadsafe(self._deliver, group, revision, changes)
 
-    def _deliver(self, group: list[_Write], revision: int | None) -> None:
+    def _deliver(
+        self, group: list[_Write], revision: int | None, changes: list[Change] | None
+    ) -> None:
         if revision is not None and revision > self.revision:
             self.revision = revision
             STORE_REVISION.set(revision)
+            if changes:
+                for change_listener in self._change_listeners:
+                    try:
+                        change_listener(changes)
+                    except Exception:  # a listener's bug must not leave writes unanswered
+                        log.exception("a change listener failed")
             for listener in self._listeners:
                 listener(revision)
         for write in group:
@@ -584,6 +650,41 @@ class Store:
 
         return await self.read(run)
 
+    async def history(
+        self, kind: Kind[M], tenant: str, job_id: str, after: int, limit: int
+    ) -> History:
+        """Up to `limit` kept changes of one job after revision `after`, oldest first, with
+        the compaction point and the job's first revision, read in one transaction."""
+
+        def run(conn: Connection) -> History:
+            compacted = int(
+                conn.execute(
+                    select(COUNTER.c.value).where(COUNTER.c.name == "compacted")
+                ).scalar_one()
+            )
+            created = conn.execute(
+                select(JOB.c.create_revision).where(
+                    JOB.c.tenant == tenant, JOB.c.kind == kind.name, JOB.c.job_id == job_id
+                )
+            ).scalar_one_or_none()
+            rows: list[tuple[int, float, bytes]] = []
+            if created is not None:
+                query = (
+                    select(EVENT.c.revision, EVENT.c.created_at, EVENT.c.data)
+                    .where(
+                        EVENT.c.tenant == tenant,
+                        EVENT.c.kind == kind.name,
+                        EVENT.c.job_id == job_id,
+                        EVENT.c.revision > after,
+                    )
+                    .order_by(EVENT.c.revision)
+                    .limit(limit)
+                )
+                rows = [(int(r), float(c), bytes(d)) for r, c, d in conn.execute(query)]
+            return History(compacted, None if created is None else int(created), rows)
+
+        return await self.read(run)
+
     async def compacted(self) -> int:
         def run(conn: Connection) -> int:
             return int(
@@ -696,6 +797,8 @@ class Change:
     status: int
     data: bytes
     cache: dict[Any, Any] = field(default_factory=dict)
+    # The watch events built from this change, once for every stream (watch.py).
+    events: dict[Any, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -705,6 +808,15 @@ class Snapshot:
     revision: int  # the store's revision
     compacted: int  # every event after this one is kept
     jobs: list[Change]  # the current state of the matching jobs (empty unless asked)
+
+
+@dataclass(frozen=True)
+class History:
+    """A page of one job's kept changes, read in one transaction."""
+
+    compacted: int  # every event after this one is kept
+    created: int | None  # the job's first revision; None: no such job
+    changes: list[tuple[int, float, bytes]]  # (revision, commit time in POSIX seconds, job)
 
 
 def _change(row: Any) -> Change:

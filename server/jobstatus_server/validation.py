@@ -15,7 +15,7 @@ here), so the contract declares its own, smaller rule option instead.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -55,7 +55,8 @@ def _is_repeated(field: FieldDescriptor) -> bool:
 
 def validate(message: Message, prefix: str = "") -> None:
     """Raise InvalidArgument listing every violation in `message`, or return."""
-    violations = list(violations_of(message, prefix))
+    violations: list[FieldViolation] = []
+    _checker(message.DESCRIPTOR)(message, prefix, violations)
     if violations:
         summary = "; ".join(f"{v.field}: {v.description}" for v in violations[:5])
         raise InvalidArgument(
@@ -64,77 +65,182 @@ def validate(message: Message, prefix: str = "") -> None:
 
 
 def violations_of(message: Message, prefix: str = "") -> Iterator[FieldViolation]:
-    descriptor: Descriptor = message.DESCRIPTOR  # type: ignore[assignment]
+    violations: list[FieldViolation] = []
+    _checker(message.DESCRIPTOR)(message, prefix, violations)
+    return iter(violations)
+
+
+# --- the rules, compiled once per message type -----------------------------------------
+#
+# A checker appends the violations of one message to a list; it is built once per
+# descriptor from the field options (on first use, and for every message type of the
+# contract at start-up by `compile_all`), so a call only runs the checks that apply.
+
+Checker = Callable[[Message, str, list[FieldViolation]], None]
+
+
+@cache
+def _checker(descriptor: Descriptor) -> Checker:
     if descriptor.full_name == "google.protobuf.Timestamp":
-        yield from _timestamp(message, prefix.rstrip("."))
-        return
+        return lambda message, prefix, out: out.extend(_timestamp(message, prefix.rstrip(".")))
     if descriptor.full_name == "google.protobuf.Duration":
-        yield from _duration(message, prefix.rstrip("."))
-        return
-    for field in descriptor.fields:
-        path = prefix + field.name
-        rules = _rules(field)
-        value = getattr(message, field.name)
-        if _is_repeated(field):
-            limit = rules.max_len or DEFAULT_MAX_ITEMS
-            if len(value) > limit:
-                yield FieldViolation(path, f"at most {limit} elements, got {len(value)}")
-                continue
-            if rules.required and not value:
-                yield FieldViolation(path, "is required", "REQUIRED")
-            for index, item in enumerate(value):
-                yield from _single(field, options_pb2.FieldRules(), item, f"{path}[{index}]", True)
-        else:
-            present = message.HasField(field.name) if field.has_presence else None
-            if field.type == FieldDescriptor.TYPE_MESSAGE and not present:
-                if rules.required:
-                    yield FieldViolation(path, "is required", "REQUIRED")
-                continue
-            yield from _single(field, rules, value, path, present is not False)
+        return lambda message, prefix, out: out.extend(_duration(message, prefix.rstrip(".")))
+    checks = tuple(_field_check(field) for field in descriptor.fields)
+
+    def check(message: Message, prefix: str, out: list[FieldViolation]) -> None:
+        for field_check in checks:
+            field_check(message, prefix, out)
+
+    return check
 
 
-def _single(
-    field: FieldDescriptor, rules: options_pb2.FieldRules, value: object, path: str, present: bool
-) -> Iterator[FieldViolation]:
+def compile_all(descriptors: Iterable[Descriptor]) -> None:
+    """Build the checkers of these message types and of every type they contain."""
+    pending = list(descriptors)
+    seen: set[str] = set()
+    while pending:
+        descriptor = pending.pop()
+        if descriptor.full_name in seen:
+            continue
+        seen.add(descriptor.full_name)
+        _checker(descriptor)
+        pending.extend(
+            field.message_type for field in descriptor.fields if field.message_type is not None
+        )
+
+
+Value = Callable[[object, str, list[FieldViolation]], None]
+
+
+def _field_check(field: FieldDescriptor) -> Checker:
+    name = field.name
+    rules = _rules(field)
+    if _is_repeated(field):
+        limit = rules.max_len or DEFAULT_MAX_ITEMS
+        required = rules.required
+        item = _value_check(field, options_pb2.FieldRules())
+
+        def repeated(message: Message, prefix: str, out: list[FieldViolation]) -> None:
+            values = getattr(message, name)
+            if not values and not required:
+                return
+            path = prefix + name
+            if len(values) > limit:
+                out.append(FieldViolation(path, f"at most {limit} elements, got {len(values)}"))
+                return
+            if required and not values:
+                out.append(FieldViolation(path, "is required", "REQUIRED"))
+            for index, value in enumerate(values):
+                item(value, f"{path}[{index}]", out)
+
+        return repeated
+    value_check = _value_check(field, rules)
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        required = rules.required
+
+        def nested(message: Message, prefix: str, out: list[FieldViolation]) -> None:
+            if message.HasField(name):
+                value_check(getattr(message, name), prefix + name, out)
+            elif required:
+                out.append(FieldViolation(prefix + name, "is required", "REQUIRED"))
+
+        return nested
+    numeric = field.type not in (
+        FieldDescriptor.TYPE_STRING,
+        FieldDescriptor.TYPE_ENUM,
+        FieldDescriptor.TYPE_BYTES,
+        FieldDescriptor.TYPE_BOOL,
+    )
+    if numeric and field.has_presence:
+
+        def present_scalar(message: Message, prefix: str, out: list[FieldViolation]) -> None:
+            if message.HasField(name):
+                value_check(getattr(message, name), prefix + name, out)
+
+        return present_scalar
+
+    def scalar(message: Message, prefix: str, out: list[FieldViolation]) -> None:
+        value_check(getattr(message, name), prefix + name, out)
+
+    return scalar
+
+
+def _value_check(field: FieldDescriptor, rules: options_pb2.FieldRules) -> Value:
+    """The checks of one value of `field` (a present one, for numbers)."""
     kind = field.type
+    required = rules.required
     if kind == FieldDescriptor.TYPE_MESSAGE:
-        assert isinstance(value, Message)
-        yield from violations_of(value, path + ".")
-    elif kind == FieldDescriptor.TYPE_STRING:
-        assert isinstance(value, str)
+        assert field.message_type is not None
+        message_type = field.message_type
+
+        def message_value(value: object, path: str, out: list[FieldViolation]) -> None:
+            assert isinstance(value, Message)
+            _checker(message_type)(value, path + ".", out)
+
+        return message_value
+    if kind == FieldDescriptor.TYPE_STRING:
         limit = rules.max_len or DEFAULT_MAX_LEN
-        if rules.required and not value:
-            yield FieldViolation(path, "is required", "REQUIRED")
-        elif len(value) > limit:
-            yield FieldViolation(path, f"at most {limit} characters, got {len(value)}", "TOO_LONG")
-        elif "\x00" in value:
-            yield FieldViolation(path, "must not contain NUL characters", "NUL_CHARACTER")
-        elif value and rules.pattern and not _pattern(rules.pattern).fullmatch(value):
-            described = rules.pattern_description or f"match {rules.pattern}"
-            yield FieldViolation(path, f"must be {described}", "PATTERN")
-    elif kind == FieldDescriptor.TYPE_ENUM:
-        assert isinstance(value, int)
+        pattern = _pattern(rules.pattern) if rules.pattern else None
+        described = rules.pattern_description or f"match {rules.pattern}"
+
+        def string(value: object, path: str, out: list[FieldViolation]) -> None:
+            assert isinstance(value, str)
+            if not value:
+                if required:
+                    out.append(FieldViolation(path, "is required", "REQUIRED"))
+            elif len(value) > limit:
+                out.append(
+                    FieldViolation(
+                        path, f"at most {limit} characters, got {len(value)}", "TOO_LONG"
+                    )
+                )
+            elif "\x00" in value:
+                out.append(FieldViolation(path, "must not contain NUL characters", "NUL_CHARACTER"))
+            elif pattern is not None and not pattern.fullmatch(value):
+                out.append(FieldViolation(path, f"must be {described}", "PATTERN"))
+
+        return string
+    if kind == FieldDescriptor.TYPE_ENUM:
         enum = field.enum_type
         assert enum is not None
-        if value not in enum.values_by_number:
-            yield FieldViolation(
-                path, f"{value} is not a value of {enum.full_name}", "UNKNOWN_ENUM"
-            )
-        elif rules.required and value == 0:
-            yield FieldViolation(path, "is required", "REQUIRED")
-    elif kind == FieldDescriptor.TYPE_BYTES:
-        assert isinstance(value, bytes)
-        limit = rules.max_len or DEFAULT_MAX_LEN
-        if len(value) > limit:
-            yield FieldViolation(path, f"at most {limit} bytes", "TOO_LONG")
-    elif kind != FieldDescriptor.TYPE_BOOL and present:
+        known = frozenset(enum.values_by_number)
+        enum_name = enum.full_name
+
+        def enum_value(value: object, path: str, out: list[FieldViolation]) -> None:
+            if value not in known:
+                out.append(
+                    FieldViolation(path, f"{value} is not a value of {enum_name}", "UNKNOWN_ENUM")
+                )
+            elif required and value == 0:
+                out.append(FieldViolation(path, "is required", "REQUIRED"))
+
+        return enum_value
+    if kind == FieldDescriptor.TYPE_BYTES:
+        byte_limit = rules.max_len or DEFAULT_MAX_LEN
+
+        def bytes_value(value: object, path: str, out: list[FieldViolation]) -> None:
+            assert isinstance(value, bytes)
+            if len(value) > byte_limit:
+                out.append(FieldViolation(path, f"at most {byte_limit} bytes", "TOO_LONG"))
+
+        return bytes_value
+    if kind == FieldDescriptor.TYPE_BOOL:
+        return lambda value, path, out: None
+    low = rules.min if rules.HasField("min") else None
+    high = rules.max if rules.HasField("max") else None
+    if low is None and high is None and not required:
+        return lambda value, path, out: None
+
+    def number(value: object, path: str, out: list[FieldViolation]) -> None:
         assert isinstance(value, int | float)
-        if rules.HasField("min") and value < rules.min:
-            yield FieldViolation(path, f"must be at least {rules.min}, got {value}", "OUT_OF_RANGE")
-        elif rules.HasField("max") and value > rules.max:
-            yield FieldViolation(path, f"must be at most {rules.max}, got {value}", "OUT_OF_RANGE")
-        elif rules.required and not value:
-            yield FieldViolation(path, "is required", "REQUIRED")
+        if low is not None and value < low:
+            out.append(FieldViolation(path, f"must be at least {low}, got {value}", "OUT_OF_RANGE"))
+        elif high is not None and value > high:
+            out.append(FieldViolation(path, f"must be at most {high}, got {value}", "OUT_OF_RANGE"))
+        elif required and not value:
+            out.append(FieldViolation(path, "is required", "REQUIRED"))
+
+    return number
 
 
 def _timestamp(message: Message, path: str) -> Iterator[FieldViolation]:

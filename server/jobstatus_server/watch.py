@@ -1,27 +1,36 @@
-"""The watch hub: tails the event log and fans changes out to watch streams.
+"""The watch hub: publishes committed changes in revision order and fans them out.
 
-The event log is the source of truth. The hub is only woken (by a local
-commit, or by its poll for other writers) and then reads the committed events
-after the last one it published, strictly in revision order, never past a
-gap. Each live stream has a bounded queue; a stream whose queue is full is
-cut off with RESOURCE_EXHAUSTED and its last sent revision, so a stalled
-consumer never grows server memory and never slows the others.
+Changes reach the hub through one door, `Hub._publish`, strictly in revision order
+and never past a gap. This process's commits are handed over by the store's writer
+as they commit (no read-back of the event log); other replicas' commits, and any gap
+between ours, are read from the event log when a NOTIFY (or the poll) wakes the hub.
 
-A stream starts by catching up from the ring of recent events, or from the
-event log when it is further behind, writing straight to the client (so
-catch-up is paced by the client), and joins the live fan-out once it has
-reached the hub's revision. Nothing is ever sent twice or out of order:
-the cursor only moves forward.
+Every published change goes into one shared ring of recent changes. A change
+reaches only the streams that match it: an index by (kind, tenant) for streams of
+all jobs and by (kind, tenant, job id) for streams of given jobs. A stream holds at
+most one change of its own (a reference, no copy); when more arrive before it has
+written that one, it is *lagging* and reads on from the shared ring by its cursor
+(or from the event log, when the ring no longer reaches back that far). A stream
+that falls more than `buffer` changes behind is cut off with RESOURCE_EXHAUSTED and
+the last revision it sent, so a stalled consumer never costs memory and never slows
+the others.
+
+Each change is encoded once for every stream: on gRPC a watch event is written as
+ready-serialized bytes, built from the job's bytes as the writer serialized them
+(the four Watch*Response messages share one layout: type = 1, revision = 2, job = 3).
+
+The revision a stream names as its resume point (on a cut-off, a shutdown, a
+heartbeat) is the last one whose send began: a send that has begun reaches the
+client even if the stream is ended while it waits, so it counts as sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,13 +57,40 @@ CHANGE = watch_pb2.WATCH_EVENT_TYPE_CHANGE
 HEARTBEAT = watch_pb2.WATCH_EVENT_TYPE_HEARTBEAT
 
 # Builds the kind's response message: (type, revision, job or None).
-Respond = Callable[[int, int, Message | None], Message]
+Respond = Callable[[int, int, Message | None], Any]
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def encode_event(event_type: int, revision: int, job: bytes | None) -> bytes:
+    """A Watch*Response of any kind, serialized: byte for byte what SerializeToString
+    gives (fields in number order, zero scalars left out, the job as its own bytes)."""
+    head = (b"\x08" + _varint(event_type) if event_type else b"") + (
+        b"\x10" + _varint(revision) if revision else b""
+    )
+    if job is None:
+        return head
+    return head + b"\x1a" + _varint(len(job)) + job
+
+
+def wire(event_type: int, revision: int, job: Message | None) -> bytes:
+    """The responder of gRPC watch streams: events as ready-serialized bytes. The hub
+    recognizes it and builds STATE and CHANGE events from the job's stored bytes,
+    once per change for every stream."""
+    return encode_event(event_type, revision, None if job is None else job.SerializeToString())
 
 
 @dataclass
 class WatchSettings:
-    buffer: int = 1024  # events queued per live stream before it is cut off
-    ring: int = 8192  # recent events kept in memory for catching up
+    buffer: int = 1024  # changes a live stream may fall behind before it is cut off
+    ring: int = 8192  # recent changes kept in memory for lagging streams
     catch_up_batch: int = 512
     heartbeat: float = 15.0
     min_heartbeat: float = 0.5
@@ -62,10 +98,6 @@ class WatchSettings:
     poll_interval: float = 1.0
     history_count: int = 100_000
     history_age: float = 24 * 3600.0
-
-
-# Put in an idle live stream's queue when its heartbeat is due.
-HEARTBEAT_DUE = Change(0, "", "", "", 0, b"")
 
 
 @dataclass(eq=False, slots=True)
@@ -76,10 +108,15 @@ class Stream:
     tenant: str
     ids: frozenset[str]
     task: asyncio.Task[Any]
-    queue: asyncio.Queue[Change]
     heartbeat: float
-    sent: int = 0  # the last revision written to the client
-    floor: int = 0  # changes at or before this revision were covered by the catch-up
+    sent: int = 0  # the last revision whose send began: the resume point
+    cursor: int = 0  # every matching change up to here is sent (or is `next`)
+    joined: int = 0  # the hub's revision when the stream joined the fan-out
+    backlog: int = 0  # changes published to it since it joined and not yet sent
+    next: Change | None = None  # its one pending change while not lagging
+    lagging: bool = False  # more than one pending: read on from the ring by cursor
+    beat: bool = False  # a heartbeat is due
+    waiter: asyncio.Future[None] | None = None
     ended: JobStatusError | None = None
     last_write: float = 0.0  # monotonic time of the last write
     timer: asyncio.TimerHandle | None = None
@@ -92,15 +129,20 @@ class Stream:
         self.timer = asyncio.get_running_loop().call_later(delay, self._beat)
 
     def _beat(self) -> None:
-        if time.monotonic() - self.last_write >= self.heartbeat * 0.999 and self.queue.empty():
-            self.queue.put_nowait(HEARTBEAT_DUE)
-            self.last_write = time.monotonic()
+        if time.monotonic() - self.last_write >= self.heartbeat * 0.999:
+            self.beat = True
+            self.wake()
         self.arm()
 
     def disarm(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def matches(self, change: Change) -> bool:
         return (
@@ -125,19 +167,22 @@ class Hub:
     compacted: int = 0
     ring: deque[Change] = field(default_factory=deque)
     streams: set[Stream] = field(default_factory=set)
-    _by_kind: dict[tuple[str, str], set[Stream]] = field(default_factory=lambda: defaultdict(set))
-    _by_job: dict[tuple[str, str, str], set[Stream]] = field(
-        default_factory=lambda: defaultdict(set)
-    )
+    _by_kind: dict[tuple[str, str], set[Stream]] = field(default_factory=dict)
+    _by_job: dict[tuple[str, str, str], set[Stream]] = field(default_factory=dict)
+    # Local commit groups that arrived before the changes ahead of them were published.
+    _held: deque[list[Change]] = field(default_factory=deque)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
     _closing: bool = False
+    # Called with every batch of changes before any stream sees them (the view, view.py).
+    listeners: list[Callable[[Sequence[Change]], None]] = field(default_factory=list)
 
     async def start(self) -> None:
         self.ring = deque(maxlen=self.settings.ring)
         self.revision = self.store.revision
         self.compacted = await self.store.compacted()
-        self.store.on_commit(lambda revision: self._wake.set())
+        self.store.on_changes(self._committed)
+        self.store.on_commit(self._notified)
         self._task = asyncio.create_task(self._run(), name="jobstatus-hub")
 
     async def close(self, resume_hint: str = "the server is shutting down") -> None:
@@ -158,10 +203,40 @@ class Hub:
             metadata={"resume_revision": str(stream.sent)},
         )
 
-    # --- tailing the log --------------------------------------------------------
+    # --- what comes in ------------------------------------------------------------
 
     def wake(self) -> None:
         self._wake.set()
+
+    def _committed(self, changes: list[Change]) -> None:
+        """This process's commit group, in revision order, handed over by the writer."""
+        if not changes or changes[-1].revision <= self.revision:
+            return
+        if changes[0].revision <= self.revision + 1:
+            self._publish([c for c in changes if c.revision > self.revision])
+            self._release()
+        else:
+            # Something committed before ours (another replica) is not published yet:
+            # hold ours until the log has filled the gap; never publish past it.
+            self._held.append(changes)
+            self._wake.set()
+
+    def _notified(self, revision: int) -> None:
+        """A commit happened (another replica's, or ours): tail the log if we are behind."""
+        if revision == 0 or revision > self.revision:
+            self._wake.set()
+
+    def _release(self) -> None:
+        """Publish held local groups that now follow on."""
+        while self._held:
+            first = self._held[0]
+            if first[-1].revision <= self.revision:
+                self._held.popleft()
+                continue
+            if first[0].revision > self.revision + 1:
+                return
+            self._held.popleft()
+            self._publish([c for c in first if c.revision > self.revision])
 
     async def _run(self) -> None:
         while True:
@@ -176,31 +251,52 @@ class Hub:
                 log.exception("hub failed to tail the event log")
 
     async def _tail(self) -> None:
+        """Read what others committed from the log, in order, up to the first gap."""
         while True:
-            changes = await self.store.events_after(self.revision, self.settings.catch_up_batch)
-            if not changes:
-                return
-            contiguous = list(
-                itertools.takewhile(
-                    lambda pair: pair[1].revision == self.revision + 1 + pair[0],
-                    enumerate(changes),
-                )
+            # Up to the first held local group: the log is read only for the gap before it.
+            upper = self._held[0][0].revision - 1 if self._held else None
+            if upper is not None and upper <= self.revision:
+                self._release()
+                continue
+            after = self.revision
+            changes = await self.store.events_after(
+                after, self.settings.catch_up_batch, upper=upper
             )
+            # Our own commits may have been published while the read was under way.
+            fresh = [c for c in changes if c.revision > self.revision]
+            if not changes:
+                if self._held and await self._behind_compaction():
+                    continue
+                return
+            if not fresh:
+                continue
+            contiguous: list[Change] = []
+            for change in fresh:
+                if change.revision != self.revision + 1 + len(contiguous):
+                    break
+                contiguous.append(change)
             if not contiguous:
-                compacted = await self.store.compacted()
-                if compacted > self.revision:
-                    # This hub fell behind the kept history (its database was away while
-                    # others wrote and compacted): the missing changes are gone for good.
-                    self._skip_to(compacted)
+                if await self._behind_compaction():
                     continue
                 # The next revision is not visible yet: never publish past a gap.
                 await asyncio.sleep(0.005)
                 continue
-            self._publish([change for _, change in contiguous])
-            if len(contiguous) < len(changes):
+            self._publish(contiguous)
+            self._release()
+            if len(contiguous) < len(fresh):
                 await asyncio.sleep(0.005)
-            elif len(changes) < self.settings.catch_up_batch:
+            elif len(changes) < self.settings.catch_up_batch and not self._held:
                 return
+
+    async def _behind_compaction(self) -> bool:
+        compacted = await self.store.compacted()
+        if compacted > self.revision:
+            # This hub fell behind the kept history (its database was away while
+            # others wrote and compacted): the missing changes are gone for good.
+            self._skip_to(compacted)
+            self._release()
+            return True
+        return False
 
     def _skip_to(self, compacted: int) -> None:
         """Jump over compacted history: every live stream missed changes it can never
@@ -217,38 +313,61 @@ class Hub:
         self.compacted = max(self.compacted, compacted)
 
     def _publish(self, changes: Sequence[Change]) -> None:
-        """Publish in order: no await here, so streams see a consistent hub."""
+        """The single entry of changes, in revision order: no await here, so the
+        listeners (the view) and the streams see a consistent hub."""
+        for listener in self.listeners:
+            listener(changes)
+        buffer = self.settings.buffer
+        by_kind, by_job = self._by_kind, self._by_job
+        cut: list[Stream] = []
         for change in changes:
             self.ring.append(change)
             self.revision = change.revision
-            targets = self._by_kind.get((change.kind, change.tenant), set()) | self._by_job.get(
-                (change.kind, change.tenant, change.job_id), set()
-            )
-            HUB_REVISION.set(change.revision)
-            for stream in targets:
-                try:
-                    stream.queue.put_nowait(change)
-                except asyncio.QueueFull:
-                    self._detach(stream)
-                    stream.end(
-                        ResourceExhausted(
-                            f"the watcher fell more than {self.settings.buffer} events behind; "
-                            f"resume from revision {stream.sent}",
-                            reason="WATCHER_TOO_SLOW",
-                            metadata={"resume_revision": str(stream.sent)},
-                        )
+            of_kind = by_kind.get((change.kind, change.tenant))
+            of_job = by_job.get((change.kind, change.tenant, change.job_id))
+            for targets in (of_kind, of_job):
+                if not targets:
+                    continue
+                for stream in targets:
+                    stream.backlog += 1
+                    if stream.backlog > buffer:
+                        cut.append(stream)
+                    elif stream.next is None and not stream.lagging:
+                        stream.next = change
+                    else:
+                        stream.lagging = True
+                    stream.wake()
+        if changes:
+            HUB_REVISION.set(self.revision)
+        for stream in cut:
+            if stream.live:
+                self._detach(stream)
+                stream.end(
+                    ResourceExhausted(
+                        f"the watcher fell more than {buffer} events behind; "
+                        f"resume from revision {stream.sent}",
+                        reason="WATCHER_TOO_SLOW",
+                        metadata={"resume_revision": str(stream.sent)},
                     )
+                )
 
     # --- streams ------------------------------------------------------------------
 
     def _attach(self, stream: Stream) -> None:
+        stream.live = True
+        stream.joined = self.revision
         if stream.ids:
             for job_id in stream.ids:
-                self._by_job[(stream.kind.name, stream.tenant, job_id)].add(stream)
+                self._by_job.setdefault((stream.kind.name, stream.tenant, job_id), set()).add(
+                    stream
+                )
         else:
-            self._by_kind[(stream.kind.name, stream.tenant)].add(stream)
+            self._by_kind.setdefault((stream.kind.name, stream.tenant), set()).add(stream)
 
     def _detach(self, stream: Stream) -> None:
+        if not stream.live:
+            return
+        stream.live = False
         keys: list[Any]
         if stream.ids:
             keys = [(stream.kind.name, stream.tenant, job_id) for job_id in stream.ids]
@@ -263,14 +382,26 @@ class Hub:
                 if not members:
                     del index[key]
 
-    async def _catch_up(self, stream: Stream, cursor: int) -> tuple[list[Change], int]:
-        """The changes for `stream` after `cursor`, in order, and the revision they reach."""
-        oldest_in_ring = self.ring[0].revision if self.ring else self.revision + 1
-        if cursor + 1 >= oldest_in_ring:
-            start = cursor + 1 - oldest_in_ring
-            found = [c for c in itertools.islice(self.ring, start, None) if stream.matches(c)]
-            return found, self.revision
-        upper = self.revision
+    async def _read_on(self, stream: Stream, upper: int) -> list[Change]:
+        """The changes for `stream` after its cursor up to `upper` (at most a batch), in
+        order, from the ring or, when the ring does not reach back so far, the log. The
+        cursor moves to the last revision looked at."""
+        cursor = stream.cursor
+        ring = self.ring
+        oldest = ring[0].revision if ring else self.revision + 1
+        if cursor + 1 >= oldest:
+            found: list[Change] = []
+            batch = self.settings.catch_up_batch
+            position = cursor + 1 - oldest
+            end = min(upper, self.revision) - oldest + 1
+            matches = stream.matches
+            while position < end and len(found) < batch:
+                change = ring[position]
+                if matches(change):
+                    found.append(change)
+                position += 1
+            stream.cursor = oldest + position - 1
+            return found
         found = await self.store.events_after(
             cursor,
             self.settings.catch_up_batch,
@@ -283,9 +414,8 @@ class Hub:
         self.compacted = max(self.compacted, compacted)
         if cursor < compacted:
             raise _out_of_range(cursor, compacted)
-        if len(found) == self.settings.catch_up_batch:
-            return found, found[-1].revision
-        return found, upper
+        stream.cursor = found[-1].revision if len(found) == self.settings.catch_up_batch else upper
+        return found
 
     async def watch(
         self,
@@ -295,27 +425,24 @@ class Hub:
         start_revision: int,
         until_settled: bool,
         heartbeat: float,
-        send: Callable[[Message], Any],
+        send: Callable[[Any], Any],
         respond: Respond,
     ) -> None:
-        """Serve one watch stream until the client leaves, it settles, or it is ended."""
+        """Serve one watch stream until the client leaves, it settles, or it is ended.
+        `send` gets what `respond` builds (with `respond=wire`: bytes)."""
         if self._closing:
             raise Unavailable("the server is shutting down", reason="SHUTTING_DOWN")
         task = asyncio.current_task()
         assert task is not None
         heartbeat = min(max(heartbeat, self.settings.min_heartbeat), self.settings.max_heartbeat)
-        stream = Stream(
-            kind,
-            tenant,
-            frozenset(ids),
-            task,
-            asyncio.Queue(maxsize=self.settings.buffer),
-            heartbeat,
-        )
+        stream = Stream(kind, tenant, frozenset(ids), task, heartbeat)
         self.streams.add(stream)
         WATCH_STREAMS.inc()
         try:
-            await self._serve(stream, start_revision, until_settled, send, respond)
+            settled = await self._open(stream, start_revision, until_settled, send, respond)
+            if settled is not None and until_settled and settled and all(settled.values()):
+                return
+            await self._follow(stream, settled if until_settled else None, send, respond)
         except asyncio.CancelledError:
             if stream.ended is None:
                 raise
@@ -327,14 +454,16 @@ class Hub:
             self.streams.discard(stream)
             WATCH_STREAMS.dec()
 
-    async def _serve(
+    async def _open(
         self,
         stream: Stream,
         start_revision: int,
         until_settled: bool,
-        send: Callable[[Message], Any],
+        send: Callable[[Any], Any],
         respond: Respond,
-    ) -> None:
+    ) -> dict[str, bool]:
+        """Check the request, send the initial state (start 0), and set the cursor;
+        returns the settled state of each watched job as of the stream's position."""
         kind = stream.kind
         if start_revision and not until_settled and start_revision <= self.revision:
             # A resume the hub can answer alone: no read of the database.
@@ -363,70 +492,100 @@ class Hub:
                     reason=kind.not_found_reason,
                     metadata={kind.id_field: ",".join(missing)},
                 )
-        # The settled state of each watched job as of the stream's position.
         settled: dict[str, bool] = {job_id: False for job_id in stream.ids}
-        cursor = start_revision
         if start_revision == 0:
             for job in snapshot.jobs:
-                await send(respond(STATE, job.revision, _job(kind, job)))
+                # A send that has begun reaches the client even if the stream is ended
+                # while it waits: count it as sent before it starts (the resume point).
                 stream.sent = max(stream.sent, job.revision)
+                await send(_event(respond, kind, STATE, job.revision, job))
                 settled[job.job_id] = job.status in kind.settled
-            cursor = snapshot.revision
-            await send(respond(SYNCED, cursor, None))
-            stream.sent = cursor
+            stream.sent = stream.cursor = snapshot.revision
+            await send(respond(SYNCED, snapshot.revision, None))
         else:
             for job in snapshot.jobs:
                 # A job changed after the start is unsettled until its events arrive.
                 settled[job.job_id] = job.revision <= start_revision and job.status in kind.settled
-            stream.sent = start_revision
-        if until_settled and settled and all(settled.values()):
-            return
-        # Catch up with the hub, then join the live fan-out (no await in between).
-        while cursor < self.revision:
-            changes, reached = await self._catch_up(stream, cursor)
-            for change in changes:
-                if await self._deliver(stream, change, settled, until_settled, send, respond):
-                    return
-            cursor = reached
-        stream.floor = cursor
-        stream.live = True
-        self._attach(stream)
-        stream.last_write = time.monotonic()
-        stream.arm()
-        queue = stream.queue
-        while True:
-            change = await queue.get()
-            if change is HEARTBEAT_DUE:
-                if queue.empty():
-                    # Nothing queued on a live stream: all up to the hub's revision is sent.
-                    stream.sent = max(stream.sent, self.revision)
-                    await send(respond(HEARTBEAT, stream.sent, None))
-                continue
-            if await self._deliver(stream, change, settled, until_settled, send, respond):
-                return
+            stream.sent = stream.cursor = start_revision
+        return settled
 
-    async def _deliver(
+    async def _follow(
         self,
         stream: Stream,
-        change: Change,
-        settled: dict[str, bool],
-        until_settled: bool,
-        send: Callable[[Message], Any],
+        settled: dict[str, bool] | None,
+        send: Callable[[Any], Any],
         respond: Respond,
-    ) -> bool:
-        """Send one change; True when the stream is done (every watched job settled)."""
-        if change.revision <= stream.floor:
-            return False
+    ) -> None:
+        """Catch up by cursor, join the fan-out, and send what comes until the end."""
         kind = stream.kind
-        message = change.cache.get(respond)
-        if message is None:
-            message = respond(CHANGE, change.revision, _job(kind, change))
-            change.cache[respond] = message
-        await send(message)
-        stream.sent = change.revision
-        stream.last_write = time.monotonic()
-        settled[change.job_id] = change.status in kind.settled
-        return until_settled and all(settled.values())
+        settled_statuses = kind.settled
+        until_settled = settled is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            change = stream.next
+            pending: Sequence[Change]
+            if change is not None:
+                stream.next = None
+                stream.cursor = change.revision
+                pending = (change,)
+            elif stream.lagging or (not stream.live and stream.cursor < self.revision):
+                pending = await self._read_on(stream, self.revision)
+                if stream.cursor >= self.revision:
+                    stream.lagging = False
+            elif not stream.live:
+                # Caught up: join the fan-out (no await since the cursor reached the hub).
+                self._attach(stream)
+                stream.last_write = time.monotonic()
+                stream.arm()
+                continue
+            else:
+                if stream.beat:
+                    stream.beat = False
+                    # Nothing pending on a live stream: all up to the hub's revision is sent.
+                    stream.sent = max(stream.sent, self.revision)
+                    stream.cursor = max(stream.cursor, self.revision)
+                    await send(respond(HEARTBEAT, stream.sent, None))
+                    stream.last_write = time.monotonic()
+                    continue
+                waiter = stream.waiter = loop.create_future()
+                try:
+                    await waiter
+                finally:
+                    stream.waiter = None
+                continue
+            for change in pending:
+                if stream.live and change.revision > stream.joined:
+                    stream.backlog -= 1
+                if change.revision <= stream.sent:
+                    continue  # covered by the initial state
+                message = _event(respond, kind, CHANGE, change.revision, change)
+                stream.sent = change.revision  # before the send: see _open
+                await send(message)
+                stream.last_write = time.monotonic()
+                if until_settled:
+                    assert settled is not None
+                    settled[change.job_id] = change.status in settled_statuses
+                    if all(settled.values()):
+                        return
+
+
+def _event(
+    respond: Respond, kind: Kind[Any], event_type: int, revision: int, change: Change
+) -> Any:
+    """A STATE or CHANGE event of `change`, built once per change for every stream that
+    shares the responder (for `wire`: from the stored bytes, without parsing them)."""
+    events = change.events
+    if events is None:
+        events = change.events = {}
+    key = (respond, event_type)
+    event = events.get(key)
+    if event is None:
+        if respond is wire:
+            event = encode_event(event_type, revision, change.data)
+        else:
+            event = respond(event_type, revision, _job(kind, change))
+        events[key] = event
+    return event
 
 
 def _job(kind: Kind[Any], change: Change) -> Message:

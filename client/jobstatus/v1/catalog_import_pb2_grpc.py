@@ -61,6 +61,11 @@ class CatalogImportServiceStub:
                 request_serializer=jobstatus_dot_v1_dot_catalog__import__pb2.WatchImportStatusRequest.SerializeToString,
                 response_deserializer=jobstatus_dot_v1_dot_catalog__import__pb2.WatchImportStatusResponse.FromString,
                 _registered_method=True)
+        self.GetImportHistory = channel.unary_unary(
+                '/jobstatus.v1.CatalogImportService/GetImportHistory',
+                request_serializer=jobstatus_dot_v1_dot_catalog__import__pb2.GetImportHistoryRequest.SerializeToString,
+                response_deserializer=jobstatus_dot_v1_dot_catalog__import__pb2.GetImportHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class CatalogImportServiceServicer:
@@ -93,6 +98,8 @@ class CatalogImportServiceServicer:
     def GetImportStatus(self, request, context):
         """GetImportStatus returns one import. Fails with NOT_FOUND for an unknown id
         (the REST path answers status NOT_FOUND instead).
+        Reflects every write this server acknowledged before the call, and waits
+        for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -108,6 +115,19 @@ class CatalogImportServiceServicer:
     def WatchImportStatus(self, request, context):
         """WatchImportStatus streams the changes of imports in revision order.
         Fails with OUT_OF_RANGE if start_revision is older than the kept history.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetImportHistory(self, request, context):
+        """GetImportHistory pages through the changes of one job, oldest first: each
+        change's revision, time, and the job as of that change, as far back as the
+        kept history reaches (the event log is compacted, see oldest_revision and
+        truncated). Fails with NOT_FOUND for an unknown id
+        (in the caller's tenant), INVALID_ARGUMENT on a bad page token, and
+        OUT_OF_RANGE when the history behind a page token was compacted meanwhile
+        (the error's metadata names oldest_revision: start again without a token).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -140,6 +160,11 @@ def add_CatalogImportServiceServicer_to_server(servicer, server):
                     servicer.WatchImportStatus,
                     request_deserializer=jobstatus_dot_v1_dot_catalog__import__pb2.WatchImportStatusRequest.FromString,
                     response_serializer=jobstatus_dot_v1_dot_catalog__import__pb2.WatchImportStatusResponse.SerializeToString,
+            ),
+            'GetImportHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetImportHistory,
+                    request_deserializer=jobstatus_dot_v1_dot_catalog__import__pb2.GetImportHistoryRequest.FromString,
+                    response_serializer=jobstatus_dot_v1_dot_catalog__import__pb2.GetImportHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -279,6 +304,33 @@ class CatalogImportService:
             '/jobstatus.v1.CatalogImportService/WatchImportStatus',
             jobstatus_dot_v1_dot_catalog__import__pb2.WatchImportStatusRequest.SerializeToString,
             jobstatus_dot_v1_dot_catalog__import__pb2.WatchImportStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetImportHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobstatus.v1.CatalogImportService/GetImportHistory',
+            jobstatus_dot_v1_dot_catalog__import__pb2.GetImportHistoryRequest.SerializeToString,
+            jobstatus_dot_v1_dot_catalog__import__pb2.GetImportHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,12 +52,23 @@ class CatalogImportServiceStub:
     GetImportStatus: _grpc.UnaryUnaryMultiCallable[_catalog_import_pb2.GetImportStatusRequest, _catalog_import_pb2.GetImportStatusResponse]
     """GetImportStatus returns one import. Fails with NOT_FOUND for an unknown id
     (the REST path answers status NOT_FOUND instead).
+    Reflects every write this server acknowledged before the call, and waits
+    for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
     """
     ListImports: _grpc.UnaryUnaryMultiCallable[_catalog_import_pb2.ListImportsRequest, _catalog_import_pb2.ListImportsResponse]
     """ListImports pages through imports, oldest first."""
     WatchImportStatus: _grpc.UnaryStreamMultiCallable[_catalog_import_pb2.WatchImportStatusRequest, _catalog_import_pb2.WatchImportStatusResponse]
     """WatchImportStatus streams the changes of imports in revision order.
     Fails with OUT_OF_RANGE if start_revision is older than the kept history.
+    """
+    GetImportHistory: _grpc.UnaryUnaryMultiCallable[_catalog_import_pb2.GetImportHistoryRequest, _catalog_import_pb2.GetImportHistoryResponse]
+    """GetImportHistory pages through the changes of one job, oldest first: each
+    change's revision, time, and the job as of that change, as far back as the
+    kept history reaches (the event log is compacted, see oldest_revision and
+    truncated). Fails with NOT_FOUND for an unknown id
+    (in the caller's tenant), INVALID_ARGUMENT on a bad page token, and
+    OUT_OF_RANGE when the history behind a page token was compacted meanwhile
+    (the error's metadata names oldest_revision: start again without a token).
     """
 
 @_typing.type_check_only
@@ -84,12 +95,23 @@ class CatalogImportServiceAsyncStub(CatalogImportServiceStub):
     GetImportStatus: _aio.UnaryUnaryMultiCallable[_catalog_import_pb2.GetImportStatusRequest, _catalog_import_pb2.GetImportStatusResponse]  # type: ignore[assignment]
     """GetImportStatus returns one import. Fails with NOT_FOUND for an unknown id
     (the REST path answers status NOT_FOUND instead).
+    Reflects every write this server acknowledged before the call, and waits
+    for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
     """
     ListImports: _aio.UnaryUnaryMultiCallable[_catalog_import_pb2.ListImportsRequest, _catalog_import_pb2.ListImportsResponse]  # type: ignore[assignment]
     """ListImports pages through imports, oldest first."""
     WatchImportStatus: _aio.UnaryStreamMultiCallable[_catalog_import_pb2.WatchImportStatusRequest, _catalog_import_pb2.WatchImportStatusResponse]  # type: ignore[assignment]
     """WatchImportStatus streams the changes of imports in revision order.
     Fails with OUT_OF_RANGE if start_revision is older than the kept history.
+    """
+    GetImportHistory: _aio.UnaryUnaryMultiCallable[_catalog_import_pb2.GetImportHistoryRequest, _catalog_import_pb2.GetImportHistoryResponse]  # type: ignore[assignment]
+    """GetImportHistory pages through the changes of one job, oldest first: each
+    change's revision, time, and the job as of that change, as far back as the
+    kept history reaches (the event log is compacted, see oldest_revision and
+    truncated). Fails with NOT_FOUND for an unknown id
+    (in the caller's tenant), INVALID_ARGUMENT on a bad page token, and
+    OUT_OF_RANGE when the history behind a page token was compacted meanwhile
+    (the error's metadata names oldest_revision: start again without a token).
     """
 
 class CatalogImportServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -131,6 +153,8 @@ class CatalogImportServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_catalog_import_pb2.GetImportStatusResponse, _abc.Awaitable[_catalog_import_pb2.GetImportStatusResponse]]:
         """GetImportStatus returns one import. Fails with NOT_FOUND for an unknown id
         (the REST path answers status NOT_FOUND instead).
+        Reflects every write this server acknowledged before the call, and waits
+        for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
         """
 
     @_abc_1.abstractmethod
@@ -149,6 +173,21 @@ class CatalogImportServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_catalog_import_pb2.WatchImportStatusResponse], _abc.AsyncIterator[_catalog_import_pb2.WatchImportStatusResponse]]:
         """WatchImportStatus streams the changes of imports in revision order.
         Fails with OUT_OF_RANGE if start_revision is older than the kept history.
+        """
+
+    @_abc_1.abstractmethod
+    def GetImportHistory(
+        self,
+        request: _catalog_import_pb2.GetImportHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_import_pb2.GetImportHistoryResponse, _abc.Awaitable[_catalog_import_pb2.GetImportHistoryResponse]]:
+        """GetImportHistory pages through the changes of one job, oldest first: each
+        change's revision, time, and the job as of that change, as far back as the
+        kept history reaches (the event log is compacted, see oldest_revision and
+        truncated). Fails with NOT_FOUND for an unknown id
+        (in the caller's tenant), INVALID_ARGUMENT on a bad page token, and
+        OUT_OF_RANGE when the history behind a page token was compacted meanwhile
+        (the error's metadata names oldest_revision: start again without a token).
         """
 
 def add_CatalogImportServiceServicer_to_server(servicer: CatalogImportServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -68,6 +68,11 @@ class DatasetServiceStub:
                 request_serializer=jobstatus_dot_v1_dot_dataset__pb2.WatchDatasetStatusRequest.SerializeToString,
                 response_deserializer=jobstatus_dot_v1_dot_dataset__pb2.WatchDatasetStatusResponse.FromString,
                 _registered_method=True)
+        self.GetDatasetHistory = channel.unary_unary(
+                '/jobstatus.v1.DatasetService/GetDatasetHistory',
+                request_serializer=jobstatus_dot_v1_dot_dataset__pb2.GetDatasetHistoryRequest.SerializeToString,
+                response_deserializer=jobstatus_dot_v1_dot_dataset__pb2.GetDatasetHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class DatasetServiceServicer:
@@ -109,6 +114,8 @@ class DatasetServiceServicer:
     def GetDatasetStatus(self, request, context):
         """GetDatasetStatus returns a dataset with its latest run. Fails with
         NOT_FOUND for an unknown dataset.
+        Reflects every write this server acknowledged before the call, and waits
+        for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -124,6 +131,19 @@ class DatasetServiceServicer:
     def WatchDatasetStatus(self, request, context):
         """WatchDatasetStatus streams the changes of datasets in revision order.
         Fails with OUT_OF_RANGE if start_revision is older than the kept history.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDatasetHistory(self, request, context):
+        """GetDatasetHistory pages through the changes of one job, oldest first: each
+        change's revision, time, and the job as of that change, as far back as the
+        kept history reaches (the event log is compacted, see oldest_revision and
+        truncated). Fails with NOT_FOUND for an unknown dataset_id
+        (in the caller's tenant), INVALID_ARGUMENT on a bad page token, and
+        OUT_OF_RANGE when the history behind a page token was compacted meanwhile
+        (the error's metadata names oldest_revision: start again without a token).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -161,6 +181,11 @@ def add_DatasetServiceServicer_to_server(servicer, server):
                     servicer.WatchDatasetStatus,
                     request_deserializer=jobstatus_dot_v1_dot_dataset__pb2.WatchDatasetStatusRequest.FromString,
                     response_serializer=jobstatus_dot_v1_dot_dataset__pb2.WatchDatasetStatusResponse.SerializeToString,
+            ),
+            'GetDatasetHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDatasetHistory,
+                    request_deserializer=jobstatus_dot_v1_dot_dataset__pb2.GetDatasetHistoryRequest.FromString,
+                    response_serializer=jobstatus_dot_v1_dot_dataset__pb2.GetDatasetHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -329,6 +354,33 @@ class DatasetService:
             '/jobstatus.v1.DatasetService/WatchDatasetStatus',
             jobstatus_dot_v1_dot_dataset__pb2.WatchDatasetStatusRequest.SerializeToString,
             jobstatus_dot_v1_dot_dataset__pb2.WatchDatasetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDatasetHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobstatus.v1.DatasetService/GetDatasetHistory',
+            jobstatus_dot_v1_dot_dataset__pb2.GetDatasetHistoryRequest.SerializeToString,
+            jobstatus_dot_v1_dot_dataset__pb2.GetDatasetHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,12 +57,23 @@ class DatasetServiceStub:
     GetDatasetStatus: _grpc.UnaryUnaryMultiCallable[_dataset_pb2.GetDatasetStatusRequest, _dataset_pb2.GetDatasetStatusResponse]
     """GetDatasetStatus returns a dataset with its latest run. Fails with
     NOT_FOUND for an unknown dataset.
+    Reflects every write this server acknowledged before the call, and waits
+    for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
     """
     ListDatasets: _grpc.UnaryUnaryMultiCallable[_dataset_pb2.ListDatasetsRequest, _dataset_pb2.ListDatasetsResponse]
     """ListDatasets pages through datasets, oldest first."""
     WatchDatasetStatus: _grpc.UnaryStreamMultiCallable[_dataset_pb2.WatchDatasetStatusRequest, _dataset_pb2.WatchDatasetStatusResponse]
     """WatchDatasetStatus streams the changes of datasets in revision order.
     Fails with OUT_OF_RANGE if start_revision is older than the kept history.
+    """
+    GetDatasetHistory: _grpc.UnaryUnaryMultiCallable[_dataset_pb2.GetDatasetHistoryRequest, _dataset_pb2.GetDatasetHistoryResponse]
+    """GetDatasetHistory pages through the changes of one job, oldest first: each
+    change's revision, time, and the job as of that change, as far back as the
+    kept history reaches (the event log is compacted, see oldest_revision and
+    truncated). Fails with NOT_FOUND for an unknown dataset_id
+    (in the caller's tenant), INVALID_ARGUMENT on a bad page token, and
+    OUT_OF_RANGE when the history behind a page token was compacted meanwhile
+    (the error's metadata names oldest_revision: start again without a token).
     """
 
 @_typing.type_check_only
@@ -94,12 +105,23 @@ class DatasetServiceAsyncStub(DatasetServiceStub):
     GetDatasetStatus: _aio.UnaryUnaryMultiCallable[_dataset_pb2.GetDatasetStatusRequest, _dataset_pb2.GetDatasetStatusResponse]  # type: ignore[assignment]
     """GetDatasetStatus returns a dataset with its latest run. Fails with
     NOT_FOUND for an unknown dataset.
+    Reflects every write this server acknowledged before the call, and waits
+    for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
     """
     ListDatasets: _aio.UnaryUnaryMultiCallable[_dataset_pb2.ListDatasetsRequest, _dataset_pb2.ListDatasetsResponse]  # type: ignore[assignment]
     """ListDatasets pages through datasets, oldest first."""
     WatchDatasetStatus: _aio.UnaryStreamMultiCallable[_dataset_pb2.WatchDatasetStatusRequest, _dataset_pb2.WatchDatasetStatusResponse]  # type: ignore[assignment]
     """WatchDatasetStatus streams the changes of datasets in revision order.
     Fails with OUT_OF_RANGE if start_revision is older than the kept history.
+    """
+    GetDatasetHistory: _aio.UnaryUnaryMultiCallable[_dataset_pb2.GetDatasetHistoryRequest, _dataset_pb2.GetDatasetHistoryResponse]  # type: ignore[assignment]
+    """GetDatasetHistory pages through the changes of one job, oldest first: each
+    change's revision, time, and the job as of that change, as far back as the
+    kept history reaches (the event log is compacted, see oldest_revision and
+    truncated). Fails with NOT_FOUND for an unknown dataset_id
+    (in the caller's tenant), INVALID_ARGUMENT on a bad page token, and
+    OUT_OF_RANGE when the history behind a page token was compacted meanwhile
+    (the error's metadata names oldest_revision: start again without a token).
     """
 
 class DatasetServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -152,6 +174,8 @@ class DatasetServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_dataset_pb2.GetDatasetStatusResponse, _abc.Awaitable[_dataset_pb2.GetDatasetStatusResponse]]:
         """GetDatasetStatus returns a dataset with its latest run. Fails with
         NOT_FOUND for an unknown dataset.
+        Reflects every write this server acknowledged before the call, and waits
+        for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
         """
 
     @_abc_1.abstractmethod
@@ -170,6 +194,21 @@ class DatasetServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_dataset_pb2.WatchDatasetStatusResponse], _abc.AsyncIterator[_dataset_pb2.WatchDatasetStatusResponse]]:
         """WatchDatasetStatus streams the changes of datasets in revision order.
         Fails with OUT_OF_RANGE if start_revision is older than the kept history.
+        """
+
+    @_abc_1.abstractmethod
+    def GetDatasetHistory(
+        self,
+        request: _dataset_pb2.GetDatasetHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dataset_pb2.GetDatasetHistoryResponse, _abc.Awaitable[_dataset_pb2.GetDatasetHistoryResponse]]:
+        """GetDatasetHistory pages through the changes of one job, oldest first: each
+        change's revision, time, and the job as of that change, as far back as the
+        kept history reaches (the event log is compacted, see oldest_revision and
+        truncated). Fails with NOT_FOUND for an unknown dataset_id
+        (in the caller's tenant), INVALID_ARGUMENT on a bad page token, and
+        OUT_OF_RANGE when the history behind a page token was compacted meanwhile
+        (the error's metadata names oldest_revision: start again without a token).
         """
 
 def add_DatasetServiceServicer_to_server(servicer: DatasetServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

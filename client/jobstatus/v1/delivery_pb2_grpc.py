@@ -62,6 +62,11 @@ class DeliveryServiceStub:
                 request_serializer=jobstatus_dot_v1_dot_delivery__pb2.WatchPreparedDeliveryStatusRequest.SerializeToString,
                 response_deserializer=jobstatus_dot_v1_dot_delivery__pb2.WatchPreparedDeliveryStatusResponse.FromString,
                 _registered_method=True)
+        self.GetPreparedDeliveryHistory = channel.unary_unary(
+                '/jobstatus.v1.DeliveryService/GetPreparedDeliveryHistory',
+                request_serializer=jobstatus_dot_v1_dot_delivery__pb2.GetPreparedDeliveryHistoryRequest.SerializeToString,
+                response_deserializer=jobstatus_dot_v1_dot_delivery__pb2.GetPreparedDeliveryHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class DeliveryServiceServicer:
@@ -96,6 +101,8 @@ class DeliveryServiceServicer:
     def GetPreparedDeliveryStatus(self, request, context):
         """GetPreparedDeliveryStatus returns one prepared delivery. Fails with
         NOT_FOUND (reason DELIVERY.notFound) for an unknown catalog_id.
+        Reflects every write this server acknowledged before the call, and waits
+        for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -112,6 +119,19 @@ class DeliveryServiceServicer:
         """WatchPreparedDeliveryStatus streams the changes of prepared deliveries in
         revision order. Fails with OUT_OF_RANGE if start_revision is older than
         the kept history.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPreparedDeliveryHistory(self, request, context):
+        """GetPreparedDeliveryHistory pages through the changes of one job, oldest first: each
+        change's revision, time, and the job as of that change, as far back as the
+        kept history reaches (the event log is compacted, see oldest_revision and
+        truncated). Fails with NOT_FOUND (reason DELIVERY.notFound) for an unknown catalog_id
+        (in the caller's tenant), INVALID_ARGUMENT on a bad page token, and
+        OUT_OF_RANGE when the history behind a page token was compacted meanwhile
+        (the error's metadata names oldest_revision: start again without a token).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -144,6 +164,11 @@ def add_DeliveryServiceServicer_to_server(servicer, server):
                     servicer.WatchPreparedDeliveryStatus,
                     request_deserializer=jobstatus_dot_v1_dot_delivery__pb2.WatchPreparedDeliveryStatusRequest.FromString,
                     response_serializer=jobstatus_dot_v1_dot_delivery__pb2.WatchPreparedDeliveryStatusResponse.SerializeToString,
+            ),
+            'GetPreparedDeliveryHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPreparedDeliveryHistory,
+                    request_deserializer=jobstatus_dot_v1_dot_delivery__pb2.GetPreparedDeliveryHistoryRequest.FromString,
+                    response_serializer=jobstatus_dot_v1_dot_delivery__pb2.GetPreparedDeliveryHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -284,6 +309,33 @@ class DeliveryService:
             '/jobstatus.v1.DeliveryService/WatchPreparedDeliveryStatus',
             jobstatus_dot_v1_dot_delivery__pb2.WatchPreparedDeliveryStatusRequest.SerializeToString,
             jobstatus_dot_v1_dot_delivery__pb2.WatchPreparedDeliveryStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPreparedDeliveryHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobstatus.v1.DeliveryService/GetPreparedDeliveryHistory',
+            jobstatus_dot_v1_dot_delivery__pb2.GetPreparedDeliveryHistoryRequest.SerializeToString,
+            jobstatus_dot_v1_dot_delivery__pb2.GetPreparedDeliveryHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

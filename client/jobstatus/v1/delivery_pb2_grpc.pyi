@@ -54,6 +54,8 @@ class DeliveryServiceStub:
     GetPreparedDeliveryStatus: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.GetPreparedDeliveryStatusRequest, _delivery_pb2.GetPreparedDeliveryStatusResponse]
     """GetPreparedDeliveryStatus returns one prepared delivery. Fails with
     NOT_FOUND (reason DELIVERY.notFound) for an unknown catalog_id.
+    Reflects every write this server acknowledged before the call, and waits
+    for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
     """
     ListPreparedDeliveries: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.ListPreparedDeliveriesRequest, _delivery_pb2.ListPreparedDeliveriesResponse]
     """ListPreparedDeliveries pages through prepared deliveries, oldest first."""
@@ -61,6 +63,15 @@ class DeliveryServiceStub:
     """WatchPreparedDeliveryStatus streams the changes of prepared deliveries in
     revision order. Fails with OUT_OF_RANGE if start_revision is older than
     the kept history.
+    """
+    GetPreparedDeliveryHistory: _grpc.UnaryUnaryMultiCallable[_delivery_pb2.GetPreparedDeliveryHistoryRequest, _delivery_pb2.GetPreparedDeliveryHistoryResponse]
+    """GetPreparedDeliveryHistory pages through the changes of one job, oldest first: each
+    change's revision, time, and the job as of that change, as far back as the
+    kept history reaches (the event log is compacted, see oldest_revision and
+    truncated). Fails with NOT_FOUND (reason DELIVERY.notFound) for an unknown catalog_id
+    (in the caller's tenant), INVALID_ARGUMENT on a bad page token, and
+    OUT_OF_RANGE when the history behind a page token was compacted meanwhile
+    (the error's metadata names oldest_revision: start again without a token).
     """
 
 @_typing.type_check_only
@@ -89,6 +100,8 @@ class DeliveryServiceAsyncStub(DeliveryServiceStub):
     GetPreparedDeliveryStatus: _aio.UnaryUnaryMultiCallable[_delivery_pb2.GetPreparedDeliveryStatusRequest, _delivery_pb2.GetPreparedDeliveryStatusResponse]  # type: ignore[assignment]
     """GetPreparedDeliveryStatus returns one prepared delivery. Fails with
     NOT_FOUND (reason DELIVERY.notFound) for an unknown catalog_id.
+    Reflects every write this server acknowledged before the call, and waits
+    for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
     """
     ListPreparedDeliveries: _aio.UnaryUnaryMultiCallable[_delivery_pb2.ListPreparedDeliveriesRequest, _delivery_pb2.ListPreparedDeliveriesResponse]  # type: ignore[assignment]
     """ListPreparedDeliveries pages through prepared deliveries, oldest first."""
@@ -96,6 +109,15 @@ class DeliveryServiceAsyncStub(DeliveryServiceStub):
     """WatchPreparedDeliveryStatus streams the changes of prepared deliveries in
     revision order. Fails with OUT_OF_RANGE if start_revision is older than
     the kept history.
+    """
+    GetPreparedDeliveryHistory: _aio.UnaryUnaryMultiCallable[_delivery_pb2.GetPreparedDeliveryHistoryRequest, _delivery_pb2.GetPreparedDeliveryHistoryResponse]  # type: ignore[assignment]
+    """GetPreparedDeliveryHistory pages through the changes of one job, oldest first: each
+    change's revision, time, and the job as of that change, as far back as the
+    kept history reaches (the event log is compacted, see oldest_revision and
+    truncated). Fails with NOT_FOUND (reason DELIVERY.notFound) for an unknown catalog_id
+    (in the caller's tenant), INVALID_ARGUMENT on a bad page token, and
+    OUT_OF_RANGE when the history behind a page token was compacted meanwhile
+    (the error's metadata names oldest_revision: start again without a token).
     """
 
 class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -139,6 +161,8 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_delivery_pb2.GetPreparedDeliveryStatusResponse, _abc.Awaitable[_delivery_pb2.GetPreparedDeliveryStatusResponse]]:
         """GetPreparedDeliveryStatus returns one prepared delivery. Fails with
         NOT_FOUND (reason DELIVERY.notFound) for an unknown catalog_id.
+        Reflects every write this server acknowledged before the call, and waits
+        for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
         """
 
     @_abc_1.abstractmethod
@@ -158,6 +182,21 @@ class DeliveryServiceServicer(metaclass=_abc_1.ABCMeta):
         """WatchPreparedDeliveryStatus streams the changes of prepared deliveries in
         revision order. Fails with OUT_OF_RANGE if start_revision is older than
         the kept history.
+        """
+
+    @_abc_1.abstractmethod
+    def GetPreparedDeliveryHistory(
+        self,
+        request: _delivery_pb2.GetPreparedDeliveryHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_delivery_pb2.GetPreparedDeliveryHistoryResponse, _abc.Awaitable[_delivery_pb2.GetPreparedDeliveryHistoryResponse]]:
+        """GetPreparedDeliveryHistory pages through the changes of one job, oldest first: each
+        change's revision, time, and the job as of that change, as far back as the
+        kept history reaches (the event log is compacted, see oldest_revision and
+        truncated). Fails with NOT_FOUND (reason DELIVERY.notFound) for an unknown catalog_id
+        (in the caller's tenant), INVALID_ARGUMENT on a bad page token, and
+        OUT_OF_RANGE when the history behind a page token was compacted meanwhile
+        (the error's metadata names oldest_revision: start again without a token).
         """
 
 def add_DeliveryServiceServicer_to_server(servicer: DeliveryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

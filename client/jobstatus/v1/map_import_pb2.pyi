@@ -339,16 +339,24 @@ class GetMapImportStatusRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     IMPORT_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     import_request_id: _builtins.str
     """The job's id."""
+    min_revision: _builtins.int
+    """If set, the answer waits until this server has applied at least this
+    revision (the one a write returned, on any replica), so that the job is
+    shown as of that write or later. Fails with DEADLINE_EXCEEDED if the
+    call's deadline passes first. 0: no wait beyond this server's own writes.
+    """
     def __init__(
         self,
         *,
         import_request_id: _builtins.str = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_request_id", b"import_request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_request_id", b"import_request_id", "min_revision", b"min_revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -507,3 +515,107 @@ class WatchMapImportStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchMapImportStatusResponse: _TypeAlias = WatchMapImportStatusResponse  # noqa: Y015
+
+@_typing.final
+class GetMapImportHistoryRequest(_message.Message):
+    """GetMapImportHistoryRequest is the request of GetMapImportHistory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMPORT_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    import_request_id: _builtins.str
+    """The job's id."""
+    page_size: _builtins.int
+    """The maximum number of changes to return: 50 when 0, at most 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page of the same job."""
+    def __init__(
+        self,
+        *,
+        import_request_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_request_id", b"import_request_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMapImportHistoryRequest: _TypeAlias = GetMapImportHistoryRequest  # noqa: Y015
+
+@_typing.final
+class MapImportChange(_message.Message):
+    """MapImportChange is one change of a MapImport: an entry of GetMapImportHistory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISION_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    MAP_IMPORT_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The store revision of the change."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the change was committed."""
+
+    @_builtins.property
+    def map_import(self) -> Global___MapImport:
+        """The job as of this change."""
+
+    def __init__(
+        self,
+        *,
+        revision: _builtins.int = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        map_import: Global___MapImport | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["map_import", b"map_import", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["map_import", b"map_import", "revision", b"revision", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MapImportChange: _TypeAlias = MapImportChange  # noqa: Y015
+
+@_typing.final
+class GetMapImportHistoryResponse(_message.Message):
+    """GetMapImportHistoryResponse is the response of GetMapImportHistory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    OLDEST_REVISION_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """The token of the next page; empty on the last page."""
+    oldest_revision: _builtins.int
+    """The oldest revision the event log still keeps: changes before it were
+    compacted away. Every kept change of the job is returned.
+    """
+    truncated: _builtins.bool
+    """True when the job's earliest changes (its creation at least) were compacted
+    away, so the first change returned is not the job's first.
+    """
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___MapImportChange]:
+        """The changes of this page, oldest first, in revision order."""
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___MapImportChange] | None = ...,
+        next_page_token: _builtins.str = ...,
+        oldest_revision: _builtins.int = ...,
+        truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "next_page_token", b"next_page_token", "oldest_revision", b"oldest_revision", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMapImportHistoryResponse: _TypeAlias = GetMapImportHistoryResponse  # noqa: Y015

@@ -62,6 +62,11 @@ class MapImportServiceStub:
                 request_serializer=jobstatus_dot_v1_dot_map__import__pb2.WatchMapImportStatusRequest.SerializeToString,
                 response_deserializer=jobstatus_dot_v1_dot_map__import__pb2.WatchMapImportStatusResponse.FromString,
                 _registered_method=True)
+        self.GetMapImportHistory = channel.unary_unary(
+                '/jobstatus.v1.MapImportService/GetMapImportHistory',
+                request_serializer=jobstatus_dot_v1_dot_map__import__pb2.GetMapImportHistoryRequest.SerializeToString,
+                response_deserializer=jobstatus_dot_v1_dot_map__import__pb2.GetMapImportHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class MapImportServiceServicer:
@@ -96,6 +101,8 @@ class MapImportServiceServicer:
     def GetMapImportStatus(self, request, context):
         """GetMapImportStatus returns one map import. Fails with NOT_FOUND (reason
         MAP.notFound) for an unknown import_request_id.
+        Reflects every write this server acknowledged before the call, and waits
+        for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -112,6 +119,19 @@ class MapImportServiceServicer:
     def WatchMapImportStatus(self, request, context):
         """WatchMapImportStatus streams the changes of map imports in revision order.
         Fails with OUT_OF_RANGE if start_revision is older than the kept history.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMapImportHistory(self, request, context):
+        """GetMapImportHistory pages through the changes of one job, oldest first: each
+        change's revision, time, and the job as of that change, as far back as the
+        kept history reaches (the event log is compacted, see oldest_revision and
+        truncated). Fails with NOT_FOUND (reason MAP.notFound) for an unknown import_request_id
+        (in the caller's tenant), INVALID_ARGUMENT on a bad page token, and
+        OUT_OF_RANGE when the history behind a page token was compacted meanwhile
+        (the error's metadata names oldest_revision: start again without a token).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -144,6 +164,11 @@ def add_MapImportServiceServicer_to_server(servicer, server):
                     servicer.WatchMapImportStatus,
                     request_deserializer=jobstatus_dot_v1_dot_map__import__pb2.WatchMapImportStatusRequest.FromString,
                     response_serializer=jobstatus_dot_v1_dot_map__import__pb2.WatchMapImportStatusResponse.SerializeToString,
+            ),
+            'GetMapImportHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMapImportHistory,
+                    request_deserializer=jobstatus_dot_v1_dot_map__import__pb2.GetMapImportHistoryRequest.FromString,
+                    response_serializer=jobstatus_dot_v1_dot_map__import__pb2.GetMapImportHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -284,6 +309,33 @@ class MapImportService:
             '/jobstatus.v1.MapImportService/WatchMapImportStatus',
             jobstatus_dot_v1_dot_map__import__pb2.WatchMapImportStatusRequest.SerializeToString,
             jobstatus_dot_v1_dot_map__import__pb2.WatchMapImportStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMapImportHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobstatus.v1.MapImportService/GetMapImportHistory',
+            jobstatus_dot_v1_dot_map__import__pb2.GetMapImportHistoryRequest.SerializeToString,
+            jobstatus_dot_v1_dot_map__import__pb2.GetMapImportHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,8 @@ class MapImportServiceStub:
     GetMapImportStatus: _grpc.UnaryUnaryMultiCallable[_map_import_pb2.GetMapImportStatusRequest, _map_import_pb2.GetMapImportStatusResponse]
     """GetMapImportStatus returns one map import. Fails with NOT_FOUND (reason
     MAP.notFound) for an unknown import_request_id.
+    Reflects every write this server acknowledged before the call, and waits
+    for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
     """
     ListMapImports: _grpc.UnaryUnaryMultiCallable[_map_import_pb2.ListMapImportsRequest, _map_import_pb2.ListMapImportsResponse]
     """ListMapImports pages through map imports, oldest first, optionally only
@@ -62,6 +64,15 @@ class MapImportServiceStub:
     WatchMapImportStatus: _grpc.UnaryStreamMultiCallable[_map_import_pb2.WatchMapImportStatusRequest, _map_import_pb2.WatchMapImportStatusResponse]
     """WatchMapImportStatus streams the changes of map imports in revision order.
     Fails with OUT_OF_RANGE if start_revision is older than the kept history.
+    """
+    GetMapImportHistory: _grpc.UnaryUnaryMultiCallable[_map_import_pb2.GetMapImportHistoryRequest, _map_import_pb2.GetMapImportHistoryResponse]
+    """GetMapImportHistory pages through the changes of one job, oldest first: each
+    change's revision, time, and the job as of that change, as far back as the
+    kept history reaches (the event log is compacted, see oldest_revision and
+    truncated). Fails with NOT_FOUND (reason MAP.notFound) for an unknown import_request_id
+    (in the caller's tenant), INVALID_ARGUMENT on a bad page token, and
+    OUT_OF_RANGE when the history behind a page token was compacted meanwhile
+    (the error's metadata names oldest_revision: start again without a token).
     """
 
 @_typing.type_check_only
@@ -90,6 +101,8 @@ class MapImportServiceAsyncStub(MapImportServiceStub):
     GetMapImportStatus: _aio.UnaryUnaryMultiCallable[_map_import_pb2.GetMapImportStatusRequest, _map_import_pb2.GetMapImportStatusResponse]  # type: ignore[assignment]
     """GetMapImportStatus returns one map import. Fails with NOT_FOUND (reason
     MAP.notFound) for an unknown import_request_id.
+    Reflects every write this server acknowledged before the call, and waits
+    for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
     """
     ListMapImports: _aio.UnaryUnaryMultiCallable[_map_import_pb2.ListMapImportsRequest, _map_import_pb2.ListMapImportsResponse]  # type: ignore[assignment]
     """ListMapImports pages through map imports, oldest first, optionally only
@@ -98,6 +111,15 @@ class MapImportServiceAsyncStub(MapImportServiceStub):
     WatchMapImportStatus: _aio.UnaryStreamMultiCallable[_map_import_pb2.WatchMapImportStatusRequest, _map_import_pb2.WatchMapImportStatusResponse]  # type: ignore[assignment]
     """WatchMapImportStatus streams the changes of map imports in revision order.
     Fails with OUT_OF_RANGE if start_revision is older than the kept history.
+    """
+    GetMapImportHistory: _aio.UnaryUnaryMultiCallable[_map_import_pb2.GetMapImportHistoryRequest, _map_import_pb2.GetMapImportHistoryResponse]  # type: ignore[assignment]
+    """GetMapImportHistory pages through the changes of one job, oldest first: each
+    change's revision, time, and the job as of that change, as far back as the
+    kept history reaches (the event log is compacted, see oldest_revision and
+    truncated). Fails with NOT_FOUND (reason MAP.notFound) for an unknown import_request_id
+    (in the caller's tenant), INVALID_ARGUMENT on a bad page token, and
+    OUT_OF_RANGE when the history behind a page token was compacted meanwhile
+    (the error's metadata names oldest_revision: start again without a token).
     """
 
 class MapImportServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -141,6 +163,8 @@ class MapImportServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_map_import_pb2.GetMapImportStatusResponse, _abc.Awaitable[_map_import_pb2.GetMapImportStatusResponse]]:
         """GetMapImportStatus returns one map import. Fails with NOT_FOUND (reason
         MAP.notFound) for an unknown import_request_id.
+        Reflects every write this server acknowledged before the call, and waits
+        for min_revision if set (DEADLINE_EXCEEDED when the deadline passes first).
         """
 
     @_abc_1.abstractmethod
@@ -161,6 +185,21 @@ class MapImportServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_map_import_pb2.WatchMapImportStatusResponse], _abc.AsyncIterator[_map_import_pb2.WatchMapImportStatusResponse]]:
         """WatchMapImportStatus streams the changes of map imports in revision order.
         Fails with OUT_OF_RANGE if start_revision is older than the kept history.
+        """
+
+    @_abc_1.abstractmethod
+    def GetMapImportHistory(
+        self,
+        request: _map_import_pb2.GetMapImportHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_map_import_pb2.GetMapImportHistoryResponse, _abc.Awaitable[_map_import_pb2.GetMapImportHistoryResponse]]:
+        """GetMapImportHistory pages through the changes of one job, oldest first: each
+        change's revision, time, and the job as of that change, as far back as the
+        kept history reaches (the event log is compacted, see oldest_revision and
+        truncated). Fails with NOT_FOUND (reason MAP.notFound) for an unknown import_request_id
+        (in the caller's tenant), INVALID_ARGUMENT on a bad page token, and
+        OUT_OF_RANGE when the history behind a page token was compacted meanwhile
+        (the error's metadata names oldest_revision: start again without a token).
         """
 
 def add_MapImportServiceServicer_to_server(servicer: MapImportServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

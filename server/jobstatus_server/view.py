@@ -1,0 +1,320 @@
+"""The view: this process's memory of the current state of jobs.
+
+Per job (kind, tenant, id) it keeps the latest committed state: its revision,
+its serialized protobuf bytes, and, built once per change when first asked,
+the parsed message, the Get response and the documented JSON bodies. Get and
+the documented REST paths answer from it with no thread hop and no SQL.
+
+It is fed by the watch hub's change feed (`Hub._publish`), strictly in
+revision order, before any stream sees the change. A read that finds no entry
+reads the database once and fills the view; a fill never replaces a newer
+revision than the one it read (a change applied while the read was in flight
+wins).
+
+Consistency, per process (and so per replica on PostgreSQL):
+
+- read-your-writes: a read waits until the view has applied every revision
+  this process committed before the read arrived;
+- `min_revision`: a read waits until the view has applied that revision (the
+  one a write returned, on any replica), bounded by the caller's deadline;
+- monotonic per job: an answer never carries an older revision of a job than
+  one this process already answered for it (entries only move forward; an
+  evicted job is read again from the database, which is at least as new).
+
+Memory is bounded by a budget in bytes: settled jobs are evicted first, least
+recently read first, then active ones, least recently read first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from jobstatus_server.errors import JobStatusError, NotFound
+from jobstatus_server.kinds import KINDS, Kind
+from jobstatus_server.metrics import (
+    VIEW_BYTES,
+    VIEW_EVICTIONS,
+    VIEW_HITS,
+    VIEW_JOBS,
+    VIEW_MISSES,
+    VIEW_REVISION,
+)
+from jobstatus_server.store import Change, Store
+
+Key = tuple[str, str, str]  # (kind, tenant, job id)
+ENTRY_OVERHEAD = 400  # bytes an entry costs beyond its payloads (objects, dict slots)
+DEFAULT_BUDGET = 64 * 1024 * 1024
+DEFAULT_WAIT = 5.0
+
+
+@dataclass
+class DeadlineExceeded(JobStatusError):
+    """The view did not reach the revision a read needs before the deadline."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    http_status = 504
+
+
+@dataclass(eq=False, slots=True)
+class Entry:
+    """One job's latest state known to the view."""
+
+    revision: int
+    status: int
+    data: bytes  # the job's serialized protobuf message
+    settled: bool
+    cache: dict[Any, Any]  # built once per change: message, response, JSON bodies
+    size: int = 0
+
+    def message(self, kind: Kind[Any]) -> Any:
+        job = self.cache.get(kind.name)
+        if job is None:
+            job = kind.message.FromString(self.data)
+            self.cache[kind.name] = job
+        return job
+
+    def built(self, key: Any, build: Callable[[Entry], bytes]) -> bytes:
+        """`build(self)`, made once per change and kept (counted in the entry's size)."""
+        body: bytes | None = self.cache.get(key)
+        if body is None:
+            body = build(self)
+            self.cache[key] = body
+        return body
+
+
+@dataclass(slots=True)
+class _Fill:
+    seen: int = 0  # the newest revision of the job applied while a read was in flight
+    readers: int = 0
+
+
+@dataclass
+class View:
+    store: Store
+    budget: int = DEFAULT_BUDGET
+    wait: float = DEFAULT_WAIT  # the longest a read without a deadline waits for the view
+    revision: int = 0  # every change up to this revision is applied
+    size: int = 0
+    _active: OrderedDict[Key, Entry] = field(default_factory=OrderedDict)
+    _settled: OrderedDict[Key, Entry] = field(default_factory=OrderedDict)
+    _fills: dict[Key, _Fill] = field(default_factory=dict)
+    _waiters: list[tuple[int, int, asyncio.Future[None]]] = field(default_factory=list)
+    _order: itertools.count[int] = field(default_factory=itertools.count)
+
+    def start(self, revision: int) -> None:
+        """Begin at `revision` (the hub's): later changes arrive through `apply`."""
+        self.revision = revision
+        VIEW_REVISION.set(revision)
+        VIEW_JOBS.set_function(lambda: len(self._active) + len(self._settled))
+        VIEW_BYTES.set_function(lambda: self.size)
+
+    # --- the change feed ----------------------------------------------------------
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        """Apply committed changes, in revision order (called by the hub before fan-out)."""
+        for change in changes:
+            revision = change.revision
+            if revision <= self.revision:
+                continue
+            if revision != self.revision + 1:
+                # The feed jumped (compacted history was skipped): what the view holds
+                # may have missed changes, so it forgets everything.
+                self.clear()
+            self.revision = revision
+            key = (change.kind, change.tenant, change.job_id)
+            fill = self._fills.get(key)
+            if fill is not None:
+                fill.seen = revision
+            kind = KINDS.get(change.kind)
+            if kind is None:
+                continue
+            current = self._active.get(key) or self._settled.get(key)
+            if current is not None and current.revision >= revision:
+                continue
+            self._put(
+                key,
+                Entry(
+                    revision,
+                    change.status,
+                    change.data,
+                    change.status in kind.settled,
+                    change.cache,
+                ),
+                current,
+            )
+        VIEW_REVISION.set(self.revision)
+        self._evict()
+        self._wake()
+
+    def clear(self) -> None:
+        self._active.clear()
+        self._settled.clear()
+        self.size = 0
+
+    def _put(self, key: Key, entry: Entry, current: Entry | None) -> None:
+        if current is not None:
+            (self._settled if current.settled else self._active).pop(key, None)
+            self.size -= current.size
+        # The bytes, and about as much again for each of what is built from them: the
+        # parsed message, the Get response, a JSON body.
+        entry.size = ENTRY_OVERHEAD + 4 * len(entry.data) + len(key[1]) + len(key[2])
+        (self._settled if entry.settled else self._active)[key] = entry
+        self.size += entry.size
+
+    def _evict(self) -> None:
+        while self.size > self.budget:
+            queue = self._settled or self._active
+            if not queue:
+                self.size = 0
+                return
+            _, entry = queue.popitem(last=False)
+            self.size -= entry.size
+            VIEW_EVICTIONS.inc()
+
+    # --- waiting for a revision ---------------------------------------------------
+
+    def _wake(self) -> None:
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= self.revision:
+            future = heapq.heappop(waiters)[2]
+            if not future.done():
+                future.set_result(None)
+
+    async def reach(self, revision: int, remaining: float | None) -> None:
+        """Wait until the view has applied `revision`; DeadlineExceeded after `remaining`
+        seconds (the view's own bound when None)."""
+        if self.revision >= revision:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (revision, next(self._order), future))
+        limit = self.wait if remaining is None else max(0.0, remaining)
+        try:
+            await asyncio.wait_for(future, limit)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"this server has not yet seen revision {revision} (it is at {self.revision})",
+                reason="REVISION_NOT_REACHED",
+                metadata={"revision": str(self.revision), "min_revision": str(revision)},
+            ) from None
+        finally:
+            if not future.done():
+                future.cancel()
+            # Drop cancelled waiters from the top, so timed-out reads leave nothing behind.
+            while self._waiters and self._waiters[0][2].done():
+                heapq.heappop(self._waiters)
+
+    # --- reading ------------------------------------------------------------------
+
+    def lookup(self, key: Key) -> Entry | None:
+        """The entry for `key`, marked as read; None when the view does not hold it."""
+        entry = self._active.get(key)
+        if entry is not None:
+            self._active.move_to_end(key)
+            return entry
+        entry = self._settled.get(key)
+        if entry is not None:
+            self._settled.move_to_end(key)
+        return entry
+
+    async def get(
+        self,
+        kind: Kind[Any],
+        tenant: str,
+        job_id: str,
+        min_revision: int = 0,
+        remaining: float | None = None,
+        possible: Callable[[], bool] | None = None,
+    ) -> Entry | None:
+        """The job's latest state (None: no such job), at least as new as this process's
+        acknowledged writes and `min_revision`. On a miss, `possible()` False says no job
+        can have this id: None without a database read."""
+        need = self.store.revision
+        if min_revision > need:
+            need = min_revision
+        if self.revision < need:
+            await self.reach(need, remaining)
+        key = (kind.name, tenant, job_id)
+        entry = self.lookup(key)
+        if entry is not None:
+            VIEW_HITS.inc()
+            return entry
+        VIEW_MISSES.inc()
+        if possible is not None and not possible():
+            return None
+        return await self._fill(kind, key)
+
+    async def require(
+        self,
+        kind: Kind[Any],
+        tenant: str,
+        job_id: str,
+        min_revision: int = 0,
+        remaining: float | None = None,
+    ) -> Entry:
+        """As `get`, but NotFound for a job that does not exist."""
+        entry = await self.get(kind, tenant, job_id, min_revision, remaining)
+        if entry is None:
+            raise NotFound(
+                f"no {kind.display} with {kind.id_field} {job_id!r}",
+                reason=kind.not_found_reason,
+                metadata={kind.id_field: job_id},
+            )
+        return entry
+
+    async def _fill(self, kind: Kind[Any], key: Key) -> Entry | None:
+        while True:
+            fill = self._fills.get(key)
+            if fill is None:
+                fill = self._fills[key] = _Fill()
+            fill.readers += 1
+            try:
+                job = await self.store.get(kind, key[1], key[2])
+            finally:
+                fill.readers -= 1
+                if not fill.readers:
+                    del self._fills[key]
+            found = 0 if job is None else int(job.revision)
+            current = self.lookup(key)
+            if current is not None and current.revision >= found:
+                return current
+            if fill.seen > found:
+                # A newer change was applied while the read was in flight, and is no
+                # longer held (evicted at once): read again.
+                continue
+            if job is None:
+                return None
+            status = kind.status_of(job)
+            entry = Entry(found, status, job.SerializeToString(), status in kind.settled, {})
+            entry.cache[kind.name] = job
+            self._put(key, entry, current)
+            self._evict()
+            return entry
+
+
+# Every Get response holds the job as field 1, length-delimited: tag 0x0A.
+_TAG = b"\x0a"
+
+
+def response_bytes(entry: Entry) -> bytes:
+    """The serialized Get response: the job's bytes as field 1, built once per change."""
+    return entry.built(_TAG, lambda e: _TAG + _varint(len(e.data)) + e.data)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        bits = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(bits | 0x80)
+        else:
+            out.append(bits)
+            return bytes(out)

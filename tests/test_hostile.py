@@ -1,0 +1,154 @@
+"""Hostile input, one regression test per defect of issue 10: undecodable messages,
+sizes adding up past int64, SSE resume points a parser must refuse, NUL in SSE ids.
+On SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import httpx
+import pytest
+from google.protobuf import field_mask_pb2
+
+from jobstatus.v1 import delivery_pb2 as dl
+from jobstatus.v1 import map_import_pb2 as mi
+from jobstatus.v1 import watch_pb2
+from tests.conftest import Stubs
+from tests.rpcerrors import fails, failure_of
+from tests.serverproc import ServerProcess
+
+INT64_MAX = 2**63 - 1
+UNDECODABLE = {
+    "truncated": bytes.fromhex("0a056162"),
+    "bad UTF-8": b"\x0a\x02\xff\xfe",
+    "random": bytes.fromhex("d7f1a0c3ff0e9b22"),
+    "101 nested groups": b"\x0b" * 101 + b"\x0c" * 101,
+}
+LEAKS = ("Traceback", "Error:", "Exception", "DecodeError", "ValueError", "<class")
+
+
+@pytest.fixture(scope="module")
+def http(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.http_url, timeout=10) as client:
+        yield client
+
+
+def revision(stubs: Stubs) -> int:
+    """The store's revision: the synced marker of a fresh watch."""
+    call = stubs.maps.WatchMapImportStatus(mi.WatchMapImportStatusRequest(), timeout=10)
+    try:
+        for event in call:
+            if event.type == watch_pb2.WATCH_EVENT_TYPE_SYNCED:
+                return int(event.revision)
+    finally:
+        call.cancel()  # type: ignore[no-untyped-call]
+    raise AssertionError("the watch ended before its synced marker")
+
+
+def no_leak(text: str) -> None:
+    for word in LEAKS:
+        assert word not in text, text
+
+
+@pytest.mark.parametrize("method", ["GetMapImportStatus", "WatchMapImportStatus"])
+@pytest.mark.parametrize("name", sorted(UNDECODABLE))
+def test_an_undecodable_message_is_invalid_argument(
+    stubs: Stubs, server: ServerProcess, method: str, name: str
+) -> None:
+    path = f"/jobstatus.v1.MapImportService/{method}"
+    before = revision(stubs)
+    if method.startswith("Watch"):
+        call = stubs.channel.unary_stream(path, None, None)
+        failure = fails(lambda: list(call(UNDECODABLE[name], timeout=10)))
+    else:
+        failure = fails(
+            lambda: stubs.channel.unary_unary(path, None, None)(UNDECODABLE[name], timeout=10)
+        )
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.message.startswith("invalid request: the request is not a valid jobstatus.v1.")
+    assert failure.bad_request is not None and failure.fields
+    no_leak(failure.message)
+    assert "Traceback" not in server.log()
+    assert revision(stubs) == before
+
+
+def test_artifact_sizes_past_int64_are_invalid_argument(stubs: Stubs, uid: str) -> None:
+    artifacts = [
+        dl.Artifact(item_key="a", size=INT64_MAX, url="https://x/a"),
+        dl.Artifact(item_key="b", size=1, url="https://x/b"),
+    ]
+    start = dl.PREPARED_DELIVERY_STATUS_START
+    before = revision(stubs)
+    failure = fails(
+        lambda: stubs.deliveries.CreatePreparedDelivery(
+            dl.CreatePreparedDeliveryRequest(
+                prepared_delivery=dl.PreparedDelivery(
+                    catalog_id=uid, status=start, artifacts=artifacts
+                )
+            )
+        )
+    )
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.fields == ["prepared_delivery.artifacts[1].size"]
+    # The same on an update of an existing delivery.
+    stubs.deliveries.CreatePreparedDelivery(
+        dl.CreatePreparedDeliveryRequest(
+            prepared_delivery=dl.PreparedDelivery(catalog_id=uid, status=start)
+        )
+    )
+    before = revision(stubs)
+    try:
+        stubs.deliveries.UpdatePreparedDelivery(
+            dl.UpdatePreparedDeliveryRequest(
+                prepared_delivery=dl.PreparedDelivery(catalog_id=uid, artifacts=artifacts),
+                update_mask=field_mask_pb2.FieldMask(paths=["artifacts"]),
+            )
+        )
+        raise AssertionError("the update succeeded")
+    except grpc.RpcError as error:
+        failure = failure_of(error)
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.fields == ["prepared_delivery.artifacts[1].size"]
+    assert revision(stubs) == before
+
+
+BAD_REVISIONS = {"superscript two": "\u00b2", "4,301 digits": "9" * 4301, "x": "x"}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_REVISIONS))
+@pytest.mark.parametrize("where", ["start_revision", "Last-Event-ID"])
+def test_sse_resume_point_that_is_not_a_revision_is_400(
+    http: httpx.Client, name: str, where: str
+) -> None:
+    value = BAD_REVISIONS[name]
+    if where == "start_revision":
+        answer = http.get("/api/v1/watch/map_import", params={"start_revision": value})
+    else:
+        raw = value.encode("utf-8")  # as a client may send it: bytes beyond ASCII
+        answer = http.get("/api/v1/watch/map_import", headers=[(b"Last-Event-ID", raw)])
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "INVALID_ARGUMENT"
+    assert error["message"].startswith(f"invalid request: {where}: ")
+    no_leak(answer.text)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"ids": "a\x00b", "until_settled": "true"},
+        {"ids": "\x00", "heartbeat": "0.5"},
+        {"ids": "ok,\x00"},
+    ],
+)
+def test_sse_ids_with_nul_are_400(http: httpx.Client, stubs: Stubs, query: dict[str, str]) -> None:
+    before = revision(stubs)
+    answer = http.get("/api/v1/watch/map_import", params=query)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "INVALID_ARGUMENT"
+    assert "must not contain NUL characters" in error["message"]
+    assert error["message"].startswith("invalid request: ids")
+    no_leak(answer.text)
+    assert revision(stubs) == before

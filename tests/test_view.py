@@ -1,0 +1,321 @@
+"""The in-memory view behind Get and the documented REST paths (server/jobstatus_server/view.py).
+
+- read-your-writes on one process, under concurrent writers, over gRPC and REST;
+- with replicas on PostgreSQL: a read carrying the revision a write returned on
+  replica A (`min_revision`, `X-Min-Revision`) shows that write on replica B; a
+  revision the server does not reach in time answers DEADLINE_EXCEEDED (REST: 504
+  in the path's error style); no replica ever answers an older revision of a job
+  than one it already answered;
+- a tiny memory budget (evictions, misses) answers exactly what the database holds;
+- the view's hits, misses and evictions show in /metrics.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import httpx
+import pytest
+from google.protobuf import field_mask_pb2
+from sqlalchemy import create_engine, text
+
+from jobstatus.v1 import catalog_import_pb2 as cat
+from jobstatus.v1 import map_import_pb2 as mi
+from tests.conftest import Databases, Stubs
+from tests.pg import PgCluster
+from tests.serverproc import ServerProcess
+
+START = mi.MAP_IMPORT_STATUS_START
+IN_PROGRESS = mi.MAP_IMPORT_STATUS_IN_PROGRESS
+PROGRESS_MASK = field_mask_pb2.FieldMask(paths=["status", "meta_data.progress"])
+
+
+def _create(stubs: Stubs, job_id: str) -> int:
+    created = stubs.maps.CreateMapImport(
+        mi.CreateMapImportRequest(map_import=mi.MapImport(import_request_id=job_id, status=START))
+    )
+    return created.map_import.revision
+
+
+def _progress(stubs: Stubs, job_id: str, progress: int) -> int:
+    """Set the job's progress; the revision of the write."""
+    updated = stubs.maps.UpdateMapImport(
+        mi.UpdateMapImportRequest(
+            map_import=mi.MapImport(
+                import_request_id=job_id,
+                status=IN_PROGRESS,
+                meta_data=mi.MapImportMetaData(progress=progress),
+            ),
+            update_mask=PROGRESS_MASK,
+        )
+    )
+    return updated.map_import.revision
+
+
+def _get(stubs: Stubs, job_id: str, min_revision: int = 0, timeout: float = 30) -> mi.MapImport:
+    return stubs.maps.GetMapImportStatus(
+        mi.GetMapImportStatusRequest(import_request_id=job_id, min_revision=min_revision),
+        timeout=timeout,
+    ).map_import
+
+
+def _metric(http: httpx.Client, name: str) -> float:
+    found = re.search(rf"^{name} (\S+)$", http.get("/metrics").text, re.MULTILINE)
+    assert found is not None, name
+    return float(found.group(1))
+
+
+@pytest.fixture(scope="module")
+def http(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.http_url, timeout=30) as client:
+        yield client
+
+
+# --- one process ----------------------------------------------------------------------
+
+
+def test_every_acknowledged_write_is_read_back_under_concurrent_writers(
+    stubs: Stubs, http: httpx.Client, uid: str
+) -> None:
+    """Each writer reads its own writes at once; readers read a shared job right after
+    another client's write was acknowledged, and see it (or a later one)."""
+    writers, rounds = 6, 15
+    shared = f"{uid}-shared"
+    _create(stubs, shared)
+    acknowledged: queue.Queue[tuple[int, int] | None] = queue.Queue()
+    problems: list[str] = []
+
+    def own(n: int) -> None:
+        job_id = f"{uid}-{n}"
+        _create(stubs, job_id)
+        for progress in range(1, rounds + 1):
+            revision = _progress(stubs, job_id, progress)
+            job = _get(stubs, job_id)
+            if (job.revision, job.meta_data.progress) != (revision, progress):
+                problems.append(f"gRPC {job_id}: wrote {revision}, read {job.revision}")
+            body = http.get(f"/api/v2/map/import/status/{job_id}").json()
+            if body["metaData"]["progress"] != progress:
+                problems.append(f"REST {job_id}: wrote {progress}, read {body['metaData']}")
+
+    def shared_writer() -> None:
+        for progress in range(1, rounds * 2 + 1):
+            acknowledged.put((_progress(stubs, shared, progress), progress))
+        for _ in range(2):
+            acknowledged.put(None)
+
+    def shared_reader() -> None:
+        while (item := acknowledged.get()) is not None:
+            revision, progress = item
+            job = _get(stubs, shared)
+            if job.revision < revision or job.meta_data.progress < progress:
+                problems.append(f"shared: acknowledged {revision}, read {job.revision}")
+
+    with ThreadPoolExecutor(writers + 3) as pool:
+        futures = [pool.submit(own, n) for n in range(writers)]
+        futures += [pool.submit(shared_writer), pool.submit(shared_reader)]
+        futures += [pool.submit(shared_reader)]
+        for future in futures:
+            future.result()
+    assert problems == []
+
+
+def test_a_revision_not_reached_in_time_is_deadline_exceeded(
+    stubs: Stubs, http: httpx.Client, uid: str
+) -> None:
+    revision = _create(stubs, uid)
+    assert _get(stubs, uid, min_revision=revision).revision == revision
+    with pytest.raises(grpc.RpcError) as caught:
+        _get(stubs, uid, min_revision=revision + 1_000_000, timeout=0.3)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # The server is not stuck: the next read answers.
+    assert _get(stubs, uid).revision == revision
+    # A negative minimum is bad input.
+    with pytest.raises(grpc.RpcError) as caught:
+        _get(stubs, uid, min_revision=-1)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_rest_min_revision_header(stubs: Stubs, http: httpx.Client, uid: str) -> None:
+    revision = _create(stubs, uid)
+    path = f"/api/v2/map/import/status/{uid}"
+    answer = http.get(path, headers={"X-Min-Revision": str(revision)})
+    assert answer.status_code == 200
+    assert answer.json()["importRequestId"] == uid
+    bad = http.get(path, headers={"X-Min-Revision": "soon"})
+    assert (bad.status_code, bad.json()["statusCode"]) == (400, 400)
+    assert "X-Min-Revision" in bad.json()["message"]
+    bad = http.get("/api/v2/import/status/42", headers={"X-Min-Revision": "-3"})
+    assert bad.status_code == 400 and set(bad.json()) == {"message"}
+
+
+def test_view_metrics(stubs: Stubs, http: httpx.Client, uid: str) -> None:
+    _create(stubs, uid)
+    hits = _metric(http, "jobstatus_view_hits_total")
+    for _ in range(3):
+        _get(stubs, uid)
+    assert _metric(http, "jobstatus_view_hits_total") >= hits + 3
+    misses = _metric(http, "jobstatus_view_misses_total")
+    with pytest.raises(grpc.RpcError):
+        _get(stubs, f"{uid}-never-made")
+    assert _metric(http, "jobstatus_view_misses_total") >= misses + 1
+    assert _metric(http, "jobstatus_view_evictions_total") >= 0
+    assert _metric(http, "jobstatus_view_jobs") >= 1
+    assert _metric(http, "jobstatus_view_bytes") > 0
+
+
+# --- a tiny budget ----------------------------------------------------------------------
+
+
+def test_a_tiny_budget_answers_what_the_database_holds(databases: Databases) -> None:
+    url = databases.new("tiny")
+    server = ServerProcess(url, ["--view-budget", "3000"]).start()
+    try:
+        stubs = Stubs.connect(server.address)
+        ids = [f"tiny-{n}" for n in range(24)]
+        for n, job_id in enumerate(ids):
+            _create(stubs, job_id)
+            for progress in range(n % 4):
+                _progress(stubs, job_id, progress + 1)
+        catalog = stubs.catalog.CreateImport(
+            cat.CreateImportRequest(
+                catalog_import=cat.CatalogImport(type=cat.CATALOG_IMPORT_TYPE_PRODUCTS)
+            )
+        ).catalog_import
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            stored = {
+                str(job_id): mi.MapImport.FromString(bytes(data))
+                for job_id, data in conn.execute(
+                    text("SELECT job_id, data FROM job WHERE kind = 'map_import'")
+                )
+            }
+        engine.dispose()
+        assert sorted(stored) == sorted(ids)
+        with httpx.Client(base_url=server.http_url, timeout=30) as http:
+            for _ in range(2):  # the second round reads what the first one filled (or not)
+                for job_id in reversed(ids):
+                    assert _get(stubs, job_id) == stored[job_id]
+                    body = http.get(f"/api/v2/map/import/status/{job_id}").json()
+                    assert body["importRequestId"] == job_id
+                    assert body["metaData"]["progress"] == stored[job_id].meta_data.progress
+            answer = http.get(f"/api/v2/import/status/{catalog.id}").json()
+            assert answer == {"id": catalog.id, "status": "WAITING", "type": "PRODUCTS"}
+            assert _metric(http, "jobstatus_view_evictions_total") > 0
+            assert _metric(http, "jobstatus_view_misses_total") > 0
+            assert _metric(http, "jobstatus_view_bytes") <= 3000
+        stubs.channel.close()
+    finally:
+        server.stop()
+
+
+# --- replicas on PostgreSQL -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pair(pg_cluster: PgCluster) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Replica A (writes) and replica B (reads; a small budget, so it misses too)."""
+    url = pg_cluster.database("view_pair")
+    a = ServerProcess(url, ["--grace", "1"]).start()
+    b = ServerProcess(url, ["--grace", "1", "--view-budget", "4000", "--view-wait", "0.5"])
+    b.start()
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+def test_min_revision_of_a_write_on_a_shows_it_on_b(
+    pair: tuple[ServerProcess, ServerProcess], uid: str
+) -> None:
+    a, b = (Stubs.connect(server.address) for server in pair)
+    try:
+        _create(a, uid)
+        with httpx.Client(base_url=pair[1].http_url, timeout=30) as http:
+            for progress in range(1, 41):
+                revision = _progress(a, uid, progress)
+                job = _get(b, uid, min_revision=revision)
+                assert job.revision >= revision and job.meta_data.progress >= progress
+                body = http.get(
+                    f"/api/v2/map/import/status/{uid}", headers={"X-Min-Revision": str(revision)}
+                ).json()
+                assert body["metaData"]["progress"] >= progress
+            far = http.get(
+                f"/api/v2/map/import/status/{uid}", headers={"X-Min-Revision": "999999999"}
+            )
+            assert far.status_code == 504 and far.json()["statusCode"] == 504
+            far = http.get("/api/v2/import/status/7", headers={"X-Min-Revision": "999999999"})
+            assert far.status_code == 504 and set(far.json()) == {"message"}
+        with pytest.raises(grpc.RpcError) as caught:
+            _get(b, uid, min_revision=999_999_999, timeout=5)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        a.channel.close()
+        b.channel.close()
+
+
+def test_no_replica_answers_an_older_revision_than_it_already_did(
+    pair: tuple[ServerProcess, ServerProcess], uid: str
+) -> None:
+    """Writers on A, readers on B over gRPC and REST: per job, per reader and across all
+    readers of B, the revisions answered never go back."""
+    a, b = (Stubs.connect(server.address) for server in pair)
+    jobs = [f"{uid}-{n}" for n in range(8)]
+    for job_id in jobs:
+        _create(a, job_id)
+    done = threading.Event()
+    problems: list[str] = []
+    # gRPC: the highest revision B answered per job (anything answered after must be
+    # at least as new).
+    answered: dict[str, int] = dict.fromkeys(jobs, 0)
+    lock = threading.Lock()
+
+    def write(job_id: str) -> None:
+        for progress in range(1, 26):
+            _progress(a, job_id, progress)
+
+    def read(reader: int) -> None:
+        shown: dict[str, int] = {}  # REST: the progress this reader saw last, per job
+        with httpx.Client(base_url=pair[1].http_url, timeout=30) as http:
+            n = 0
+            while not done.is_set():
+                job_id = jobs[n % len(jobs)]
+                n += 1
+                if reader % 2:
+                    with lock:
+                        floor = answered[job_id]  # answered before this read was sent
+                    revision = _get(b, job_id).revision
+                    if revision < floor:
+                        problems.append(f"{job_id}: answered {floor} before, then {revision}")
+                    with lock:
+                        answered[job_id] = max(answered[job_id], revision)
+                    continue
+                answer = http.get(f"/api/v2/map/import/status/{job_id}")
+                assert answer.status_code == 200
+                # The REST body has no revision: its progress only grows with it.
+                progress = answer.json()["metaData"]["progress"]
+                if progress < shown.get(job_id, 0):
+                    problems.append(f"{job_id}: progress {shown[job_id]}, then {progress}")
+                shown[job_id] = progress
+
+    try:
+        with ThreadPoolExecutor(len(jobs) + 4) as pool:
+            readers = [pool.submit(read, n) for n in range(4)]
+            writers = [pool.submit(write, job_id) for job_id in jobs]
+            for future in writers:
+                future.result()
+            time.sleep(0.2)
+            done.set()
+            for future in readers:
+                future.result()
+        assert problems == []
+        final = {job_id: _get(a, job_id).revision for job_id in jobs}
+        for job_id in jobs:
+            assert _get(b, job_id, min_revision=final[job_id]).revision == final[job_id]
+    finally:
+        a.channel.close()
+        b.channel.close()
