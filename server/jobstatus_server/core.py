@@ -303,7 +303,7 @@ class Core:
                 return current
             return tx.put(kind, tenant, new, created=False)
 
-        return await self.store.transact(run)
+        return await self.store.transact(run, key=(tenant, kind.name, job_id))
 
     # --- read -----------------------------------------------------------------
 

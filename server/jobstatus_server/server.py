@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -188,6 +189,9 @@ class Server:
                 http_task.result()
                 raise RuntimeError(f"HTTP listener on {self.settings.http_addr} did not start")
             await asyncio.sleep(0.01)
+        # What start-up made lives as long as the process: out of the collector's way.
+        gc.collect()
+        gc.freeze()
         self._tasks = [
             http_task,
             asyncio.create_task(self._every(self.settings.timer_interval, self._timers)),

@@ -35,6 +35,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -79,6 +80,8 @@ JOB = Job.__table__  # type: ignore[attr-defined]
 EVENT = Event.__table__  # type: ignore[attr-defined]
 COUNTER = Counter.__table__  # type: ignore[attr-defined]
 MAX_GROUP = 128
+WRITER_IDLE = 1.0  # seconds after which the writer's connection is pinged again
+MAX_FILL_WAIT = 0.004  # seconds a group waits to fill (see Store._write_loop)
 READERS = 4
 COMPACT_LOCK = 0x6A6F6273_00000002  # pg advisory lock: one replica compacts at a time
 # A failure of the database or the connection to it, not of one write's statements.
@@ -147,6 +150,18 @@ class HotSql:
     insert_event: Sql
     lock_revision: Sql
     set_revision: Sql
+    load_by_request: Sql
+    positional: bool  # the driver's parameters are `?` (SQLite), else `%s` (psycopg)
+
+    def load_many(self, keys: Sequence[tuple[str, str, str]]) -> tuple[str, tuple[str, ...]]:
+        """A statement (and its parameters) reading the jobs with these keys."""
+        mark = "?" if self.positional else "%s"
+        rows = ", ".join([f"({mark}, {mark}, {mark})"] * len(keys))
+        return (
+            "SELECT tenant, kind, job_id, data FROM job"
+            f" WHERE (tenant, kind, job_id) IN (VALUES {rows})",
+            tuple(part for key in keys for part in key),
+        )
 
     @classmethod
     def for_dialect(cls, dialect: Any) -> HotSql:
@@ -175,6 +190,15 @@ class HotSql:
                 .values(value=bindparam("value")),
                 dialect,
             ),
+            load_by_request=Sql.of(
+                select(JOB.c.data).where(
+                    (JOB.c.tenant == bindparam("tenant"))
+                    & (JOB.c.kind == bindparam("kind"))
+                    & (JOB.c.request_id == bindparam("request_id"))
+                ),
+                dialect,
+            ),
+            positional=dialect.paramstyle == "qmark",
         )
 
 
@@ -188,32 +212,44 @@ class Tx:
     now: datetime
     sql: HotSql
     cur: Any = None
+    # Jobs read ahead for the group (None: no such job), kept current by `put`.
+    loaded: dict[tuple[str, str, str], bytes | None] = field(default_factory=dict)
     changed: bool = False
     kinds: list[str] = field(default_factory=list)
     # The changes of this transaction, in revision order, with the job's bytes as stored.
     changes: list[Change] = field(default_factory=list)
 
     def load(self, kind: Kind[M], tenant: str, job_id: str) -> M | None:
+        key = (tenant, kind.name, job_id)
+        if key in self.loaded:
+            data = self.loaded[key]
+            return None if data is None else kind.message.FromString(data)
         row = self.sql.load.execute(
             self.cur, tenant=tenant, kind=kind.name, job_id=job_id
         ).fetchone()
         return None if row is None else kind.message.FromString(row[0])
 
     def load_by_request(self, kind: Kind[M], tenant: str, request_id: str) -> M | None:
-        data = self.conn.execute(
-            select(JOB.c.data).where(
-                JOB.c.tenant == tenant, JOB.c.kind == kind.name, JOB.c.request_id == request_id
-            )
-        ).scalar_one_or_none()
-        return None if data is None else kind.message.FromString(data)
+        row = self.sql.load_by_request.execute(
+            self.cur, tenant=tenant, kind=kind.name, request_id=request_id
+        ).fetchone()
+        return None if row is None else kind.message.FromString(row[0])
 
     def jobs_in(self, kind: Kind[M], tenant: str, statuses: Sequence[int]) -> list[M]:
-        rows = self.conn.execute(
-            select(JOB.c.data).where(
-                JOB.c.tenant == tenant, JOB.c.kind == kind.name, JOB.c.status.in_(statuses)
+        if not statuses:
+            return []
+        if self.sql.positional:
+            marks = ", ".join("?" * len(statuses))
+            self.cur.execute(
+                f"SELECT data FROM job WHERE tenant = ? AND kind = ? AND status IN ({marks})",
+                (tenant, kind.name, *statuses),
             )
-        ).scalars()
-        return [kind.message.FromString(data) for data in rows]
+        else:
+            self.cur.execute(
+                "SELECT data FROM job WHERE tenant = %s AND kind = %s AND status = ANY(%s)",
+                (tenant, kind.name, list(statuses)),
+            )
+        return [kind.message.FromString(data) for (data,) in self.cur.fetchall()]
 
     def put(
         self,
@@ -271,6 +307,7 @@ class Tx:
             created_at=self.now.timestamp(),
             data=data,
         )
+        self.loaded[(tenant, kind.name, job_id)] = data
         change = Change(revision, tenant, kind.name, job_id, status, data)
         change.cache[kind.name] = message
         self.changes.append(change)
@@ -284,6 +321,7 @@ class _Write:
     future: asyncio.Future[Any]
     result: Any = None
     error: BaseException | None = None
+    key: tuple[str, str, str] | None = None  # (tenant, kind, job id) it will load
 
 
 @dataclass
@@ -302,10 +340,16 @@ class Store:
     _sender: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     _sql: HotSql | None = None
     revision: int = 0
+    _is_sqlite: bool | None = None
+    _writer_conn: Connection | None = None  # the writer thread's own
+    _writer_used: float = 0.0
 
     @property
     def is_sqlite(self) -> bool:
-        return make_url(self.url).get_backend_name() == "sqlite"
+        sqlite = self._is_sqlite
+        if sqlite is None:
+            sqlite = self._is_sqlite = make_url(self.url).get_backend_name() == "sqlite"
+        return sqlite
 
     def _engine(self, *, writer: bool) -> Engine:
         url = make_url(self.url)
@@ -400,43 +444,66 @@ class Store:
 
     # --- writing ------------------------------------------------------------
 
-    async def transact(self, fn: Callable[[Tx], T]) -> T:
-        """Run `fn` in a writing transaction; return its result once committed."""
+    async def transact(self, fn: Callable[[Tx], T], key: tuple[str, str, str] | None = None) -> T:
+        """Run `fn` in a writing transaction; return its result once committed. `key`
+        (tenant, kind, job id): the job `fn` loads, read for the whole group at once."""
         loop = asyncio.get_running_loop()
-        write = _Write(fn=fn, loop=loop, future=loop.create_future())
+        write = _Write(fn=fn, loop=loop, future=loop.create_future(), key=key)
         self._queue.put(write)
         result: T = await write.future
         return result
 
     def _write_loop(self) -> None:
+        """Take every write that is waiting and commit them together. Under concurrency
+        the group fills: the writers answered by the last commit send their next writes
+        while it is being answered, so the writer waits for as many as the last group
+        had, for at most half the last commit's duration (MAX_FILL_WAIT at most). A
+        lone writer never waits (its last group had one write)."""
+        expected, wait = 1, 0.0
         while True:
             first = self._queue.get()
             if first is None:
+                if self._writer_conn is not None:
+                    with contextlib.suppress(Exception):
+                        self._writer_conn.close()
+                    self._writer_conn = None
                 return
             group = [first]
+            stop = False
+            deadline = time.monotonic() + wait
             while len(group) < MAX_GROUP:
+                remaining = deadline - time.monotonic() if len(group) < expected else 0.0
                 try:
-                    item = self._queue.get_nowait()
+                    if remaining > 0:
+                        item = self._queue.get(timeout=remaining)
+                    else:
+                        item = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:
-                    self._queue.put(None)
+                    stop = True
                     break
                 group.append(item)
+            began = time.monotonic()
             self._commit(group)
+            expected = len(group)
+            wait = min(MAX_FILL_WAIT, (time.monotonic() - began) / 2)
+            if stop:
+                self._queue.put(None)
 
     def _commit(self, group: list[_Write]) -> None:
         assert self._writer is not None and self._sql is not None
         sql = self._sql
         try:
-            with self._writer.connect() as conn:
-                try:
-                    with conn.begin():
-                        tx = self._run_group(conn, group, sql)
-                except DRIVER_LOST:
-                    conn.invalidate()
-                    raise
+            conn = self._held_connection()
+            try:
+                with conn.begin():
+                    tx = self._run_group(conn, group, sql)
+            except DRIVER_LOST:
+                conn.invalidate()
+                raise
         except LOST as error:
+            self._release_connection()
             # The database (or our connection to it) is gone: the transaction is rolled
             # back or, if the connection died during COMMIT, its outcome is unknown; either
             # way every write of the group fails, and none is run again here.
@@ -461,15 +528,51 @@ class Store:
             WRITES.labels(name).inc()
         self._resolve(group, tx.revision if tx.changed else None, tx.changes)
 
+    def _held_connection(self) -> Connection:
+        """The writer's connection, kept from group to group: no pool checkout, ping
+        and reset per commit. A lost one is dropped and the next group connects anew."""
+        conn = self._writer_conn
+        now = time.monotonic()
+        if conn is not None and now - self._writer_used > WRITER_IDLE:
+            # Idle for a while: back to the pool, whose checkout pings it first.
+            with contextlib.suppress(Exception):
+                conn.close()
+            conn = None
+        if conn is None or conn.closed or conn.invalidated:
+            assert self._writer is not None
+            conn = self._writer_conn = self._writer.connect()
+        self._writer_used = now
+        return conn
+
+    def _release_connection(self) -> None:
+        conn, self._writer_conn = self._writer_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.invalidate()
+            with contextlib.suppress(Exception):
+                conn.close()
+
     def _run_group(self, conn: Connection, group: list[_Write], sql: HotSql) -> Tx:
         """The group's writes in the open transaction, on the driver's own cursor (on
         PostgreSQL in pipeline mode: only a read waits for its answer)."""
         dbapi = conn.connection.dbapi_connection
         assert dbapi is not None
         cur = dbapi.cursor()
+        keys = list(dict.fromkeys(write.key for write in group if write.key is not None))
         with contextlib.nullcontext() if self.is_sqlite else dbapi.pipeline():
-            row = sql.lock_revision.execute(cur).fetchone()
+            sql.lock_revision.execute(cur)
+            if keys:
+                # The jobs the group will load, in one statement (in the pipeline, sent
+                # with the lock: one round trip for both).
+                prefetch = dbapi.cursor()
+                prefetch.execute(*sql.load_many(keys))
+            row = cur.fetchone()
+            assert row is not None, "the revision counter row is missing"
             tx = Tx(conn, int(row[0]), datetime.now(UTC), sql, cur)
+            if keys:
+                tx.loaded = dict.fromkeys(keys)
+                for tenant, kind, job_id, data in prefetch.fetchall():
+                    tx.loaded[(tenant, kind, job_id)] = bytes(data)
             for write in group:
                 write.result, write.error = None, None
                 try:

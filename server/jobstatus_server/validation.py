@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 from functools import cache
+from typing import cast
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -174,8 +175,7 @@ def _value_check(field: FieldDescriptor, rules: options_pb2.FieldRules) -> Value
         message_type = field.message_type
 
         def message_value(value: object, path: str, out: list[FieldViolation]) -> None:
-            assert isinstance(value, Message)
-            _checker(message_type)(value, path + ".", out)
+            _checker(message_type)(cast(Message, value), path + ".", out)
 
         return message_value
     if kind == FieldDescriptor.TYPE_STRING:
@@ -184,7 +184,7 @@ def _value_check(field: FieldDescriptor, rules: options_pb2.FieldRules) -> Value
         described = rules.pattern_description or f"match {rules.pattern}"
 
         def string(value: object, path: str, out: list[FieldViolation]) -> None:
-            assert isinstance(value, str)
+            value = cast(str, value)
             if not value:
                 if required:
                     out.append(FieldViolation(path, "is required", "REQUIRED"))
@@ -219,8 +219,7 @@ def _value_check(field: FieldDescriptor, rules: options_pb2.FieldRules) -> Value
         byte_limit = rules.max_len or DEFAULT_MAX_LEN
 
         def bytes_value(value: object, path: str, out: list[FieldViolation]) -> None:
-            assert isinstance(value, bytes)
-            if len(value) > byte_limit:
+            if len(cast(bytes, value)) > byte_limit:
                 out.append(FieldViolation(path, f"at most {byte_limit} bytes", "TOO_LONG"))
 
         return bytes_value
@@ -232,7 +231,7 @@ def _value_check(field: FieldDescriptor, rules: options_pb2.FieldRules) -> Value
         return lambda value, path, out: None
 
     def number(value: object, path: str, out: list[FieldViolation]) -> None:
-        assert isinstance(value, int | float)
+        value = cast(int | float, value)
         if low is not None and value < low:
             out.append(FieldViolation(path, f"must be at least {low}, got {value}", "OUT_OF_RANGE"))
         elif high is not None and value > high:
