@@ -109,7 +109,7 @@ def decode_token(token: str, kind: Kind[Any], job_id: str) -> int:
         not isinstance(data, dict)
         or data.get("k") != kind.name
         or not isinstance(data.get("a"), int)
-        or data["a"] < 0
+        or not 0 <= data["a"] < 2**63  # a revision: an int64
     ):
         raise _invalid("page_token", "is not a page token of a history", "INVALID_PAGE_TOKEN")
     if data.get("j") != _job_tag(job_id):
