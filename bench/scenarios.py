@@ -210,8 +210,8 @@ def unary_get(bench: Bench) -> list[Row]:
             workers.GET,
             [(f"concurrency {c}", [[raw]] * c) for c in bench.sizes.unary_concurrency],
             "GetMapImportStatus",
-            Target(">=", 0.8),
-            Target("<=", 1.3),
+            Target(">=", 0.85),
+            Target("<=", 1.25),
         )
     for row in rows[::2]:
         row.extra["response bytes jobstatus / baseline"] = f"{sizes[0]} / {sizes[1]}"
@@ -874,7 +874,7 @@ def _rest_rows(case: str, ours: list[RestRun], theirs: list[RestRun], size: int)
             unit="requests/s",
             value=median([r.rps for r in ours]),
             baseline=median([r.rps for r in theirs]),
-            target=Target(">=", 0.6),
+            target=Target(">=", 0.75),
             extra={
                 "rounds": len(ours),
                 "load tool": wrk.describe(),

@@ -312,6 +312,57 @@ def test_a_restart_with_the_page_open_ends_with_exactly_the_api_s_state(
     assert shown == f"{len(expected)} of {len(expected)} jobs"
 
 
+def test_a_resume_point_the_server_no_longer_keeps_resyncs_the_page(
+    tmp_path_factory: pytest.TempPathFactory, browser: Browser
+) -> None:
+    """The page's server goes away; meanwhile another server on the same database writes
+    and compacts the history past the page's resume point; the page's server comes back:
+    the page is answered 410, starts over from the state ("resynced"), and ends with it."""
+    url = sqlite_url(tmp_path_factory.mktemp("resync"))
+    compacting = ["--history-count", "3", "--compact-interval", "0.2"]
+    server = ServerProcess(url, compacting).start()
+    other = ServerProcess(url, compacting)
+    try:
+        job_id = f"rsy-{uuid.uuid4().hex[:8]}"
+        with Client(server.address) as client:
+            client.map_imports.create(mi.MapImport(import_request_id=job_id))
+        assert browser.goto(server.http_url + "/") == 200
+        browser.wait_for(f"({ROWS}).some((r) => r.id === {json.dumps(job_id)})")
+        resume_point = max(r["revision"] for r in _rows(browser))
+        assert server.terminate() == 0
+        browser.wait_for("document.body.dataset.connection === 'reconnecting'")
+        other.start()
+        with Client(other.address) as client:
+            for progress in range(1, 8):
+                client.map_imports.update(
+                    mi.MapImport(
+                        import_request_id=job_id,
+                        status=mi.MAP_IMPORT_STATUS_IN_PROGRESS,
+                        meta_data=mi.MapImportMetaData(progress=progress),
+                    )
+                )
+            client.map_imports.create(mi.MapImport(import_request_id=job_id + "-new"))
+            for _ in range(600):  # compaction runs in the background
+                if client.map_imports.history(job_id).oldest_revision > resume_point + 1:
+                    break
+                time.sleep(0.1)
+            assert client.map_imports.history(job_id).oldest_revision > resume_point + 1
+        other.stop()
+        server.start()
+        browser.wait_for("document.body.dataset.resyncs === '4'")  # each kind's stream
+        expected = _api_state(server)
+        state: list[tuple[str, str, str, int]] = []
+        for _ in range(300):
+            state = _page_state(browser)
+            if set(state) == expected:
+                break
+            time.sleep(0.2)
+        assert set(state) == expected and len(state) == len(expected)
+    finally:
+        other.stop()
+        server.stop()
+
+
 def _counts(page: Browser) -> dict[str, dict[str, int]]:
     """The summary cards: per kind, the count shown for each status."""
     cards: dict[str, dict[str, int]] = page.evaluate(

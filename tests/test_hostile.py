@@ -1,20 +1,25 @@
 """Hostile input, one regression test per defect of issue 10: undecodable messages,
-sizes adding up past int64, SSE resume points a parser must refuse, NUL in SSE ids.
-On SQLite and on PostgreSQL."""
+sizes adding up past int64, SSE resume points a parser must refuse, NUL in SSE ids,
+open streams of a revoked key. On SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import httpx
 import pytest
 from google.protobuf import field_mask_pb2
+from sqlalchemy import update
 
 from jobstatus.v1 import delivery_pb2 as dl
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.v1 import watch_pb2
-from tests.conftest import Stubs
+from jobstatus_server import auth
+from tests.conftest import Databases, Stubs
+from tests.restkit import connect, keyed_server, metadata
 from tests.rpcerrors import fails, failure_of
 from tests.serverproc import ServerProcess
 
@@ -152,3 +157,91 @@ def test_sse_ids_with_nul_are_400(http: httpx.Client, stubs: Stubs, query: dict[
     assert error["message"].startswith("invalid request: ids")
     no_leak(answer.text)
     assert revision(stubs) == before
+
+
+# --- 5: a revoked key, or one that lost its scope, ends its open streams -----------------
+
+
+def _opened(stubs: Stubs, key: str) -> Any:
+    """A gRPC watch with `key`, read up to its synced marker."""
+    call = stubs.maps.WatchMapImportStatus(
+        mi.WatchMapImportStatusRequest(), metadata=metadata(key), timeout=60
+    )
+    for event in call:
+        if event.type == watch_pb2.WATCH_EVENT_TYPE_SYNCED:
+            return call
+    raise AssertionError("the watch ended before its synced marker")
+
+
+def _sse_lines(client: httpx.Client, key: str) -> Iterator[str]:
+    with client.stream(
+        "GET", "/api/v1/watch/map_import", params={"heartbeat": "0.5"}, headers={"x-api-key": key}
+    ) as response:
+        assert response.status_code == 200
+        yield from response.iter_lines()
+
+
+def _sse_error(lines: Iterator[str]) -> dict[str, str]:
+    """Read an SSE watch until its error event; the stream must end right after it."""
+    seen_error = False
+    error: dict[str, str] = {}
+    for line in lines:
+        if line == "event: error":
+            seen_error = True
+        elif seen_error and line.startswith("data: "):
+            error = json.loads(line.removeprefix("data: "))
+    assert error, "the stream ended without an error event"
+    return error
+
+
+@pytest.mark.parametrize("change", ["revoke", "drop the read scope"])
+def test_a_revoked_key_ends_its_open_streams(databases: Databases, change: str) -> None:
+    url = databases.new("revoke")
+    keys = {
+        "gone": ("acme", ["read"]),
+        "kept": ("acme", ["read"]),
+        "writer": ("acme", ["read", "write"]),
+    }
+    with keyed_server(url, keys, "--key-refresh", "0.5") as keyed:
+        stubs = connect(keyed.server.address)
+        gone, kept = keyed.keys["gone"], keyed.keys["kept"]
+        grpc_streams = [_opened(stubs, gone) for _ in range(2)]
+        survivor = _opened(stubs, kept)
+        with keyed.http() as client:
+            sse = _sse_lines(client, gone)
+            assert next(sse).startswith("retry:")
+            parsed = auth.parse_key(gone)
+            assert parsed is not None
+            if change == "revoke":
+                assert auth.revoke_key(url, parsed[0])
+                code, reason = grpc.StatusCode.UNAUTHENTICATED, "API_KEY_REVOKED"
+            else:
+                table = auth.API_KEY
+                auth._admin(
+                    url,
+                    lambda conn: conn.execute(
+                        update(table).where(table.c.key_id == parsed[0]).values(scopes="write")
+                    ),
+                )
+                code, reason = grpc.StatusCode.PERMISSION_DENIED, "SCOPE_MISSING"
+            for stream in grpc_streams:
+                failure = fails(lambda s=stream: list(s))  # type: ignore[misc]
+                assert failure.code == code, failure
+                assert failure.info is not None and failure.info.reason == reason
+            error = _sse_error(sse)
+            assert (error["code"], error["reason"]) == (code.name, reason)
+        # The other key's stream goes on: it sees the next change.
+        stubs.maps.CreateMapImport(
+            mi.CreateMapImportRequest(
+                map_import=mi.MapImport(
+                    import_request_id="after-revoke", status=mi.MAP_IMPORT_STATUS_START
+                )
+            ),
+            metadata=metadata(keyed.keys["writer"]),
+        )
+        event = next(iter(survivor))
+        while event.type == watch_pb2.WATCH_EVENT_TYPE_HEARTBEAT:
+            event = next(iter(survivor))
+        assert event.map_import.import_request_id == "after-revoke"
+        survivor.cancel()
+        stubs.channel.close()

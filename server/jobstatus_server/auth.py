@@ -22,7 +22,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import Connection, create_engine, insert, pool, select, update
 
 from jobstatus_server.core import DEFAULT_TENANT
-from jobstatus_server.errors import PermissionDenied, Unauthenticated
+from jobstatus_server.errors import JobStatusError, PermissionDenied, Unauthenticated
 from jobstatus_server.metrics import AUTH_FAILURES
 from jobstatus_server.models import ApiKey
 
@@ -241,6 +241,11 @@ class Authenticator:
         self._started = -1e9  # when the last read of the keys began (monotonic)
         self._loading: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_reload(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after every re-read of the keys."""
+        self._listeners.append(listener)
 
     @property
     def open(self) -> bool:
@@ -300,6 +305,8 @@ class Authenticator:
             if self._task is not None:
                 log.warning("an API key is active: every call needs a key from now on")
             self._required = True
+        for listener in self._listeners:
+            listener()
 
     def knows_tenant(self, tenant: str) -> bool:
         """Whether a tenant exists: it has keys, or it is the open server's tenant."""
@@ -331,6 +338,30 @@ class Authenticator:
             AUTH_FAILURES.labels("API_KEY_INVALID").inc()
             raise Unauthenticated("the API key is not valid", reason="API_KEY_INVALID")
         return key.caller
+
+    def still_allowed(self, caller: Caller, scope: str) -> JobStatusError | None:
+        """Why a call authenticated earlier as `caller` may no longer go on: its key is
+        revoked or gone, it lost `scope`, or keys became required; None if it may."""
+        if not caller.key_id:
+            if self.open:
+                return None
+            return Unauthenticated(
+                "an API key is active now: every call needs one", reason="API_KEY_MISSING"
+            )
+        key = self._keys.get(caller.key_id)
+        if key is None or key.revoked:
+            return Unauthenticated(
+                f"{caller.name} was revoked",
+                reason="API_KEY_REVOKED",
+                metadata={"key_id": caller.key_id},
+            )
+        if scope not in key.caller.scopes:
+            return PermissionDenied(
+                f"{caller.name} no longer has the {scope} scope",
+                reason="SCOPE_MISSING",
+                metadata={"required_scope": scope, "key_id": caller.key_id},
+            )
+        return None
 
     @staticmethod
     def authorize(caller: Caller, scope: str) -> None:

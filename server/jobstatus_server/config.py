@@ -34,6 +34,11 @@ class Settings:
     key_refresh: float = 1.0
     dataset_rate_interval: float = 5.0
     dataset_quota: int = 0
+    max_request_bytes: int = 4 * 1024 * 1024
+    max_header_bytes: int = 64 * 1024
+    max_streams_per_key: int = 20_000
+    max_streams_per_connection: int = 1_000
+    max_concurrent_calls: int = 1_000
     view_budget: int = 64 * 1024 * 1024
     view_wait: float = 5.0
 
@@ -166,6 +171,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "revision it needs (X-Min-Revision, or its own latest write) (JOBSTATUS_VIEW_WAIT)",
     )
 
+    limits = (
+        (
+            "--max-request-bytes",
+            Settings.max_request_bytes,
+            "bytes in one gRPC message or HTTP body",
+        ),
+        (
+            "--max-header-bytes",
+            Settings.max_header_bytes,
+            "bytes of an HTTP request line and headers",
+        ),
+        (
+            "--max-streams-per-key",
+            Settings.max_streams_per_key,
+            "open watch streams (gRPC and SSE) "
+            "of one API key (of one IP address on the open server)",
+        ),
+        (
+            "--max-streams-per-connection",
+            Settings.max_streams_per_connection,
+            "open watch streams on one connection",
+        ),
+        (
+            "--max-concurrent-calls",
+            Settings.max_concurrent_calls,
+            "calls of one API key (one IP "
+            "address on the open server) served at once, watch streams aside",
+        ),
+    )
+    for flag, default, what in limits:
+        variable = "JOBSTATUS_" + flag.removeprefix("--").replace("-", "_").upper()
+        parser.add_argument(
+            flag,
+            type=_positive,
+            default=_positive(env(variable, str(default))),
+            help=f"the most {what}; beyond it RESOURCE_EXHAUSTED or 429 ({variable})",
+        )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
+    return value
+
 
 def from_arguments(args: argparse.Namespace) -> Settings:
     return Settings(
@@ -188,6 +238,11 @@ def from_arguments(args: argparse.Namespace) -> Settings:
         key_refresh=args.key_refresh,
         dataset_rate_interval=args.dataset_rate_interval,
         dataset_quota=args.dataset_quota,
+        max_request_bytes=args.max_request_bytes,
+        max_header_bytes=args.max_header_bytes,
+        max_streams_per_key=args.max_streams_per_key,
+        max_streams_per_connection=args.max_streams_per_connection,
+        max_concurrent_calls=args.max_concurrent_calls,
         view_budget=args.view_budget,
         view_wait=args.view_wait,
     )

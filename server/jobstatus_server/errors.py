@@ -210,3 +210,23 @@ class RefusalLog:
 
 
 refusals = RefusalLog(logging.getLogger("jobstatus_server.refused"))
+
+
+class _ClientFaults(logging.Filter):
+    """uvicorn's warnings about requests it could not parse are the caller's fault, not
+    the server's: they go through the refusal log (INFO, rate-limited) instead."""
+
+    WORDS = ("Invalid HTTP request received.", "Unsupported upgrade request.")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR and record.getMessage() in self.WORDS:
+            refusals.line("HTTP answered 400: %s", record.getMessage())
+            return False
+        return True
+
+
+def quiet_client_faults() -> None:
+    """Route uvicorn's per-request warnings about bad requests through `refusals`."""
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _ClientFaults) for f in logger.filters):
+        logger.addFilter(_ClientFaults())

@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from jobstatus_server import params
 from jobstatus_server.auth import READ, Authenticator, bearer
 from jobstatus_server.errors import (
     FieldViolation,
@@ -40,8 +41,9 @@ from jobstatus_server.errors import (
     JobStatusError,
     NotFound,
     OutOfRange,
+    refusals,
 )
-from jobstatus_server.kinds import KINDS, Kind, M
+from jobstatus_server.kinds import Kind, M
 from jobstatus_server.store import Store
 
 PATH = "/api/v1/history/{kind}/{id:any}"
@@ -165,6 +167,17 @@ def _page_size(text: str | None) -> int:
     return int(text)
 
 
+# What the route reads of a request, parsed before it runs (params.py).
+PARAMS = (
+    params.Param("kind", params.PATH, params.kind),
+    params.Param("id", params.PATH),
+    params.Param("page_size", params.QUERY, _page_size, default=0),
+    params.Param("page_token", params.QUERY, default=""),
+    params.Param("x-api-key", params.HEADER),
+    params.Param("authorization", params.HEADER),
+)
+
+
 @dataclass
 class HistoryRoute:
     """GET /api/v1/history/{kind}/{id}: the history as JSON, with the READ scope."""
@@ -178,25 +191,19 @@ class HistoryRoute:
         from jobstatus_server.sse import FEEDS, error_body
 
         try:
+            asked = params.parse(request.scope, PARAMS, request.path_params)
             caller = await self.auth.authenticate(
-                request.headers.get("x-api-key"), bearer(request.headers.get("authorization"))
+                asked["x-api-key"], bearer(asked["authorization"])
             )
             self.auth.authorize(caller, READ)
-            kind = KINDS.get(request.path_params["kind"])
-            if kind is None:
-                raise NotFound(
-                    f"no kind {request.path_params['kind']!r}; kinds: {', '.join(KINDS)}",
-                    reason="KIND_NOT_FOUND",
-                )
-            query = request.query_params
-            token = query.get("page_token", "")
+            kind = asked["kind"]
+            token = asked["page_token"]
             if len(token) > 512:
                 raise _invalid("page_token", "is not a page token of a history")
-            job_id = request.path_params["id"]
-            page = await history(
-                self.store, kind, caller.tenant, job_id, _page_size(query.get("page_size")), token
-            )
+            job_id = asked["id"]
+            page = await history(self.store, kind, caller.tenant, job_id, asked["page_size"], token)
         except JobStatusError as error:
+            refusals.refused(f"GET {PATH}", error)
             return JSONResponse(error_body(error), error.http_status)
         render = FEEDS[kind.name].render
         return JSONResponse(

@@ -24,6 +24,7 @@ A handler may return (unary) or write/yield (stream) ready-serialized response
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -45,6 +46,7 @@ from jobstatus_server.errors import (
     internal_status,
     refusals,
 )
+from jobstatus_server.limits import GRPC, CallerLimits, Stream, caller_id, grpc_address, refuse
 from jobstatus_server.metrics import RPC_SECONDS, RPCS
 from jobstatus_server.validation import validate
 
@@ -86,10 +88,11 @@ async def _abort(context: Context, status: status_pb2.Status) -> None:
 
 
 class Rpc:
-    """What every wrapped method shares: the authenticator."""
+    """What every wrapped method shares: the authenticator and the per-caller limits."""
 
-    def __init__(self, auth: Authenticator) -> None:
+    def __init__(self, auth: Authenticator, limits: CallerLimits | None = None) -> None:
         self.auth = auth
+        self.limits = limits if limits is not None else CallerLimits()
 
     async def authenticate(self, context: Context, scope: str) -> Caller:
         """Find the caller, check the method's scope, and make the caller the servicer's."""
@@ -106,6 +109,12 @@ class Rpc:
         """The decoded, valid request; raise InvalidArgument otherwise."""
         if not isinstance(data, bytes):  # a deserializer upstream: never registered so
             raise TypeError(f"expected the request's bytes, got {type(data).__name__}")
+        if len(data) > self.limits.max_request_bytes:
+            raise refuse(
+                GRPC,
+                "request_bytes",
+                f"a request is at most {self.limits.max_request_bytes} bytes, got {len(data)}",
+            )
         try:
             request = request_type.FromString(data)
         except Exception:  # DecodeError, RecursionError, ...: the bytes are the caller's
@@ -153,10 +162,16 @@ class Rpc:
 
         async def call(data: bytes, context: Context) -> Any:
             started = time.perf_counter()
+            owner = ""
             try:
-                await self.authenticate(context, scope)
-                request = self.admit(data, request_type)
-                response = await inner(request, context)
+                caller = await self.authenticate(context, scope)
+                owner = caller_id(caller.key_id, grpc_address(context.peer()))
+                self.limits.begin_call(GRPC, owner)
+                try:
+                    request = self.admit(data, request_type)
+                    response = await inner(request, context)
+                finally:
+                    self.limits.end_call(owner)
                 ok.inc()
                 seconds.observe(time.perf_counter() - started)
                 return response
@@ -199,16 +214,33 @@ class Rpc:
         scope = method_scope(method)
 
         async def call(data: bytes, context: Context) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            stream: Stream | None = None
             try:
-                await self.authenticate(context, scope)
+                caller = await self.authenticate(context, scope)
                 request = self.admit(data, request_type)
+                peer = context.peer()
+
+                def end(error: JobStatusError) -> None:
+                    task.cancel()
+
+                stream = self.limits.open_stream(GRPC, caller, scope, grpc_address(peer), peer, end)
                 await inner(request, context)
                 RPCS.labels(name, "OK").inc()
                 return
             except grpc.aio.AbortError:
                 raise
+            except asyncio.CancelledError:
+                if stream is None or stream.ended is None:
+                    raise  # the client left, or the server stops
+                task.uncancel()  # ended from outside: its key no longer allows it
+                status = _status_of(stream.ended, method)
             except Exception as error:
                 status = _status_of(error, method)
+            finally:
+                if stream is not None:
+                    self.limits.close_stream(stream)
             RPCS.labels(name, CODE_NAMES.get(status.code, "UNKNOWN")).inc()
             await _abort(context, status)
 

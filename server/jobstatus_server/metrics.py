@@ -38,6 +38,11 @@ STORE_REVISION = Gauge("jobstatus_store_revision", "the last revision this proce
 HUB_REVISION = Gauge("jobstatus_hub_revision", "the last revision the watch hub published")
 WRITES = Counter("jobstatus_writes", "committed changes by kind", ["kind"])
 STORAGE_UP = Gauge("jobstatus_storage_up", "1 while the database answers, else 0")
+LIMIT_REFUSALS = Counter(
+    "jobstatus_limit_refusals",
+    "calls refused for a per-caller limit, by transport and limit",
+    ["transport", "limit"],
+)
 WRITE_GROUPS = Counter("jobstatus_write_groups", "write transactions (group commits) run")
 WRITE_GROUP_WRITES = Counter(
     "jobstatus_write_group_writes", "writes run in group commits (their mean group size: / groups)"

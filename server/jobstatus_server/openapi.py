@@ -174,6 +174,17 @@ def _getapp(description: str) -> dict[str, Any]:
     return _json(description, _ref("GetAppError"))
 
 
+# Every documented status path takes it (view.py: the read waits for the revision). It is
+# described in each path's text, not declared as a parameter or responses: the documents'
+# paths keep their declared parameters and answers, and a generated request with a
+# revision no write made would (rightly) wait and answer 504.
+MIN_REVISION = (
+    " An optional header X-Min-Revision: R answers only once this server has applied "
+    "revision R (the one a write returned, on any replica): the job as of that write or "
+    "later; not reached within --view-wait seconds: 504; not a non-negative integer: 400."
+)
+
+
 def _operations(secured: bool) -> dict[str, Any]:
     def security(*schemes: str) -> dict[str, Any]:
         return {"security": [{s: []} for s in schemes]} if secured else {}
@@ -190,7 +201,7 @@ def _operations(secured: bool) -> dict[str, Any]:
             "get": {
                 "operationId": f"getMapImportStatus{version.upper()}",
                 "summary": "Get Import Status (GetApp map import)",
-                "description": reports,
+                "description": reports + MIN_REVISION,
                 "parameters": [_path_param("importRequestId", "The map's catalog id.")],
                 **security("Bearer", "XApiKey"),
                 "responses": {
@@ -208,6 +219,7 @@ def _operations(secured: bool) -> dict[str, Any]:
         "get": {
             "operationId": "getPreparedDeliveryStatus",
             "summary": "Get Prepared Delivery Status (GetApp delivery)",
+            "description": MIN_REVISION.strip(),
             "parameters": [
                 _path_param("catalogId", "The catalog id of the delivered item."),
                 {
@@ -244,7 +256,7 @@ def _operations(secured: bool) -> dict[str, Any]:
             "operationId": "getDatasetStatus",
             "summary": "Get Dataset Status (Woosmap)",
             "description": "The latest import run of the dataset. Rate limit: 1/5s per key "
-            "(configurable).",
+            "(configurable)." + MIN_REVISION,
             "parameters": [_path_param("dataset_id", "The dataset's id.", format="uuid")],
             **security("PrivateKey", "XApiKey"),
             "responses": {
@@ -266,7 +278,7 @@ def _operations(secured: bool) -> dict[str, Any]:
             "operationId": "getImportStatus",
             "summary": "Import Status (Voyado Elevate)",
             "description": "The host's first label names the cluster (the tenant); an IP "
-            "address or a single-label host means the API key's own cluster.",
+            "address or a single-label host means the API key's own cluster." + MIN_REVISION,
             "parameters": [_path_param("id", "The id of the import.")],
             **security("ApiKey"),
             "responses": {

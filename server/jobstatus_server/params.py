@@ -24,7 +24,8 @@ from urllib.parse import parse_qsl
 
 from starlette.types import Scope
 
-from jobstatus_server.errors import FieldViolation, InvalidArgument
+from jobstatus_server.errors import FieldViolation, InvalidArgument, NotFound, one_line
+from jobstatus_server.kinds import KINDS, Kind
 from jobstatus_server.validation import DEFAULT_MAX_LEN
 
 INT64_MAX = 2**63 - 1
@@ -80,6 +81,17 @@ def seconds(low: float, high: float) -> Callable[[str], float]:
         return number
 
     return parse
+
+
+def kind(value: str) -> Kind[Any]:
+    """A kind's name in a path: an unknown one is NOT_FOUND."""
+    found = KINDS.get(value)
+    if found is None:
+        raise NotFound(
+            f"no kind {one_line(value, 100)!r}; kinds: {', '.join(KINDS)}",
+            reason="KIND_NOT_FOUND",
+        )
+    return found
 
 
 def comma_list(value: str) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -15,14 +16,15 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from jobstatus_server import dashboard, openapi
+from jobstatus_server import dashboard, openapi, reflect, tracing
 from jobstatus_server.auth import Authenticator, is_loopback
 from jobstatus_server.config import Settings
 from jobstatus_server.core import Core
-from jobstatus_server.errors import Unavailable
+from jobstatus_server.errors import Unavailable, quiet_client_faults
 from jobstatus_server.history import HistoryRoute
 from jobstatus_server.http import HttpServer, http_server, make_app
 from jobstatus_server.interceptor import Rpc
+from jobstatus_server.limits import CallerLimits, Guard, limited_protocol
 from jobstatus_server.metrics import HUB_LAG, STORAGE_UP
 from jobstatus_server.rest import Limits, Rest
 from jobstatus_server.services import SERVICE_NAMES, add_services
@@ -81,7 +83,8 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
         # Many watchers open at once: the defaults refuse bursts beyond 1,000.
         ("grpc.server.max_pending_requests", 20_000),
         ("grpc.server.max_pending_requests_hard_limit", 40_000),
-        ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+        # Twice the limit: the method wrapper refuses (and counts) what lies between.
+        ("grpc.max_receive_message_length", 2 * settings.max_request_bytes),
     ]
 
 
@@ -95,15 +98,23 @@ class Server:
     grpc_server: grpc.aio.Server = field(init=False)
     auth: Authenticator = field(init=False)
     health: health_aio.HealthServicer = field(init=False)
+    limits: CallerLimits = field(init=False)
     port: int = 0
     http: HttpServer | None = None
+    tracing: tracing.Tracing | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _draining: bool = False
     _storage_ok: bool = True
 
     async def start(self) -> None:
         check_tls(self.settings)
+        try:
+            self.tracing = tracing.setup()  # None unless OTEL_TRACES_EXPORTER asks for it
+        except tracing.TracingError as error:
+            raise Refused(str(error)) from None
         self.store = Store(self.settings.database_url, self.settings.sqlite_synchronous)
+        if self.tracing is not None:
+            self.tracing.instrument_store(self.store)
         await self.store.start()
         self.auth = Authenticator(self.store, self.settings.key_refresh)
         await self.auth.start()
@@ -133,11 +144,23 @@ class Server:
         self.view = View(self.store, self.settings.view_budget, self.settings.view_wait)
         self.view.start(self.hub.revision)
         self.hub.listeners.append(self.view.apply)
-        self.grpc_server = grpc.aio.server(options=grpc_options(self.settings))
-        add_services(self.grpc_server, self.core, self.hub, self.view, Rpc(self.auth))
+        self.limits = CallerLimits(
+            max_request_bytes=self.settings.max_request_bytes,
+            max_header_bytes=self.settings.max_header_bytes,
+            max_streams_per_key=self.settings.max_streams_per_key,
+            max_streams_per_connection=self.settings.max_streams_per_connection,
+            max_concurrent_calls=self.settings.max_concurrent_calls,
+        )
+        limits = self.limits
+        self.auth.on_reload(lambda: limits.recheck(self.auth))
+        self.grpc_server = grpc.aio.server(
+            interceptors=self.tracing.grpc_interceptors() if self.tracing else None,
+            options=grpc_options(self.settings),
+        )
+        add_services(self.grpc_server, self.core, self.hub, self.view, Rpc(self.auth, self.limits))
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
-        reflection.enable_server_reflection(
+        reflect.enable(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc_server
         )
         credentials = grpc_credentials(self.settings)
@@ -156,24 +179,30 @@ class Server:
         )
         routes = [
             *rest.routes(),
-            *Watch(self.hub, self.auth).routes(),
+            *Watch(self.hub, self.auth, self.limits).routes(),
             *HistoryRoute(self.store, self.auth).routes(),
             *openapi.routes(self.auth),
             *dashboard.routes(self.auth),
         ]
+        app = make_app(routes, self.serving, rest.paths())
         self.http = http_server(
-            make_app(routes, self.serving, rest.paths()),
+            Guard(self.tracing.wrap_http(app) if self.tracing else app, self.limits),
             self.settings.http_addr,
             tls_cert=self.settings.tls_cert,
             tls_key=self.settings.tls_key,
             tls_client_ca=self.settings.tls_client_ca,
         )
+        self.http.config.http = limited_protocol(self.settings.max_header_bytes)
+        quiet_client_faults()
         http_task = asyncio.create_task(self.http.serve(), name="jobstatus-http")
         while not self.http.started:
             if http_task.done():
                 http_task.result()
                 raise RuntimeError(f"HTTP listener on {self.settings.http_addr} did not start")
             await asyncio.sleep(0.01)
+        # What start-up made lives as long as the process: out of the collector's way.
+        gc.collect()
+        gc.freeze()
         self._tasks = [
             http_task,
             asyncio.create_task(self._every(self.settings.timer_interval, self._timers)),
@@ -243,6 +272,8 @@ class Server:
                 await task
         await self.auth.close()
         await self.store.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()
 
 
 async def serve(settings: Settings) -> int:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -49,9 +50,11 @@ from jobstatus_server.errors import (
     JobStatusError,
     NotFound,
     OutOfRange,
-    one_line,
+    refusals,
 )
-from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, KINDS, MAP_IMPORT, Kind
+from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind
+from jobstatus_server.limits import HTTP, CallerLimits
+from jobstatus_server.limits import Stream as LimitedStream
 from jobstatus_server.metrics import HTTP_WATCH_STREAMS
 from jobstatus_server.render import Shape
 from jobstatus_server.rest import CATALOG_BODY, DATASET_RUN, DELIVERY_BODY, MAP_V2
@@ -125,16 +128,6 @@ def error_body(error: JobStatusError) -> dict[str, Any]:
     }
 
 
-def _kind(name: str) -> Kind[Any]:
-    kind = KINDS.get(name)
-    if kind is None:
-        raise NotFound(
-            f"no kind {one_line(name, 100)!r}; kinds: {', '.join(KINDS)}",
-            reason="KIND_NOT_FOUND",
-        )
-    return kind
-
-
 # The gRPC watch request of each kind, and its ids field: the SSE watch's ids are
 # checked by the same rules (validation.py) as the gRPC Watch's.
 WATCH_REQUESTS: dict[str, tuple[type[Message], str]] = {
@@ -159,7 +152,7 @@ def _check_ids(kind: Kind[Any], ids: list[str]) -> None:
 
 
 PARAMS = (
-    params.Param("kind", params.PATH, _kind),
+    params.Param("kind", params.PATH, params.kind),
     params.Param("ids", params.QUERY, params.comma_list, many=True, max_len=65_536),
     params.Param("until_settled", params.QUERY, params.flag, default=False),
     params.Param("envelope", params.QUERY, params.flag, default=False),
@@ -213,6 +206,10 @@ class EventStream(Response):
         self.start, self.until_settled, self.heartbeat = start, until_settled, heartbeat
         self.feed = FEEDS[kind.name]
         self.envelope = envelope
+        self.limits: CallerLimits | None = None
+        self.counted: LimitedStream | None = None  # in the per-caller stream limits
+        self.ended: JobStatusError | None = None  # ended from outside (its key was revoked)
+        self._watch: asyncio.Task[None] | None = None
 
     def _job_frame(self, message: Message, event_type: int, revision: int) -> bytes:
         """A state or change event, rendered once for every stream that sends it: a
@@ -231,7 +228,20 @@ class EventStream(Response):
                 del _FRAMES[next(iter(_FRAMES))]
         return frame
 
+    def end(self, error: JobStatusError) -> None:
+        """End the stream from outside: an error event, then the end of the response."""
+        self.ended = error
+        if self._watch is not None:
+            self._watch.cancel()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._run(scope, receive, send)
+        finally:
+            if self.limits is not None and self.counted is not None:
+                self.limits.close_stream(self.counted)
+
+    async def _run(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
 
         async def write(chunk: bytes) -> None:
@@ -251,7 +261,7 @@ class EventStream(Response):
                 last[0] = revision
 
         await write(f"retry: {RETRY_MS}\n: watching {self.kind.name}\n\n".encode())
-        watch = asyncio.create_task(
+        watch = self._watch = asyncio.create_task(
             self.hub.watch(
                 self.kind,
                 self.tenant,
@@ -263,6 +273,8 @@ class EventStream(Response):
                 self.feed.respond,
             )
         )
+        if self.ended is not None:  # ended before it started
+            watch.cancel()
         left = asyncio.create_task(_disconnected(receive))
         HTTP_WATCH_STREAMS.inc()
         try:
@@ -273,7 +285,11 @@ class EventStream(Response):
                     await watch
                 return
             left.cancel()
-            error = watch.exception()
+            if watch.cancelled() and self.ended is None:
+                return
+            error = self.ended if self.ended is not None else watch.exception()
+            if self.ended is not None:
+                refusals.refused(f"SSE watch of {self.kind.name} ended", self.ended)
             if error is None:
                 await write(_frame(SETTLED_EVENT, {"revision": last[0]}))
             elif isinstance(error, JobStatusError):
@@ -307,6 +323,7 @@ async def _disconnected(receive: Receive) -> None:
 class Watch:
     hub: Hub
     auth: Authenticator
+    limits: CallerLimits = dataclasses.field(default_factory=CallerLimits)
 
     async def _precheck(
         self, kind: Kind[Any], tenant: str, ids: list[str], start: int, until_settled: bool
@@ -351,6 +368,7 @@ class Watch:
         try:
             return await self._open(request)
         except JobStatusError as error:
+            refusals.refused(f"{request.method} {PATH}", error)
             return JSONResponse(error_body(error), error.http_status)
 
     async def _open(self, request: Request) -> Response:
@@ -373,9 +391,16 @@ class Watch:
             return Response(status_code=204)
         if request.method == "HEAD":  # the stream's headers, without running a watch
             return Response(media_type="text/event-stream; charset=utf-8")
-        return EventStream(
+        stream = EventStream(
             self.hub, kind, caller.tenant, ids, start, until_settled, heartbeat, envelope
         )
+        client = request.client
+        address = client.host if client else ""
+        stream.limits = self.limits
+        stream.counted = self.limits.open_stream(
+            HTTP, caller, READ, address, f"{address}:{client.port if client else 0}", stream.end
+        )
+        return stream
 
     def routes(self) -> list[BaseRoute]:
         return [Route(PATH, self.endpoint, methods=["GET"])]

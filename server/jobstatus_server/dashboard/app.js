@@ -32,6 +32,7 @@
     storeRevision: 0,
     lastHeartbeat: null,
     resyncedAt: 0,
+    resyncs: 0,
   };
   const view = {
     rows: [], // records after filter and sort
@@ -199,6 +200,8 @@
         stream.lastId = revision;
         if (stream.resync) {
           model.resyncedAt = Date.now();
+          model.resyncs += 1;
+          document.body.dataset.resyncs = String(model.resyncs);
           stream.resync = false;
         }
         setStreamState(kind, 'live');
