@@ -203,6 +203,9 @@ def test_http_history_errors(stubs: Stubs, http: httpx.Client, uid: str) -> None
     assert http.get(f"/api/v1/history/nothing/{uid}").status_code == 404
     assert http.get(f"/api/v1/history/map_import/{uid}?page_size=x").status_code == 400
     assert http.get(f"/api/v1/history/map_import/{uid}?page_size=-1").status_code == 400
+    # An id no job can have (NUL, too long) is simply not found, on both databases.
+    assert http.get("/api/v1/history/map_import/a%00b").status_code == 404
+    assert http.get("/api/v1/history/map_import/" + "x" * 2000).status_code == 404
     huge = http.get(f"/api/v1/history/map_import/{known}", params={"page_size": "9" * 18})
     assert huge.status_code == 200  # capped at the largest page, as /openapi.json says
     assert http.get(f"/api/v1/history/map_import/{uid}?page_token=zzz").status_code == 404

@@ -49,6 +49,7 @@ from jobstatus_server.store import Store
 PATH = "/api/v1/history/{kind}/{id:any}"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+MAX_ID_LEN = 1024  # longer than any job id the contract allows
 _TOKEN_CHECK = 12
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
@@ -129,6 +130,8 @@ async def history(
         reason=kind.not_found_reason,
         metadata={kind.id_field: job_id},
     )
+    if "\x00" in job_id or len(job_id) > MAX_ID_LEN:
+        raise not_found  # no job has such an id (and no database is asked for one)
     try:
         after = decode_token(page_token, kind, job_id) if page_token else 0
     except InvalidArgument:
@@ -172,7 +175,6 @@ def _page_size(text: str | None) -> int:
 # What the route reads of a request, parsed before it runs (params.py).
 PARAMS = (
     params.Param("kind", params.PATH, params.kind),
-    params.Param("id", params.PATH),
     params.Param("page_size", params.QUERY, _page_size, default=0),
     params.Param("page_token", params.QUERY, default=""),
     params.Param("x-api-key", params.HEADER),
@@ -202,7 +204,7 @@ class HistoryRoute:
             token = asked["page_token"]
             if len(token) > 512:
                 raise _invalid("page_token", "is not a page token of a history")
-            job_id = asked["id"]
+            job_id = request.path_params["id"]  # any text: an id no job has is NOT_FOUND
             page = await history(self.store, kind, caller.tenant, job_id, asked["page_size"], token)
         except JobStatusError as error:
             refusals.refused(f"GET {PATH}", error)

@@ -385,7 +385,7 @@ def _operations(secured: bool) -> dict[str, Any]:
                     "name": "page_token",
                     "in": "query",
                     "description": "The nextPageToken of the previous page of the same job.",
-                    "schema": {"type": "string", "maxLength": 512},
+                    "schema": {"type": "string", "maxLength": 512, "pattern": "^[A-Za-z0-9_-]*$"},
                 },
             ],
             **security("Bearer", "XApiKey"),
