@@ -180,11 +180,16 @@ def todo(name: str, title: str, reason: str) -> Scenario:
 
 
 def scenarios() -> list[Scenario]:
-    from bench import dashboard
+    from bench import dashboard, tracing
     from bench import scenarios as s
 
     return [
         Scenario("unary_get", "unary GetMapImportStatus vs a bare grpc.aio server", s.unary_get),
+        Scenario(
+            "unary_get_traced",
+            "unary GetMapImportStatus with OpenTelemetry tracing on vs off",
+            tracing.unary_get_traced,
+        ),
         Scenario(
             "durable_updates",
             "durable UpdateMapImport/s (SQLite) vs the bare server",
@@ -202,7 +207,7 @@ def scenarios() -> list[Scenario]:
         Scenario("awareness", "change-to-awareness: a watcher vs polling every 5 s", s.awareness),
         Scenario(
             "rest_map_status",
-            "map-import status over REST vs a bare ASGI app (uvicorn, wrk)",
+            "map-import status over REST vs a bare ASGI app (uvicorn, wrk or autocannon)",
             s.rest_map_status,
         ),
         Scenario(

@@ -29,6 +29,7 @@ class ServerProcess:
 
     database_url: str
     extra_args: list[str] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     process: subprocess.Popen[str] | None = None
@@ -44,7 +45,7 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -69,8 +70,11 @@ class ServerProcess:
         ready = threading.Event()
         self.pump = threading.Thread(target=self._pump, args=(self.process, ready), daemon=True)
         self.pump.start()
-        if not ready.wait(timeout) or self.process.poll() is not None:
+        # The pump also sets `ready` when the output ends: a server that exited by itself.
+        served = ready.wait(timeout) and any(READY.search(line) for line in self.output)
+        if not served or self.process.poll() is not None:
             self.stop()
+            self._reap()  # it may have exited by itself: close its output too
             raise RuntimeError("server did not start:\n" + "\n".join(self.output))
         return self
 

@@ -492,7 +492,7 @@ def _decode_token(token: str, kind: Kind[M], statuses: list[int]) -> int:
         and data.get("k") == kind.name
         and isinstance(data.get("s"), list)
         and isinstance(data.get("a"), int)
-        and data["a"] >= 0
+        and 0 <= data["a"] < 2**63  # a revision: an int64, as the database keeps it
     )
     if not valid or not isinstance(data, dict):
         raise _invalid("page_token", "is not a page token of this list", "INVALID_PAGE_TOKEN")

@@ -220,7 +220,7 @@ class _ClientFaults(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR and record.getMessage() in self.WORDS:
-            refusals.line("HTTP answered 400: %s", record.getMessage())
+            refusals.line("HTTP refused a request uvicorn could not parse: %s", record.getMessage())
             return False
         return True
 

@@ -50,7 +50,7 @@ PATH = "/api/v1/history/{kind}/{id:any}"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 _TOKEN_CHECK = 12
-_DIGITS = re.compile(r"[0-9]{1,9}")
+_DIGITS = re.compile(r"[0-9]{1,19}")
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def decode_token(token: str, kind: Kind[Any], job_id: str) -> int:
         not isinstance(data, dict)
         or data.get("k") != kind.name
         or not isinstance(data.get("a"), int)
-        or data["a"] < 0
+        or not 0 <= data["a"] < 2**63  # a revision: an int64
     ):
         raise _invalid("page_token", "is not a page token of a history", "INVALID_PAGE_TOKEN")
     if data.get("j") != _job_tag(job_id):
@@ -162,9 +162,11 @@ def _rfc3339(seconds: float) -> str:
 def _page_size(text: str | None) -> int:
     if text is None or text == "":
         return 0
-    if _DIGITS.fullmatch(text) is None:
-        raise _invalid("page_size", f"must be a whole number from 0 to {MAX_PAGE_SIZE}")
-    return int(text)
+    if _DIGITS.fullmatch(text) is None or int(text) >= 2**63:
+        raise _invalid(
+            "page_size", "must be a whole number from 0 (a size past the most is capped)"
+        )
+    return min(int(text), MAX_PAGE_SIZE)
 
 
 # What the route reads of a request, parsed before it runs (params.py).

@@ -16,7 +16,7 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from jobstatus_server import dashboard, openapi, reflect
+from jobstatus_server import dashboard, openapi, reflect, tracing
 from jobstatus_server.auth import Authenticator, is_loopback
 from jobstatus_server.config import Settings
 from jobstatus_server.core import Core
@@ -101,13 +101,20 @@ class Server:
     limits: CallerLimits = field(init=False)
     port: int = 0
     http: HttpServer | None = None
+    tracing: tracing.Tracing | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _draining: bool = False
     _storage_ok: bool = True
 
     async def start(self) -> None:
         check_tls(self.settings)
+        try:
+            self.tracing = tracing.setup()  # None unless OTEL_TRACES_EXPORTER asks for it
+        except tracing.TracingError as error:
+            raise Refused(str(error)) from None
         self.store = Store(self.settings.database_url, self.settings.sqlite_synchronous)
+        if self.tracing is not None:
+            self.tracing.instrument_store(self.store)
         await self.store.start()
         self.auth = Authenticator(self.store, self.settings.key_refresh)
         await self.auth.start()
@@ -146,7 +153,10 @@ class Server:
         )
         limits = self.limits
         self.auth.on_reload(lambda: limits.recheck(self.auth))
-        self.grpc_server = grpc.aio.server(options=grpc_options(self.settings))
+        self.grpc_server = grpc.aio.server(
+            interceptors=self.tracing.grpc_interceptors() if self.tracing else None,
+            options=grpc_options(self.settings),
+        )
         add_services(self.grpc_server, self.core, self.hub, self.view, Rpc(self.auth, self.limits))
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
@@ -174,8 +184,9 @@ class Server:
             *openapi.routes(self.auth),
             *dashboard.routes(self.auth),
         ]
+        app = make_app(routes, self.serving, rest.paths())
         self.http = http_server(
-            Guard(make_app(routes, self.serving, rest.paths()), self.limits),
+            Guard(self.tracing.wrap_http(app) if self.tracing else app, self.limits),
             self.settings.http_addr,
             tls_cert=self.settings.tls_cert,
             tls_key=self.settings.tls_key,
@@ -261,6 +272,8 @@ class Server:
                 await task
         await self.auth.close()
         await self.store.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()
 
 
 async def serve(settings: Settings) -> int:
