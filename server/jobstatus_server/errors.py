@@ -153,6 +153,15 @@ class PermissionDenied(JobStatusError):
     http_status = 403
 
 
+def invalid(path: str, description: str, reason: str = "INVALID_FIELD") -> InvalidArgument:
+    """INVALID_ARGUMENT for one field, with its violation."""
+    return InvalidArgument(
+        f"invalid request: {path}: {description}",
+        reason="INVALID_ARGUMENT",
+        violations=[FieldViolation(path, description, reason)],
+    )
+
+
 def internal_status() -> status_pb2.Status:
     """The status for an unexpected failure: no traceback, no internals."""
     return status_pb2.Status(

@@ -36,11 +36,11 @@ from starlette.routing import BaseRoute, Route
 from jobstatus_server import params
 from jobstatus_server.auth import READ, Authenticator, bearer
 from jobstatus_server.errors import (
-    FieldViolation,
     InvalidArgument,
     JobStatusError,
     NotFound,
     OutOfRange,
+    invalid,
     refusals,
 )
 from jobstatus_server.kinds import Kind, M
@@ -74,14 +74,6 @@ class Page(Generic[M]):
     truncated: bool
 
 
-def _invalid(path: str, description: str, reason: str = "INVALID_FIELD") -> InvalidArgument:
-    return InvalidArgument(
-        f"invalid request: {path}: {description}",
-        reason="INVALID_ARGUMENT",
-        violations=[FieldViolation(path, description, reason)],
-    )
-
-
 def _check(raw: bytes) -> bytes:
     return hashlib.sha256(b"jobstatus.v1 history token\0" + raw).digest()[:_TOKEN_CHECK]
 
@@ -112,9 +104,9 @@ def decode_token(token: str, kind: Kind[Any], job_id: str) -> int:
         or not isinstance(data.get("a"), int)
         or not 0 <= data["a"] < 2**63  # a revision: an int64
     ):
-        raise _invalid("page_token", "is not a page token of a history", "INVALID_PAGE_TOKEN")
+        raise invalid("page_token", "is not a page token of a history", "INVALID_PAGE_TOKEN")
     if data.get("j") != _job_tag(job_id):
-        raise _invalid("page_token", "was issued for another job", "INVALID_PAGE_TOKEN")
+        raise invalid("page_token", "was issued for another job", "INVALID_PAGE_TOKEN")
     return int(data["a"])
 
 
@@ -123,7 +115,7 @@ async def history(
 ) -> Page[M]:
     """One page of the job's kept changes, oldest first."""
     if page_size < 0:
-        raise _invalid("page_size", "must be 0 or more")
+        raise invalid("page_size", "must be 0 or more")
     size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
     not_found = NotFound(
         f"no {kind.display} with {kind.id_field} {job_id!r}",
@@ -166,9 +158,7 @@ def _page_size(text: str | None) -> int:
     if text is None or text == "":
         return 0
     if _DIGITS.fullmatch(text) is None:
-        raise _invalid(
-            "page_size", "must be a whole number from 0 (a size past the most is capped)"
-        )
+        raise invalid("page_size", "must be a whole number from 0 (a size past the most is capped)")
     return min(int(text), MAX_PAGE_SIZE)
 
 
@@ -203,7 +193,7 @@ class HistoryRoute:
             kind = asked["kind"]
             token = asked["page_token"]
             if len(token) > 512:
-                raise _invalid("page_token", "is not a page token of a history")
+                raise invalid("page_token", "is not a page token of a history")
             job_id = request.path_params["id"]  # any text: an id no job has is NOT_FOUND
             page = await history(self.store, kind, caller.tenant, job_id, asked["page_size"], token)
         except JobStatusError as error:
