@@ -170,3 +170,21 @@ def test_dashboard_rows_reached_every_page(smoke: dict[str, Any]) -> None:
         int(n) for n in cpu["extra"]["events delivered to pages / expected"].split(" / ")
     )
     assert expected > 0 and delivered == expected  # every change reached every open page
+
+
+def test_production_mix_rows(smoke: dict[str, Any]) -> None:
+    """The production-like mix ran on both databases: every operation has a p99, the
+    watchers received the changes, and the server's CPU was measured."""
+    for scenario in ("production_mix", "production_mix_pg"):
+        rows = {row["metric"]: row for row in _rows(smoke, scenario)}
+        assert set(rows) == {
+            "UpdateMapImport p99",
+            "GetMapImportStatus p99",
+            "commit-to-receipt p99",
+            "delivered events",
+            "server CPU",
+        }, scenario
+        assert rows["delivered events"]["value"] > 0, scenario
+        assert rows["delivered events"]["baseline"] > 0, scenario
+        assert rows["server CPU"]["value"] > 0, scenario
+        assert "mean writes per group commit jobstatus" in rows["UpdateMapImport p99"]["extra"]

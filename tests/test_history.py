@@ -203,6 +203,11 @@ def test_http_history_errors(stubs: Stubs, http: httpx.Client, uid: str) -> None
     assert http.get(f"/api/v1/history/nothing/{uid}").status_code == 404
     assert http.get(f"/api/v1/history/map_import/{uid}?page_size=x").status_code == 400
     assert http.get(f"/api/v1/history/map_import/{uid}?page_size=-1").status_code == 400
+    # An id no job can have (NUL, too long) is simply not found, on both databases.
+    assert http.get("/api/v1/history/map_import/a%00b").status_code == 404
+    assert http.get("/api/v1/history/map_import/" + "x" * 2000).status_code == 404
+    huge = http.get(f"/api/v1/history/map_import/{known}", params={"page_size": "9" * 18})
+    assert huge.status_code == 200  # capped at the largest page, as /openapi.json says
     assert http.get(f"/api/v1/history/map_import/{uid}?page_token=zzz").status_code == 404
     # A bad token on a known job is the token's fault; an unknown job is 404 whatever the token.
     assert http.get(f"/api/v1/history/map_import/{known}?page_token=zzz").status_code == 400
@@ -259,10 +264,12 @@ def test_compaction_is_told_not_hidden(databases: Databases) -> None:
         request = mi.GetMapImportHistoryRequest(import_request_id=new)
         page = stubs.maps.GetMapImportHistory(request)
         deadline = time.monotonic() + 60
-        while not page.truncated:  # compaction runs in the background
+        settled = written[-1].revision - 4 + 1  # the oldest of the 4 changes kept at last
+        while page.oldest_revision != settled:  # compaction runs in the background, in steps
             assert time.monotonic() < deadline, "the event log was never compacted"
             time.sleep(0.1)
             page = stubs.maps.GetMapImportHistory(request)
+        assert page.truncated
         kept = [j.revision for j in written if j.revision >= page.oldest_revision]
         assert [c.revision for c in page.changes] == kept
         assert [c.map_import for c in page.changes] == written[-len(kept) :]

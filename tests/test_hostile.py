@@ -4,6 +4,8 @@ open streams of a revoked key. On SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -245,3 +247,30 @@ def test_a_revoked_key_ends_its_open_streams(databases: Databases, change: str) 
         assert event.map_import.import_request_id == "after-revoke"
         survivor.cancel()
         stubs.channel.close()
+
+
+# --- arithmetic on caller values: a made-up page token past int64 ------------------------
+
+
+def _token(prefix: bytes, body: dict[str, Any]) -> str:
+    """A page token as the server makes them (its check is a digest, not a secret)."""
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    check = hashlib.sha256(prefix + raw).digest()[:12]
+    return base64.urlsafe_b64encode(check + raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("after", [2**63, 2**70, -1])
+def test_a_page_token_past_int64_is_invalid_argument(
+    stubs: Stubs, http: httpx.Client, after: int
+) -> None:
+    token = _token(b"jobstatus.v1 page token\0", {"k": "map_import", "s": [], "a": after})
+    failure = fails(
+        lambda: stubs.maps.ListMapImports(mi.ListMapImportsRequest(page_token=token), timeout=10)
+    )
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.fields == ["page_token"]
+    job_tag = hashlib.sha256(b"j").hexdigest()[:16]
+    token = _token(b"jobstatus.v1 history token\0", {"k": "map_import", "j": job_tag, "a": after})
+    answer = http.get("/api/v1/history/map_import/j", params={"page_token": token})
+    assert answer.status_code in (400, 404), answer.text
+    no_leak(answer.text)

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import httpx
@@ -27,6 +28,9 @@ from sqlalchemy import create_engine, text
 
 from jobstatus.v1 import catalog_import_pb2 as cat
 from jobstatus.v1 import map_import_pb2 as mi
+from jobstatus_server.kinds import MAP_IMPORT
+from jobstatus_server.store import Store, Tx
+from jobstatus_server.view import View
 from tests.conftest import Databases, Stubs
 from tests.pg import PgCluster
 from tests.serverproc import ServerProcess
@@ -319,3 +323,44 @@ def test_no_replica_answers_an_older_revision_than_it_already_did(
     finally:
         a.channel.close()
         b.channel.close()
+
+
+async def test_a_job_read_ahead_of_the_feed_is_not_evicted_back_in_time(tmp_path: Path) -> None:
+    """A replica's view reads jobs from the database ahead of its change feed, under a
+    budget that holds one job. The feed's older change of an evicted job must not take
+    its place: the next read answers the newer revision again, not the older one."""
+    url = f"sqlite:///{tmp_path / 'ahead.db'}"
+    writer, replica = Store(url), Store(url)
+    await writer.start()
+    await replica.start()  # started before the writes: its feed lags behind them
+
+    async def write(job_id: str, progress: int) -> int:
+        def put(tx: Tx) -> int:
+            job = mi.MapImport(
+                import_request_id=job_id,
+                status=mi.MAP_IMPORT_STATUS_START,
+                meta_data=mi.MapImportMetaData(progress=progress),
+            )
+            return int(tx.put(MAP_IMPORT, "default", job, created=progress == 0).revision)
+
+        return await writer.transact(put)
+
+    try:
+        for progress in range(3):
+            newest = await write("ahead", progress)
+        await write("other", 0)
+        view = View(replica, budget=600)  # room for one job
+        view.start(0)
+        first = await view.get(MAP_IMPORT, "default", "ahead")
+        assert first is not None and first.revision == newest
+        assert await view.get(MAP_IMPORT, "default", "other") is not None
+        view.apply(await replica.events_after(0, 1))  # the feed's first, older change
+        again = await view.get(MAP_IMPORT, "default", "ahead")
+        assert again is not None and again.revision == newest
+        view.apply(await replica.events_after(1, 100))  # caught up: eviction resumes
+        assert view.size <= 600
+        latest = await view.get(MAP_IMPORT, "default", "ahead")
+        assert latest is not None and latest.revision == newest
+    finally:
+        await replica.close()
+        await writer.close()

@@ -299,14 +299,24 @@ class Authenticator:
             info = _info(row)
             caller = Caller(info.tenant, frozenset(info.scopes), info.key_id)
             keys[info.key_id] = _Key(caller, str(row.secret_hash), not info.active)
+        # A key's access shrinks only when it is revoked or loses a scope: tell the
+        # listeners (the open streams' check) only then.
+        shrunk = any(
+            key_id not in keys
+            or (keys[key_id].revoked and not old.revoked)
+            or not old.caller.scopes <= keys[key_id].caller.scopes
+            for key_id, old in self._keys.items()
+        )
         self._keys = keys
         self._tenants = frozenset(key.caller.tenant for key in keys.values())
         if not self._required and any(not key.revoked for key in keys.values()):
             if self._task is not None:
                 log.warning("an API key is active: every call needs a key from now on")
             self._required = True
-        for listener in self._listeners:
-            listener()
+            shrunk = True  # the open server's callers need a key now
+        if shrunk:
+            for listener in self._listeners:
+                listener()
 
     def knows_tenant(self, tenant: str) -> bool:
         """Whether a tenant exists: it has keys, or it is the open server's tenant."""

@@ -29,9 +29,8 @@ from jobstatus_server.errors import (
     Aborted,
     AlreadyExists,
     FailedPrecondition,
-    FieldViolation,
-    InvalidArgument,
     NotFound,
+    invalid,
 )
 from jobstatus_server.kinds import DATASET, KINDS, Context, Kind, M
 from jobstatus_server.store import Store, Tx
@@ -44,14 +43,6 @@ _WELL_KNOWN = {"google.protobuf.Timestamp", "google.protobuf.Duration"}
 
 DS = dataset_pb2.DatasetImportStatus
 STEP = dataset_pb2.DatasetImportStepName
-
-
-def _invalid(path: str, description: str, reason: str = "INVALID_FIELD") -> InvalidArgument:
-    return InvalidArgument(
-        f"invalid request: {path}: {description}",
-        reason="INVALID_ARGUMENT",
-        violations=[FieldViolation(path, description, reason)],
-    )
 
 
 def _leaf_paths(message: Message, prefix: str = "") -> Iterator[str]:
@@ -194,11 +185,11 @@ class Core:
         field = kind.name
         job_id = kind.job_id(resource)
         if not job_id and kind.new_id is None:
-            raise _invalid(f"{field}.{kind.id_field}", "is required", "REQUIRED")
+            raise invalid(f"{field}.{kind.id_field}", "is required", "REQUIRED")
         status = kind.status_of(resource) or kind.initial[0]
         if status not in kind.initial:
             allowed = ", ".join(kind.spell(s) for s in kind.initial)
-            raise _invalid(f"{field}.status", f"a new {kind.display} starts in {allowed}")
+            raise invalid(f"{field}.status", f"a new {kind.display} starts in {allowed}")
 
         def run(tx: Tx) -> M:
             if request_id:
@@ -244,15 +235,15 @@ class Core:
         field = kind.name
         job_id = kind.job_id(resource)
         if not job_id:
-            raise _invalid(f"{field}.{kind.id_field}", "is required", "REQUIRED")
+            raise invalid(f"{field}.{kind.id_field}", "is required", "REQUIRED")
         if mask.paths:
             if not _valid_mask(kind.descriptor, tuple(mask.paths)):
-                raise _invalid("update_mask", f"names a field {kind.display} does not have")
+                raise invalid("update_mask", f"names a field {kind.display} does not have")
             paths = list(mask.paths)
             for path in paths:
                 top = path.split(".", 1)[0]
                 if top in kind.output_only or top == kind.id_field:
-                    raise _invalid("update_mask", f"{path} cannot be updated", "OUTPUT_ONLY")
+                    raise invalid("update_mask", f"{path} cannot be updated", "OUTPUT_ONLY")
         else:
             paths = [
                 p
@@ -260,7 +251,7 @@ class Core:
                 if p.split(".", 1)[0] not in kind.output_only | {kind.id_field}
             ]
         if not paths:
-            raise _invalid("update_mask", "names no field to change")
+            raise invalid("update_mask", "names no field to change")
         merge = _merger(kind.descriptor, tuple(paths))
 
         def mutate(current: M, tx: Tx) -> M:
@@ -269,7 +260,7 @@ class Core:
             merge(resource, new)
             status = kind.status_of(new)
             if status == 0:
-                raise _invalid(f"{field}.status", "is required", "REQUIRED")
+                raise invalid(f"{field}.status", "is required", "REQUIRED")
             kind.check_transition(kind.status_of(current), status)
             kind.rule(new, current, self._context(tx, kind, tenant))
             return new
@@ -318,7 +309,7 @@ class Core:
     ) -> tuple[list[M], str]:
         wanted = sorted(set(statuses))
         if 0 in wanted:
-            raise _invalid("statuses", "cannot hold the unspecified status")
+            raise invalid("statuses", "cannot hold the unspecified status")
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after = _decode_token(page_token, kind, wanted) if page_token else 0
         rows = await self.store.page(kind, tenant, wanted, after, size + 1)
@@ -398,9 +389,9 @@ class Core:
         self, tenant: str, request: dataset_pb2.UpdateDatasetImportRequest
     ) -> dataset_pb2.Dataset:
         if request.step_status == DS.DATASET_IMPORT_STATUS_IN_PROGRESS:
-            raise _invalid("step_status", "a step ends in success or failed")
+            raise invalid("step_status", "a step ends in success or failed")
         if not request.entries and not request.step_status:
-            raise _invalid("entries", "give log entries, a step_status, or both")
+            raise invalid("entries", "give log entries, a step_status, or both")
 
         def mutate(current: dataset_pb2.Dataset, tx: Tx) -> dataset_pb2.Dataset:
             if not current.HasField("latest_run"):
@@ -492,10 +483,10 @@ def _decode_token(token: str, kind: Kind[M], statuses: list[int]) -> int:
         and data.get("k") == kind.name
         and isinstance(data.get("s"), list)
         and isinstance(data.get("a"), int)
-        and data["a"] >= 0
+        and 0 <= data["a"] < 2**63  # a revision: an int64, as the database keeps it
     )
     if not valid or not isinstance(data, dict):
-        raise _invalid("page_token", "is not a page token of this list", "INVALID_PAGE_TOKEN")
+        raise invalid("page_token", "is not a page token of this list", "INVALID_PAGE_TOKEN")
     if data["s"] != statuses:
-        raise _invalid("page_token", "was issued for other statuses", "INVALID_PAGE_TOKEN")
+        raise invalid("page_token", "was issued for other statuses", "INVALID_PAGE_TOKEN")
     return int(data["a"])

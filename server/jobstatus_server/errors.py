@@ -153,6 +153,15 @@ class PermissionDenied(JobStatusError):
     http_status = 403
 
 
+def invalid(path: str, description: str, reason: str = "INVALID_FIELD") -> InvalidArgument:
+    """INVALID_ARGUMENT for one field, with its violation."""
+    return InvalidArgument(
+        f"invalid request: {path}: {description}",
+        reason="INVALID_ARGUMENT",
+        violations=[FieldViolation(path, description, reason)],
+    )
+
+
 def internal_status() -> status_pb2.Status:
     """The status for an unexpected failure: no traceback, no internals."""
     return status_pb2.Status(
@@ -220,7 +229,7 @@ class _ClientFaults(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR and record.getMessage() in self.WORDS:
-            refusals.line("HTTP answered 400: %s", record.getMessage())
+            refusals.line("HTTP refused a request uvicorn could not parse: %s", record.getMessage())
             return False
         return True
 

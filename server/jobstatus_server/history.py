@@ -36,11 +36,11 @@ from starlette.routing import BaseRoute, Route
 from jobstatus_server import params
 from jobstatus_server.auth import READ, Authenticator, bearer
 from jobstatus_server.errors import (
-    FieldViolation,
     InvalidArgument,
     JobStatusError,
     NotFound,
     OutOfRange,
+    invalid,
     refusals,
 )
 from jobstatus_server.kinds import Kind, M
@@ -49,8 +49,9 @@ from jobstatus_server.store import Store
 PATH = "/api/v1/history/{kind}/{id:any}"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+MAX_ID_LEN = 1024  # longer than any job id the contract allows
 _TOKEN_CHECK = 12
-_DIGITS = re.compile(r"[0-9]{1,9}")
+_DIGITS = re.compile(r"[0-9]+")  # as long as params.py lets a value be
 
 
 @dataclass(frozen=True)
@@ -71,14 +72,6 @@ class Page(Generic[M]):
     next_page_token: str
     oldest_revision: int
     truncated: bool
-
-
-def _invalid(path: str, description: str, reason: str = "INVALID_FIELD") -> InvalidArgument:
-    return InvalidArgument(
-        f"invalid request: {path}: {description}",
-        reason="INVALID_ARGUMENT",
-        violations=[FieldViolation(path, description, reason)],
-    )
 
 
 def _check(raw: bytes) -> bytes:
@@ -109,11 +102,11 @@ def decode_token(token: str, kind: Kind[Any], job_id: str) -> int:
         not isinstance(data, dict)
         or data.get("k") != kind.name
         or not isinstance(data.get("a"), int)
-        or data["a"] < 0
+        or not 0 <= data["a"] < 2**63  # a revision: an int64
     ):
-        raise _invalid("page_token", "is not a page token of a history", "INVALID_PAGE_TOKEN")
+        raise invalid("page_token", "is not a page token of a history", "INVALID_PAGE_TOKEN")
     if data.get("j") != _job_tag(job_id):
-        raise _invalid("page_token", "was issued for another job", "INVALID_PAGE_TOKEN")
+        raise invalid("page_token", "was issued for another job", "INVALID_PAGE_TOKEN")
     return int(data["a"])
 
 
@@ -122,13 +115,15 @@ async def history(
 ) -> Page[M]:
     """One page of the job's kept changes, oldest first."""
     if page_size < 0:
-        raise _invalid("page_size", "must be 0 or more")
+        raise invalid("page_size", "must be 0 or more")
     size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
     not_found = NotFound(
         f"no {kind.display} with {kind.id_field} {job_id!r}",
         reason=kind.not_found_reason,
         metadata={kind.id_field: job_id},
     )
+    if "\x00" in job_id or len(job_id) > MAX_ID_LEN:
+        raise not_found  # no job has such an id (and no database is asked for one)
     try:
         after = decode_token(page_token, kind, job_id) if page_token else 0
     except InvalidArgument:
@@ -163,14 +158,13 @@ def _page_size(text: str | None) -> int:
     if text is None or text == "":
         return 0
     if _DIGITS.fullmatch(text) is None:
-        raise _invalid("page_size", f"must be a whole number from 0 to {MAX_PAGE_SIZE}")
-    return int(text)
+        raise invalid("page_size", "must be a whole number from 0 (a size past the most is capped)")
+    return min(int(text), MAX_PAGE_SIZE)
 
 
 # What the route reads of a request, parsed before it runs (params.py).
 PARAMS = (
     params.Param("kind", params.PATH, params.kind),
-    params.Param("id", params.PATH),
     params.Param("page_size", params.QUERY, _page_size, default=0),
     params.Param("page_token", params.QUERY, default=""),
     params.Param("x-api-key", params.HEADER),
@@ -199,8 +193,8 @@ class HistoryRoute:
             kind = asked["kind"]
             token = asked["page_token"]
             if len(token) > 512:
-                raise _invalid("page_token", "is not a page token of a history")
-            job_id = asked["id"]
+                raise invalid("page_token", "is not a page token of a history")
+            job_id = request.path_params["id"]  # any text: an id no job has is NOT_FOUND
             page = await history(self.store, kind, caller.tenant, job_id, asked["page_size"], token)
         except JobStatusError as error:
             refusals.refused(f"GET {PATH}", error)

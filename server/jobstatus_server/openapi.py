@@ -379,13 +379,13 @@ def _operations(secured: bool) -> dict[str, Any]:
                     "in": "query",
                     "description": f"Changes per page: {history.DEFAULT_PAGE_SIZE} when 0 or "
                     f"absent, at most {history.MAX_PAGE_SIZE} (a larger size is capped).",
-                    "schema": {"type": "integer", "minimum": 0},
+                    "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
                 },
                 {
                     "name": "page_token",
                     "in": "query",
                     "description": "The nextPageToken of the previous page of the same job.",
-                    "schema": {"type": "string", "maxLength": 512},
+                    "schema": {"type": "string", "maxLength": 512, "pattern": "^[A-Za-z0-9_-]*$"},
                 },
             ],
             **security("Bearer", "XApiKey"),

@@ -24,7 +24,8 @@ from urllib.parse import parse_qsl
 
 from starlette.types import Scope
 
-from jobstatus_server.errors import FieldViolation, InvalidArgument, NotFound, one_line
+from jobstatus_server.errors import NotFound, one_line
+from jobstatus_server.errors import invalid as invalid  # the routes' refusal, re-exported
 from jobstatus_server.kinds import KINDS, Kind
 from jobstatus_server.validation import DEFAULT_MAX_LEN
 
@@ -39,14 +40,6 @@ _FALSE = ("", "false", "0", "no")
 
 class Invalid(ValueError):
     """A value its parser refuses; the text says what it must be."""
-
-
-def invalid(name: str, description: str, reason: str = "INVALID_FIELD") -> InvalidArgument:
-    return InvalidArgument(
-        f"invalid request: {name}: {description}",
-        reason="INVALID_ARGUMENT",
-        violations=[FieldViolation(name, description, reason)],
-    )
 
 
 def text(value: str) -> str:

@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -369,7 +370,9 @@ class Watch:
             return await self._open(request)
         except JobStatusError as error:
             refusals.refused(f"{request.method} {PATH}", error)
-            return JSONResponse(error_body(error), error.http_status)
+            retry = getattr(error, "retry_after", 0)
+            headers = {"Retry-After": str(math.ceil(retry))} if retry else None
+            return JSONResponse(error_body(error), error.http_status, headers)
 
     async def _open(self, request: Request) -> Response:
         asked = params.parse(request.scope, PARAMS, request.path_params)

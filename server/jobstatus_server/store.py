@@ -8,6 +8,14 @@ become visible in commit order and a tailing reader never skips one. A
 domain error in one write leaves the others of its group untouched; a
 database error re-runs each write of the group alone.
 
+Each write serializes its job once (`Tx.put`): the same bytes go to the job
+row and the event row, and, as a `Change` in revision order, to the
+`on_changes` listeners (the watch hub, and through it the view) before the
+writes are answered, so nothing reads the log back after a local commit. The
+writer runs its statements on the driver's own cursor and keeps its
+connection between groups; it reads the jobs a group's updates will load in
+one statement, and lets a group fill under concurrency (see `_write_loop`).
+
 Reads run on a small thread pool with their own connections (WAL readers do
 not wait for the writer). Hot paths use SQLAlchemy Core statements; the table
 models stay in SQLModel (models.py) and the schema in Alembic migrations.
@@ -18,7 +26,9 @@ all replicas run one after another, each sees the rows of the one before
 (READ COMMITTED), and a revision becomes visible only after every smaller one
 is (the next writer gets the lock only once the previous transaction is
 visible). Each writing transaction sends a NOTIFY that wakes the other
-replicas' hubs (notify.py). Reads run in REPEATABLE READ, so a read of several
+replicas' hubs (notify.py); it is folded into the counter's UPDATE, and a
+group's statements go out in psycopg's pipeline mode (a read is the only
+thing that waits for an answer). Reads run in REPEATABLE READ, so a read of several
 statements sees one snapshot. A lost connection fails the writes of its group
 with UNAVAILABLE (a transaction is all or nothing) and the pool reconnects.
 The database work stays on threads, not on asyncio drivers: one code path

@@ -171,11 +171,16 @@ class View:
 
     def _evict(self) -> None:
         while self.size > self.budget:
-            queue = self._settled or self._active
-            if not queue:
-                self.size = 0
-                return
-            _, entry = queue.popitem(last=False)
+            for queue in (self._settled, self._active):
+                # An entry read from the database ahead of the feed stays until the feed
+                # has caught up with it: dropped earlier, the feed's older change of the
+                # job would take its place and a later read would go back in time.
+                victim = next((k for k, e in queue.items() if e.revision <= self.revision), None)
+                if victim is not None:
+                    break
+            else:
+                return  # only entries ahead of the feed: evicted once it catches up
+            entry = queue.pop(victim)
             self.size -= entry.size
             VIEW_EVICTIONS.inc()
 
