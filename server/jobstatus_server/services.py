@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -34,7 +34,7 @@ from jobstatus.v1 import (
 )
 from jobstatus_server.auth import CALLER
 from jobstatus_server.core import Core
-from jobstatus_server.history import history
+from jobstatus_server.history import Page, history
 from jobstatus_server.interceptor import Rpc
 from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind
 from jobstatus_server.validation import compile_all
@@ -74,6 +74,21 @@ RESPOND_MAP = _responder(mi.WatchMapImportStatusResponse, "map_import")
 RESPOND_DELIVERY = _responder(dl.WatchPreparedDeliveryStatusResponse, "prepared_delivery")
 RESPOND_DATASET = _responder(ds.WatchDatasetStatusResponse, "dataset")
 RESPOND_CATALOG = _responder(cat.WatchImportStatusResponse, "catalog_import")
+
+
+R = TypeVar("R", bound=Message)
+
+
+def _history_response(page: Page[Any], response: type[R], change: type[Message], field: str) -> R:
+    """A History RPC's response: each change typed as the kind's Change message."""
+    return response(
+        changes=[
+            change(revision=c.revision, time=c.timestamp(), **{field: c.job}) for c in page.changes
+        ],
+        next_page_token=page.next_page_token,
+        oldest_revision=page.oldest_revision,
+        truncated=page.truncated,
+    )
 
 
 async def _watch(
@@ -151,22 +166,18 @@ class MapImportService(mi_grpc.MapImportServiceServicer):
     async def GetMapImportHistory(
         self, request: mi.GetMapImportHistoryRequest, context: Context
     ) -> mi.GetMapImportHistoryResponse:
-        page = await history(
-            self.core.store,
-            MAP_IMPORT,
-            tenant_of(context),
-            request.import_request_id,
-            request.page_size,
-            request.page_token,
-        )
-        return mi.GetMapImportHistoryResponse(
-            changes=[
-                mi.MapImportChange(revision=c.revision, time=c.timestamp(), map_import=c.job)
-                for c in page.changes
-            ],
-            next_page_token=page.next_page_token,
-            oldest_revision=page.oldest_revision,
-            truncated=page.truncated,
+        return _history_response(
+            await history(
+                self.core.store,
+                MAP_IMPORT,
+                tenant_of(context),
+                request.import_request_id,
+                request.page_size,
+                request.page_token,
+            ),
+            mi.GetMapImportHistoryResponse,
+            mi.MapImportChange,
+            "map_import",
         )
 
     async def WatchMapImportStatus(  # type: ignore[override]
@@ -224,24 +235,18 @@ class DeliveryService(dl_grpc.DeliveryServiceServicer):
     async def GetPreparedDeliveryHistory(
         self, request: dl.GetPreparedDeliveryHistoryRequest, context: Context
     ) -> dl.GetPreparedDeliveryHistoryResponse:
-        page = await history(
-            self.core.store,
-            DELIVERY,
-            tenant_of(context),
-            request.catalog_id,
-            request.page_size,
-            request.page_token,
-        )
-        return dl.GetPreparedDeliveryHistoryResponse(
-            changes=[
-                dl.PreparedDeliveryChange(
-                    revision=c.revision, time=c.timestamp(), prepared_delivery=c.job
-                )
-                for c in page.changes
-            ],
-            next_page_token=page.next_page_token,
-            oldest_revision=page.oldest_revision,
-            truncated=page.truncated,
+        return _history_response(
+            await history(
+                self.core.store,
+                DELIVERY,
+                tenant_of(context),
+                request.catalog_id,
+                request.page_size,
+                request.page_token,
+            ),
+            dl.GetPreparedDeliveryHistoryResponse,
+            dl.PreparedDeliveryChange,
+            "prepared_delivery",
         )
 
     async def WatchPreparedDeliveryStatus(  # type: ignore[override]
@@ -301,22 +306,18 @@ class DatasetService(ds_grpc.DatasetServiceServicer):
     async def GetDatasetHistory(
         self, request: ds.GetDatasetHistoryRequest, context: Context
     ) -> ds.GetDatasetHistoryResponse:
-        page = await history(
-            self.core.store,
-            DATASET,
-            tenant_of(context),
-            request.dataset_id,
-            request.page_size,
-            request.page_token,
-        )
-        return ds.GetDatasetHistoryResponse(
-            changes=[
-                ds.DatasetChange(revision=c.revision, time=c.timestamp(), dataset=c.job)
-                for c in page.changes
-            ],
-            next_page_token=page.next_page_token,
-            oldest_revision=page.oldest_revision,
-            truncated=page.truncated,
+        return _history_response(
+            await history(
+                self.core.store,
+                DATASET,
+                tenant_of(context),
+                request.dataset_id,
+                request.page_size,
+                request.page_token,
+            ),
+            ds.GetDatasetHistoryResponse,
+            ds.DatasetChange,
+            "dataset",
         )
 
     async def WatchDatasetStatus(  # type: ignore[override]
@@ -378,24 +379,18 @@ class CatalogImportService(cat_grpc.CatalogImportServiceServicer):
     async def GetImportHistory(
         self, request: cat.GetImportHistoryRequest, context: Context
     ) -> cat.GetImportHistoryResponse:
-        page = await history(
-            self.core.store,
-            CATALOG_IMPORT,
-            tenant_of(context),
-            request.id,
-            request.page_size,
-            request.page_token,
-        )
-        return cat.GetImportHistoryResponse(
-            changes=[
-                cat.CatalogImportChange(
-                    revision=c.revision, time=c.timestamp(), catalog_import=c.job
-                )
-                for c in page.changes
-            ],
-            next_page_token=page.next_page_token,
-            oldest_revision=page.oldest_revision,
-            truncated=page.truncated,
+        return _history_response(
+            await history(
+                self.core.store,
+                CATALOG_IMPORT,
+                tenant_of(context),
+                request.id,
+                request.page_size,
+                request.page_token,
+            ),
+            cat.GetImportHistoryResponse,
+            cat.CatalogImportChange,
+            "catalog_import",
         )
 
     async def WatchImportStatus(  # type: ignore[override]
