@@ -10,6 +10,7 @@ import contextlib
 import re
 import ssl
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
@@ -30,6 +31,8 @@ _CONVERTER = re.compile(r":\w+}")  # `{id:path}` is labelled `{id}`
 
 
 async def metrics(request: Request) -> Response:
+    for lean in list(_LEANS):
+        lean.flush()
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -127,6 +130,10 @@ class Lean:
         self.app = app
         self._seconds = {p.template: HTTP_SECONDS.labels("GET", p.template) for p in paths}
         self._counts: dict[tuple[str, int], Any] = {}
+        # Requests answered since the last scrape, by route and status: added to
+        # HTTP_REQUESTS by `flush` (/metrics), not one Counter.inc per request.
+        self._pending: dict[tuple[str, int], int] = {}
+        _LEANS.add(self)
 
     def find(self, path: str) -> tuple[Path, str] | None:
         """The documented path `path` is, and its id; None when it is none of them."""
@@ -191,11 +198,22 @@ class Lean:
             self._count(path.template, status)
 
     def _count(self, template: str, status: int) -> None:
-        counter = self._counts.get((template, status))
-        if counter is None:
-            counter = HTTP_REQUESTS.labels("GET", template, str(status))
-            self._counts[(template, status)] = counter
-        counter.inc()
+        key = (template, status)
+        pending = self._pending
+        pending[key] = pending.get(key, 0) + 1
+
+    def flush(self) -> None:
+        """Add the requests counted since the last flush to HTTP_REQUESTS."""
+        pending, self._pending = self._pending, {}
+        for (template, status), count in pending.items():
+            counter = self._counts.get((template, status))
+            if counter is None:
+                counter = HTTP_REQUESTS.labels("GET", template, str(status))
+                self._counts[(template, status)] = counter
+            counter.inc(count)
+
+
+_LEANS: weakref.WeakSet[Lean] = weakref.WeakSet()
 
 
 _STARTS: dict[tuple[int, int], Message] = {}
