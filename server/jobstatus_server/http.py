@@ -10,6 +10,7 @@ import contextlib
 import re
 import ssl
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
@@ -24,12 +25,14 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobstatus_server.metrics import HTTP_REQUESTS, HTTP_SECONDS
-from jobstatus_server.rest import Path
+from jobstatus_server.rest import Json, Path
 
 _CONVERTER = re.compile(r":\w+}")  # `{id:path}` is labelled `{id}`
 
 
 async def metrics(request: Request) -> Response:
+    for lean in list(_LEANS):
+        lean.flush()
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -127,15 +130,25 @@ class Lean:
         self.app = app
         self._seconds = {p.template: HTTP_SECONDS.labels("GET", p.template) for p in paths}
         self._counts: dict[tuple[str, int], Any] = {}
+        # Requests answered since the last scrape, by route and status: added to
+        # HTTP_REQUESTS by `flush` (/metrics), not one Counter.inc per request.
+        self._pending: dict[tuple[str, int], int] = {}
+        _LEANS.add(self)
+
+    def find(self, path: str) -> tuple[Path, str] | None:
+        """The documented path `path` is, and its id; None when it is none of them."""
+        for candidate in self.paths:
+            value = candidate.match(path)
+            if value is not None:
+                return candidate, value
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
-            path: str = scope["path"]
-            for candidate in self.paths:
-                value = candidate.match(path)
-                if value is not None:
-                    await self._answer(candidate, value, scope, receive, send)
-                    return
+            found = self.find(scope["path"])
+            if found is not None:
+                await self._answer(found[0], found[1], scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
     async def _answer(
@@ -149,11 +162,80 @@ class Lean:
             self._seconds[path.template].observe(time.perf_counter() - started)
             await response(scope, receive, send)
         finally:
-            counter = self._counts.get((path.template, status))
+            self._count(path.template, status)
+
+    async def answer_counted(
+        self,
+        path: Path,
+        value: str,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        end_call: Callable[[str], None],
+        owner: str,
+    ) -> None:
+        """As `_answer`, called by the limits Guard straight from uvicorn (no other ASGI
+        layer between them): `end_call(owner)` when the response starts, and a ready
+        body sent with a shared start message (uvicorn does not change it)."""
+        started = time.perf_counter()
+        status = 500
+        counted = True
+        try:
+            response = await path.handler(Asked(scope, path.param, value))
+            status = response.status_code
+            self._seconds[path.template].observe(time.perf_counter() - started)
+            counted = False
+            end_call(owner)
+            if type(response) is Json:
+                body = response.body
+                await send(_start(status, len(body)))
+                await send({"type": "http.response.body", "body": body})
+            else:
+                await response(scope, receive, send)
+        finally:
+            if counted:
+                end_call(owner)
+            self._count(path.template, status)
+
+    def _count(self, template: str, status: int) -> None:
+        key = (template, status)
+        pending = self._pending
+        pending[key] = pending.get(key, 0) + 1
+
+    def flush(self) -> None:
+        """Add the requests counted since the last flush to HTTP_REQUESTS."""
+        pending, self._pending = self._pending, {}
+        for (template, status), count in pending.items():
+            counter = self._counts.get((template, status))
             if counter is None:
-                counter = HTTP_REQUESTS.labels("GET", path.template, str(status))
-                self._counts[(path.template, status)] = counter
-            counter.inc()
+                counter = HTTP_REQUESTS.labels("GET", template, str(status))
+                self._counts[(template, status)] = counter
+            counter.inc(count)
+
+
+_LEANS: weakref.WeakSet[Lean] = weakref.WeakSet()
+
+
+_STARTS: dict[tuple[int, int], Message] = {}
+
+
+def _start(status: int, length: int) -> Message:
+    """The start message of a ready JSON body (as Json sends it), made once per status
+    and length."""
+    start = _STARTS.get((status, length))
+    if start is None:
+        if len(_STARTS) >= 4096:
+            _STARTS.clear()
+        start = {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-length", str(length).encode()),
+                (b"content-type", b"application/json"),
+            ],
+        }
+        _STARTS[(status, length)] = start
+    return start
 
 
 class HttpServer(uvicorn.Server):

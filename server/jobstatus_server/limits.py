@@ -198,9 +198,12 @@ class Guard:
     its response starts, so an open SSE stream does not hold a slot (streams have
     their own limits)."""
 
-    def __init__(self, app: Any, limits: CallerLimits) -> None:
+    def __init__(self, app: Any, limits: CallerLimits, lean: Any = None) -> None:
         self.app = app
         self.limits = limits
+        # The documented REST paths (http.Lean), answered here when no layer (tracing)
+        # sits between this Guard and them.
+        self.lean = lean
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -228,6 +231,14 @@ class Guard:
             refusals.refused(f"{scope['method']} {scope['path'][:100]!r}", error)
             await self._refuse(send, error)
             return
+        lean = self.lean
+        if lean is not None and scope["method"] == "GET":
+            found = lean.find(scope["path"])
+            if found is not None:
+                await lean.answer_counted(
+                    found[0], found[1], scope, receive, send, self.limits.end_call, owner
+                )
+                return
         counted = [True]
 
         async def started(message: Any) -> None:

@@ -22,7 +22,7 @@ from jobstatus_server.config import Settings
 from jobstatus_server.core import Core
 from jobstatus_server.errors import Unavailable, quiet_client_faults
 from jobstatus_server.history import HistoryRoute
-from jobstatus_server.http import HttpServer, http_server, make_app
+from jobstatus_server.http import HttpServer, Lean, http_server, make_app
 from jobstatus_server.interceptor import Rpc
 from jobstatus_server.limits import CallerLimits, Guard, limited_protocol
 from jobstatus_server.metrics import HUB_LAG, STORAGE_UP
@@ -186,7 +186,11 @@ class Server:
         ]
         app = make_app(routes, self.serving, rest.paths())
         self.http = http_server(
-            Guard(self.tracing.wrap_http(app) if self.tracing else app, self.limits),
+            Guard(
+                self.tracing.wrap_http(app) if self.tracing else app,
+                self.limits,
+                None if self.tracing or not isinstance(app, Lean) else app,
+            ),
             self.settings.http_addr,
             tls_cert=self.settings.tls_cert,
             tls_key=self.settings.tls_key,
