@@ -886,18 +886,6 @@ class Store:
             log.debug("storage probe failed: %s", error)
             raise Unavailable("the database did not answer", reason="STORAGE_UNAVAILABLE") from None
 
-    async def next_due(self) -> float | None:
-        def run(conn: Connection) -> float | None:
-            value = conn.execute(
-                select(JOB.c.due_at)
-                .where(JOB.c.due_at.is_not(None))
-                .order_by(JOB.c.due_at)
-                .limit(1)
-            ).scalar_one_or_none()
-            return None if value is None else float(value)
-
-        return await self.read(run)
-
 
 @dataclass(slots=True)
 class Change:
