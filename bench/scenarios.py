@@ -658,7 +658,10 @@ def _sustained_once(
 def watch_sustained(bench: Bench) -> list[Row]:
     """A steady stream of changes (sustained_rate per second, to random jobs) into N
     watchers, each watching one job; commit (the write's answer reaching the writer
-    process) to receipt (in a watcher process), on one machine clock."""
+    process) to receipt (in a watcher process), on one machine clock. Both servers hand
+    a change to the streams before the writer's answer leaves, so a watcher may hold it
+    before the writer has its answer: at low rates the figures can be below zero. The
+    row details give send-to-receipt too, which cannot."""
     sizes = bench.sizes
     streams = sizes.sustained_watchers
     case = f"{sizes.sustained_rate:g} changes/s into {streams:,} watchers"
