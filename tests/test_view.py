@@ -364,3 +364,43 @@ async def test_a_job_read_ahead_of_the_feed_is_not_evicted_back_in_time(tmp_path
     finally:
         await replica.close()
         await writer.close()
+
+
+def _labelled(http: httpx.Client, name: str, labels: str) -> float:
+    found = re.search(
+        rf"^{re.escape(name)}\{{{re.escape(labels)}\}} (\S+)$",
+        http.get("/metrics").text,
+        re.MULTILINE,
+    )
+    return 0.0 if found is None else float(found.group(1))
+
+
+def test_ready_answers_match_the_handlers_and_are_counted(
+    stubs: Stubs, http: httpx.Client, uid: str
+) -> None:
+    """A GET that the view answers at once (the limits Guard sends the view's ready
+    messages) answers the bytes and headers the handler does, and counts in
+    /metrics as one request, one latency and one view hit, once per request."""
+    revision = _create(stubs, uid)
+    _progress(stubs, uid, 40)
+    for version in ("v1", "v2"):
+        path = f"/api/{version}/map/import/status/{uid}"
+        route = f'method="GET",route="/api/{version}/map/import/status/{{importRequestId}}"'
+        requests = _labelled(http, "jobstatus_http_requests_total", f'code="200",{route}')
+        seconds = _labelled(http, "jobstatus_http_seconds_count", route)
+        hits = _metric(http, "jobstatus_view_hits_total")
+        ready = [http.get(path) for _ in range(4)]
+        ready.append(http.get(path, headers={"X-Min-Revision": str(revision)}))
+        # An `api-key` header (which a map path does not read) takes the handler's way.
+        handled = http.get(path, headers={"api-key": "not read here"})
+        for answer in ready:
+            assert answer.status_code == handled.status_code == 200
+            assert answer.content == handled.content
+            assert [(k, v) for k, v in answer.headers.items() if k != "date"] == [
+                (k, v) for k, v in handled.headers.items() if k != "date"
+            ]
+        assert handled.json()["metaData"]["progress"] == 40
+        after = _labelled(http, "jobstatus_http_requests_total", f'code="200",{route}')
+        assert after == requests + 6
+        assert _labelled(http, "jobstatus_http_seconds_count", route) == seconds + 6
+        assert _metric(http, "jobstatus_view_hits_total") >= hits + 6

@@ -349,6 +349,19 @@ class Authenticator:
             raise Unauthenticated("the API key is not valid", reason="API_KEY_INVALID")
         return key.caller
 
+    def known(self, presented: str) -> Caller | None:
+        """The caller of `presented` when it is a valid key this process already knows,
+        without waiting; None for any other (`authenticate` answers and counts those)."""
+        parsed = parse_key(presented)
+        if parsed is None:
+            return None
+        key = self._keys.get(parsed[0])
+        if key is None or key.revoked:
+            return None
+        if not hmac.compare_digest(key.secret_hash, hash_secret(parsed[1])):
+            return None
+        return key.caller
+
     def still_allowed(self, caller: Caller, scope: str) -> JobStatusError | None:
         """Why a call authenticated earlier as `caller` may no longer go on: its key is
         revoked or gone, it lost `scope`, or keys became required; None if it may."""

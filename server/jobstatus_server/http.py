@@ -11,7 +11,9 @@ import re
 import ssl
 import time
 import weakref
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
+from time import perf_counter
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -24,8 +26,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from jobstatus_server.metrics import HTTP_REQUESTS, HTTP_SECONDS
-from jobstatus_server.rest import Json, Path
+from jobstatus_server.limits import CallerLimits
+from jobstatus_server.metrics import HTTP_REQUESTS, HTTP_SECONDS, VIEW_HITS
+from jobstatus_server.rest import Json, Path, Ready, start_message
 
 _CONVERTER = re.compile(r":\w+}")  # `{id:path}` is labelled `{id}`
 
@@ -133,7 +136,31 @@ class Lean:
         # Requests answered since the last scrape, by route and status: added to
         # HTTP_REQUESTS by `flush` (/metrics), not one Counter.inc per request.
         self._pending: dict[tuple[str, int], int] = {}
+        # The ready answers (`ready`), per path: their latencies by histogram bucket and
+        # their sum, added to HTTP_SECONDS, HTTP_REQUESTS (200) and VIEW_HITS by `flush`.
+        self._tallies = {p.template: _Tally() for p in paths if p.ready is not None}
+        self._ready = tuple((p, p.ready, self._tallies.get(p.template)) for p in paths)
         _LEANS.add(self)
+
+    def ready(self, scope: Scope, limits: CallerLimits) -> Ready | None:
+        """The ready answer of a GET of a documented path that the view answers with
+        nothing to wait for (Rest.ready_map), recorded here; None: no such GET, the
+        handler answers it."""
+        path: str = scope["path"]
+        for candidate, ready, tally in self._ready:
+            value = candidate.match(path)
+            if value is None:
+                continue
+            if ready is None or tally is None:
+                return None
+            started = perf_counter()
+            answer = ready(scope, value, limits)
+            if answer is not None:
+                elapsed = perf_counter() - started
+                tally.buckets[bisect_left(_BOUNDS, elapsed)] += 1
+                tally.seconds += elapsed
+            return answer
+        return None
 
     def find(self, path: str) -> tuple[Path, str] | None:
         """The documented path `path` is, and its id; None when it is none of them."""
@@ -188,7 +215,7 @@ class Lean:
             end_call(owner)
             if type(response) is Json:
                 body = response.body
-                await send(_start(status, len(body)))
+                await send(start_message(status, len(body)))
                 await send({"type": "http.response.body", "body": body})
             else:
                 await response(scope, receive, send)
@@ -203,7 +230,22 @@ class Lean:
         pending[key] = pending.get(key, 0) + 1
 
     def flush(self) -> None:
-        """Add the requests counted since the last flush to HTTP_REQUESTS."""
+        """Add the requests counted since the last flush to HTTP_REQUESTS (and the ready
+        answers' to HTTP_SECONDS and VIEW_HITS)."""
+        for template, tally in self._tallies.items():
+            answered = sum(tally.buckets)
+            if not answered:
+                continue
+            buckets, seconds = tally.buckets, tally.seconds
+            tally.buckets, tally.seconds = [0] * len(_BOUNDS), 0.0
+            self._pending[(template, 200)] = self._pending.get((template, 200), 0) + answered
+            VIEW_HITS.inc(answered)
+            # As `observe` once per answer: the sum, and each answer in its bucket.
+            histogram = self._seconds[template]
+            histogram._sum.inc(seconds)
+            for index, count in enumerate(buckets):
+                if count:
+                    histogram._buckets[index].inc(count)
         pending, self._pending = self._pending, {}
         for (template, status), count in pending.items():
             counter = self._counts.get((template, status))
@@ -214,28 +256,19 @@ class Lean:
 
 
 _LEANS: weakref.WeakSet[Lean] = weakref.WeakSet()
+# HTTP_SECONDS's bucket bounds (+Inf last): an answer of `elapsed` seconds belongs to the
+# first bucket whose bound is >= elapsed, as Histogram.observe counts it.
+_BOUNDS: tuple[float, ...] = tuple(HTTP_SECONDS._upper_bounds)
 
 
-_STARTS: dict[tuple[int, int], Message] = {}
+class _Tally:
+    """The ready answers of one path since the last flush."""
 
+    __slots__ = ("buckets", "seconds")
 
-def _start(status: int, length: int) -> Message:
-    """The start message of a ready JSON body (as Json sends it), made once per status
-    and length."""
-    start = _STARTS.get((status, length))
-    if start is None:
-        if len(_STARTS) >= 4096:
-            _STARTS.clear()
-        start = {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-length", str(length).encode()),
-                (b"content-type", b"application/json"),
-            ],
-        }
-        _STARTS[(status, length)] = start
-    return start
+    def __init__(self) -> None:
+        self.buckets = [0] * len(_BOUNDS)
+        self.seconds = 0.0
 
 
 class HttpServer(uvicorn.Server):

@@ -147,6 +147,14 @@ class CallerLimits:
             )
         self._calls[owner] += 1
 
+    def admits(self, key_id: str, address: str) -> bool:
+        """Whether `begin_call` would take one more call of this caller now, without
+        counting it (for a call that ends before anything else runs)."""
+        calls = self._calls
+        if not calls:
+            return self.max_concurrent_calls > 0
+        return calls.get(caller_id(key_id, address), 0) < self.max_concurrent_calls
+
     def end_call(self, owner: str) -> None:
         self._calls[owner] -= 1
         if self._calls[owner] <= 0:
@@ -206,6 +214,14 @@ class Guard:
         self.lean = lean
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        lean = self.lean
+        if lean is not None and scope["type"] == "http" and scope["method"] == "GET":
+            # A documented path the view answers at once: its ready messages.
+            ready = lean.ready(scope, self.limits)
+            if ready is not None:
+                await send(ready[0])
+                await send(ready[1])
+                return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -231,7 +247,6 @@ class Guard:
             refusals.refused(f"{scope['method']} {scope['path'][:100]!r}", error)
             await self._refuse(send, error)
             return
-        lean = self.lean
         if lean is not None and scope["method"] == "GET":
             found = lean.find(scope["path"])
             if found is not None:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from jobstatus.spelling import by_spelling
 from jobstatus.v1 import catalog_import_pb2 as cat
@@ -29,7 +29,7 @@ from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import delivery_pb2 as dl
 from jobstatus.v1 import errors_pb2
 from jobstatus.v1 import map_import_pb2 as mi
-from jobstatus_server.auth import READ, Authenticator, Caller, bearer, cluster_of
+from jobstatus_server.auth import OPEN, READ, Authenticator, Caller, bearer, cluster_of
 from jobstatus_server.core import Core
 from jobstatus_server.errors import (
     InvalidArgument,
@@ -39,6 +39,7 @@ from jobstatus_server.errors import (
     Unauthenticated,
 )
 from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind, M
+from jobstatus_server.limits import CallerLimits
 from jobstatus_server.render import Key, Shape
 from jobstatus_server.validation import violations_of
 from jobstatus_server.view import Entry, View
@@ -256,6 +257,36 @@ class Json:
 
 Answer = Response | Json
 
+_STARTS: dict[tuple[int, int], Message] = {}
+
+
+def start_message(status: int, length: int) -> Message:
+    """The start message of a ready JSON body (as Json sends it), made once per status
+    and length (uvicorn reads it, it does not change it)."""
+    start = _STARTS.get((status, length))
+    if start is None:
+        if len(_STARTS) >= 4096:
+            _STARTS.clear()
+        start = {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-length", str(length).encode()),
+                (b"content-type", b"application/json"),
+            ],
+        }
+        _STARTS[(status, length)] = start
+    return start
+
+
+# What a ready answer is: the start and body messages, made once per change of the job.
+Ready = tuple[Message, Message]
+# The request headers a documented map path reads (or the limits Guard does): a request
+# carrying another of them, or one of them twice, takes the handler's way.
+_NOTABLE = frozenset(
+    (b"x-api-key", b"authorization", b"x-min-revision", b"api-key", b"content-length")
+)
+
 
 class Ask(Protocol):
     """What a handler reads of a request: Starlette's Request, or the lean route's Asked."""
@@ -445,6 +476,81 @@ class Rest:
             return JSONResponse(MAP_NOT_FOUND.render(mi.MapImport(error=_error(error))))
         return Json(entry.built(render, render))
 
+    def ready_map(
+        self,
+        scope: Scope,
+        job_id: str,
+        limits: CallerLimits,
+        render: Callable[[Entry], bytes],
+        slot: str,
+    ) -> Ready | None:
+        """The answer of a GET of a map path that `_map` would give 200 with the view's
+        JSON body, with nothing to wait for and nothing to count but the request: None for
+        any other (a key to re-read, a refusal, an error, a revision to wait for, a miss),
+        which the handler answers. Run by the limits Guard as the request arrives; the
+        concurrent-calls check is `limits.admits` (the call ends before anything else
+        runs, so it would be counted and uncounted at once)."""
+        api_key = authorization = revision = None
+        for name, value in scope["headers"]:
+            if name in _NOTABLE:
+                if name == b"x-api-key" and api_key is None:
+                    api_key = value
+                elif name == b"authorization" and authorization is None:
+                    authorization = value
+                elif name == b"x-min-revision" and revision is None:
+                    revision = value
+                else:
+                    return None
+        if scope["query_string"]:
+            return None  # it may carry a key the Guard counts the call by
+        client = scope.get("client")
+        if client is None:
+            return None
+        auth = self.auth
+        if auth.open:
+            if api_key is not None or authorization is not None:
+                return None
+            caller = OPEN
+        else:
+            if api_key is not None:
+                if authorization is not None:
+                    return None
+                presented = api_key.decode("latin-1")
+            elif authorization is not None:
+                presented = bearer(authorization.decode("latin-1")) or ""
+            else:
+                return None
+            known = auth.known(presented)
+            if known is None or READ not in known.scopes:
+                return None
+            caller = known
+        if not limits.admits(caller.key_id, client[0]):
+            return None
+        view = self.view
+        assert view is not None
+        need = view.store.revision
+        if revision is not None:
+            raw = revision.strip()
+            if not raw.isdigit() or len(raw) > 18:
+                return None
+            min_revision = int(raw)
+            if min_revision > need:
+                need = min_revision
+        if view.revision < need:
+            return None
+        entry = view.lookup((MAP_IMPORT.name, caller.tenant, job_id))
+        if entry is None:
+            return None
+        ready: Ready | None = entry.cache.get(slot)
+        if ready is None:
+            try:
+                body = entry.built(render, render)
+            except Exception:  # the handler answers it (and logs it)
+                return None
+            ready = (start_message(200, len(body)), {"type": "http.response.body", "body": body})
+            entry.cache[slot] = ready
+        return ready
+
     async def delivery(self, request: Ask) -> Answer:
         caller = await self._getapp_caller(request)
         if isinstance(caller, Response):
@@ -536,6 +642,9 @@ class Rest:
                 "",
                 "importRequestId",
                 _guarded(getapp_error, self.map_v1),
+                lambda scope, job_id, limits: self.ready_map(
+                    scope, job_id, limits, _render_map_v1, "ready:map-v1"
+                ),
             ),
             Path(
                 "/api/v2/map/import/status/{importRequestId}",
@@ -543,6 +652,9 @@ class Rest:
                 "",
                 "importRequestId",
                 _guarded(getapp_error, self.map_v2),
+                lambda scope, job_id, limits: self.ready_map(
+                    scope, job_id, limits, _render_map_v2, "ready:map-v2"
+                ),
             ),
             Path(
                 "/api/v1/delivery/preparedDelivery/{catalogId}",
@@ -590,6 +702,9 @@ class Path:
     suffix: str
     param: str
     handler: Handler
+    # The ready answer of a GET that needs only the view (Rest.ready_map), or None: the
+    # handler answers it.
+    ready: Callable[[Scope, str, CallerLimits], Ready | None] | None = None
 
     def match(self, path: str) -> str | None:
         """The id in `path`, or None when `path` is not this one."""
