@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol
 
 from starlette.convertors import Convertor, register_url_convertor
@@ -478,11 +479,11 @@ class Rest:
 
     def ready_map(
         self,
+        render: Callable[[Entry], bytes],
+        slot: str,
         scope: Scope,
         job_id: str,
         limits: CallerLimits,
-        render: Callable[[Entry], bytes],
-        slot: str,
     ) -> Ready | None:
         """The answer of a GET of a map path that `_map` would give 200 with the view's
         JSON body, with nothing to wait for and nothing to count but the request: None for
@@ -642,9 +643,7 @@ class Rest:
                 "",
                 "importRequestId",
                 _guarded(getapp_error, self.map_v1),
-                lambda scope, job_id, limits: self.ready_map(
-                    scope, job_id, limits, _render_map_v1, "ready:map-v1"
-                ),
+                partial(self.ready_map, _render_map_v1, "ready:map-v1"),
             ),
             Path(
                 "/api/v2/map/import/status/{importRequestId}",
@@ -652,9 +651,7 @@ class Rest:
                 "",
                 "importRequestId",
                 _guarded(getapp_error, self.map_v2),
-                lambda scope, job_id, limits: self.ready_map(
-                    scope, job_id, limits, _render_map_v2, "ready:map-v2"
-                ),
+                partial(self.ready_map, _render_map_v2, "ready:map-v2"),
             ),
             Path(
                 "/api/v1/delivery/preparedDelivery/{catalogId}",
