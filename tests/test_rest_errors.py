@@ -313,3 +313,42 @@ def test_metrics_cover_rpcs_requests_streams_lag_writes_and_refusals(
         "jobstatus_hub_lag_revisions ",
     ):
         assert line in text, line
+
+
+def test_ready_answers_with_keys_match_the_handlers(
+    keyed: Keyed, http: httpx.Client, stubs: Stubs
+) -> None:
+    """With keys, a read the view answers at once (the key known, the job in the view)
+    answers what the handler does; any other key still gets its documented error."""
+    rw, w, other = keyed.keys["rw"], keyed.keys["w"], keyed.keys["other"]
+    stubs.maps.CreateMapImport(
+        mi.CreateMapImportRequest(map_import=mi.MapImport(import_request_id="ready-keyed")),
+        metadata=metadata(rw),
+    )
+    path = "/api/v2/map/import/status/ready-keyed"
+    # `api-key` is not read by a map path: it takes the handler's way.
+    handled = http.get(path, headers={"x-api-key": rw, "api-key": "unread"})
+    assert handled.status_code == 200 and handled.json()["importRequestId"] == "ready-keyed"
+    for headers in ({"x-api-key": rw}, {"authorization": f"Bearer {rw}"}):
+        answer = http.get(path, headers=headers)
+        assert (answer.status_code, answer.content) == (200, handled.content)
+    assert http.get(path, headers={"x-api-key": w}).status_code == 403
+    assert http.get(path, headers={"x-api-key": WRONG_SECRET}).status_code == 401
+    assert http.get(path).status_code == 401
+    unknown = http.get(path, headers={"x-api-key": other})  # another tenant: no such map
+    assert unknown.status_code == 200 and "importRequestId" not in unknown.json()
+    made = stubs.catalog.CreateImport(
+        cat.CreateImportRequest(
+            catalog_import=cat.CatalogImport(type=cat.CATALOG_IMPORT_TYPE_PRODUCTS)
+        ),
+        metadata=metadata(rw),
+    ).catalog_import
+    path = f"/api/v2/import/status/{made.id}"
+    handled = http.get(path, headers={"api-key": rw, "x-api-key": "unread"})
+    assert handled.status_code == 200 and handled.json()["id"] == made.id
+    for headers in ({"api-key": rw}, {"api-key": rw, "host": "acme.jobstatus.example.com"}):
+        answer = http.get(path, headers=headers)
+        assert (answer.status_code, answer.content) == (200, handled.content)
+    wrong = http.get(path, headers={"api-key": rw, "host": "globex.jobstatus.example.com"})
+    assert wrong.status_code == 403
+    assert http.get(path, headers={"api-key": w}).status_code == 403

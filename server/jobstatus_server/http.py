@@ -144,7 +144,7 @@ class Lean:
 
     def ready(self, scope: Scope, limits: CallerLimits) -> Ready | None:
         """The ready answer of a GET of a documented path that the view answers with
-        nothing to wait for (Rest.ready_map), recorded here; None: no such GET, the
+        nothing to wait for (Rest.ready_getapp), recorded here; None: no such GET, the
         handler answers it."""
         path: str = scope["path"]
         for candidate, ready, tally in self._ready:

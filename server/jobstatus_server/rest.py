@@ -287,6 +287,7 @@ Ready = tuple[Message, Message]
 _NOTABLE = frozenset(
     (b"x-api-key", b"authorization", b"x-min-revision", b"api-key", b"content-length")
 )
+_NOTABLE_CATALOG = _NOTABLE | {b"host"}
 
 
 class Ask(Protocol):
@@ -477,20 +478,22 @@ class Rest:
             return JSONResponse(MAP_NOT_FOUND.render(mi.MapImport(error=_error(error))))
         return Json(entry.built(render, render))
 
-    def ready_map(
+    def ready_getapp(
         self,
+        kind: Kind[Any],
         render: Callable[[Entry], bytes],
         slot: str,
         scope: Scope,
         job_id: str,
         limits: CallerLimits,
     ) -> Ready | None:
-        """The answer of a GET of a map path that `_map` would give 200 with the view's
-        JSON body, with nothing to wait for and nothing to count but the request: None for
-        any other (a key to re-read, a refusal, an error, a revision to wait for, a miss),
-        which the handler answers. Run by the limits Guard as the request arrives; the
-        concurrent-calls check is `limits.admits` (the call ends before anything else
-        runs, so it would be counted and uncounted at once)."""
+        """The answer of a GET of a GetApp path (map import, prepared delivery) that its
+        handler would give 200 with the view's JSON body, with nothing to wait for and
+        nothing to count but the request: None for any other (a key to re-read, a
+        refusal, an error, a revision to wait for, a miss), which the handler answers.
+        Run by the limits Guard as the request arrives; the concurrent-calls check is
+        `limits.admits` (the call ends before anything else runs, so it would be counted
+        and uncounted at once)."""
         api_key = authorization = revision = None
         for name, value in scope["headers"]:
             if name in _NOTABLE:
@@ -503,9 +506,7 @@ class Rest:
                 else:
                     return None
         if scope["query_string"]:
-            return None  # it may carry a key the Guard counts the call by
-        client = scope.get("client")
-        if client is None:
+            # It may carry a key the Guard counts the call by, or a delivery's `source`.
             return None
         auth = self.auth
         if auth.open:
@@ -525,7 +526,54 @@ class Rest:
             if known is None or READ not in known.scopes:
                 return None
             caller = known
-        if not limits.admits(caller.key_id, client[0]):
+        return self._ready(kind, render, slot, scope, job_id, limits, caller, revision)
+
+    def ready_catalog(self, scope: Scope, job_id: str, limits: CallerLimits) -> Ready | None:
+        """As `ready_getapp`, for the catalog import path (its key in `api-key`, its
+        cluster in the Host header)."""
+        api_key = revision = host = None
+        for name, value in scope["headers"]:
+            if name in _NOTABLE_CATALOG:
+                if name == b"host" and host is None:
+                    host = value
+                elif name == b"api-key" and api_key is None:
+                    api_key = value
+                elif name == b"x-min-revision" and revision is None:
+                    revision = value
+                else:
+                    return None
+        if scope["query_string"]:
+            return None  # it may carry a key the Guard counts the call by
+        auth = self.auth
+        if auth.open:
+            if api_key is not None:
+                return None
+            caller = OPEN
+        else:
+            known = None if api_key is None else auth.known(api_key.decode("latin-1"))
+            if known is None or READ not in known.scopes:
+                return None
+            caller = known
+        cluster = cluster_of("" if host is None else host.decode("latin-1"))
+        if cluster is not None and (cluster != caller.tenant or not auth.knows_tenant(cluster)):
+            return None
+        kind, render = CATALOG_IMPORT, _render_catalog
+        return self._ready(kind, render, "ready:catalog", scope, job_id, limits, caller, revision)
+
+    def _ready(
+        self,
+        kind: Kind[Any],
+        render: Callable[[Entry], bytes],
+        slot: str,
+        scope: Scope,
+        job_id: str,
+        limits: CallerLimits,
+        caller: Caller,
+        revision: bytes | None,
+    ) -> Ready | None:
+        """The ready answer of `caller`'s read of the job, once its key is checked."""
+        client = scope.get("client")
+        if client is None or not limits.admits(caller.key_id, client[0]):
             return None
         view = self.view
         assert view is not None
@@ -539,7 +587,7 @@ class Rest:
                 need = min_revision
         if view.revision < need:
             return None
-        entry = view.lookup((MAP_IMPORT.name, caller.tenant, job_id))
+        entry = view.lookup((kind.name, caller.tenant, job_id))
         if entry is None:
             return None
         ready: Ready | None = entry.cache.get(slot)
@@ -643,7 +691,7 @@ class Rest:
                 "",
                 "importRequestId",
                 _guarded(getapp_error, self.map_v1),
-                partial(self.ready_map, _render_map_v1, "ready:map-v1"),
+                partial(self.ready_getapp, MAP_IMPORT, _render_map_v1, "ready:map-v1"),
             ),
             Path(
                 "/api/v2/map/import/status/{importRequestId}",
@@ -651,7 +699,7 @@ class Rest:
                 "",
                 "importRequestId",
                 _guarded(getapp_error, self.map_v2),
-                partial(self.ready_map, _render_map_v2, "ready:map-v2"),
+                partial(self.ready_getapp, MAP_IMPORT, _render_map_v2, "ready:map-v2"),
             ),
             Path(
                 "/api/v1/delivery/preparedDelivery/{catalogId}",
@@ -659,6 +707,7 @@ class Rest:
                 "",
                 "catalogId",
                 _guarded(getapp_error, self.delivery),
+                partial(self.ready_getapp, DELIVERY, _render_delivery, "ready:delivery"),
             ),
             Path(
                 "/datasets/{dataset_id}/status",
@@ -673,6 +722,7 @@ class Rest:
                 "",
                 "id",
                 _guarded(elevate_error, self.catalog),
+                self.ready_catalog,
             ),
         ]
 
@@ -699,8 +749,8 @@ class Path:
     suffix: str
     param: str
     handler: Handler
-    # The ready answer of a GET that needs only the view (Rest.ready_map), or None: the
-    # handler answers it.
+    # The ready answer of a GET that needs only the view (Rest.ready_getapp,
+    # Rest.ready_catalog), or None: the handler answers it.
     ready: Callable[[Scope, str, CallerLimits], Ready | None] | None = None
 
     def match(self, path: str) -> str | None:
