@@ -1,8 +1,14 @@
 """The SQL store: jobs and their event log, one transaction per change.
 
-Writes run on one writer thread, so the event loop never blocks on the
-database. The writer takes every write that is waiting and commits them
-together (group commit); each write sees the ones before it. A revision is
+Writes are committed in groups, one group at a time: the writer takes every
+write that is waiting and commits them together (group commit); each write
+sees the ones before it. On SQLite a group's statements run on the event loop
+(tens of microseconds each against the page cache, with no hand-off to a thread
+per statement) and only its COMMIT, which waits for the disk, runs in a commit
+thread; the writes that arrive meanwhile form the next group. Another process
+holding SQLite's write lock sends the group to that thread to wait, so the loop
+never waits on the database. On PostgreSQL, where every statement is a round
+trip, a writer thread runs the whole group. A revision is
 taken from the `counter` row, locked for the whole transaction, so revisions
 become visible in commit order and a tailing reader never skips one. A
 domain error in one write leaves the others of its group untouched; a
@@ -31,9 +37,9 @@ group's statements go out in psycopg's pipeline mode (a read is the only
 thing that waits for an answer). Reads run in REPEATABLE READ, so a read of several
 statements sees one snapshot. A lost connection fails the writes of its group
 with UNAVAILABLE (a transaction is all or nothing) and the pool reconnects.
-The database work stays on threads, not on asyncio drivers: one code path
-for both databases, group commit on a plain connection, and the event loop
-never waits on the database.
+PostgreSQL's work stays on threads, not on an asyncio driver: group commit on
+a plain connection in pipeline mode, and the event loop never waits on a round
+trip.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import psycopg
+from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 from sqlalchemy import (
     Connection,
@@ -93,6 +100,7 @@ MAX_GROUP = 128
 WRITER_IDLE = 1.0  # seconds after which the writer's connection is pinged again
 MAX_FILL_WAIT = 0.004  # seconds a group waits to fill (see Store._write_loop)
 READERS = 4
+SQLITE_BUSY_MS = 30000  # how long a SQLite statement waits for another's lock
 COMPACT_LOCK = 0x6A6F6273_00000002  # pg advisory lock: one replica compacts at a time
 # A failure of the database or the connection to it, not of one write's statements.
 # The same failures as the drivers raise them, on the writer's own cursor.
@@ -228,6 +236,13 @@ class Tx:
     kinds: list[str] = field(default_factory=list)
     # The changes of this transaction, in revision order, with the job's bytes as stored.
     changes: list[Change] = field(default_factory=list)
+    # `now` as a Timestamp and as seconds, made once for every write of the transaction.
+    stamp: timestamp_pb2.Timestamp = field(default_factory=timestamp_pb2.Timestamp)
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.stamp.FromDatetime(self.now)
+        self.seconds = self.now.timestamp()
 
     def load(self, kind: Kind[M], tenant: str, job_id: str) -> M | None:
         key = (tenant, kind.name, job_id)
@@ -276,9 +291,9 @@ class Tx:
         self.kinds.append(kind.name)
         revision = self.revision
         setattr(message, "revision", revision)  # noqa: B010
-        getattr(message, "update_time").FromDatetime(self.now)  # noqa: B009
+        getattr(message, "update_time").CopyFrom(self.stamp)  # noqa: B009
         if created:
-            getattr(message, "create_time").FromDatetime(self.now)  # noqa: B009
+            getattr(message, "create_time").CopyFrom(self.stamp)  # noqa: B009
         job_id = kind.job_id(message)
         status = kind.status_of(message)
         data = message.SerializeToString()
@@ -314,7 +329,7 @@ class Tx:
             kind=kind.name,
             job_id=job_id,
             status=status,
-            created_at=self.now.timestamp(),
+            created_at=self.seconds,
             data=data,
         )
         self.loaded[(tenant, kind.name, job_id)] = data
@@ -332,6 +347,7 @@ class _Write:
     result: Any = None
     error: BaseException | None = None
     key: tuple[str, str, str] | None = None  # (tenant, kind, job id) it will load
+    alone: bool = False  # SQLite: run in a transaction of its own, off the event loop
 
 
 @dataclass
@@ -351,8 +367,14 @@ class Store:
     _sql: HotSql | None = None
     revision: int = 0
     _is_sqlite: bool | None = None
-    _writer_conn: Connection | None = None  # the writer thread's own
+    _writer_conn: Connection | None = None  # the writer's own
     _writer_used: float = 0.0
+    # SQLite: the writes waiting for the next group, whether a group is under way, and
+    # the thread its COMMITs (and the writes that run alone) go to.
+    _pending: list[_Write] = field(default_factory=list)
+    _flushing: bool = False
+    _idle: asyncio.Event | None = None
+    _committer: ThreadPoolExecutor | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -386,7 +408,7 @@ class Store:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA synchronous={synchronous}")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -411,6 +433,13 @@ class Store:
         if not self.is_sqlite:
             self._listener = Listener(self.url, self._sender, self._remote_commit)
             self._listener.start()
+        if self.is_sqlite:
+            self._idle = asyncio.Event()
+            self._idle.set()
+            self._committer = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="jobstatus-commit"
+            )
+            return
         self._thread = threading.Thread(
             target=self._write_loop, name="jobstatus-write", daemon=True
         )
@@ -424,6 +453,12 @@ class Store:
             self._queue.put(None)
             await asyncio.to_thread(self._thread.join)
             self._thread = None
+        if self._committer is not None:
+            assert self._idle is not None
+            await self._idle.wait()  # every write taken is committed and answered
+            await asyncio.wrap_future(self._committer.submit(self._close_writer_conn))
+            self._committer.shutdown(wait=True)
+            self._committer = None
         if self._pool is not None:
             self._pool.shutdown(wait=True)
         for engine in (self._writer, self._reader):
@@ -454,14 +489,114 @@ class Store:
 
     # --- writing ------------------------------------------------------------
 
-    async def transact(self, fn: Callable[[Tx], T], key: tuple[str, str, str] | None = None) -> T:
+    async def transact(
+        self,
+        fn: Callable[[Tx], T],
+        key: tuple[str, str, str] | None = None,
+        *,
+        alone: bool = False,
+    ) -> T:
         """Run `fn` in a writing transaction; return its result once committed. `key`
-        (tenant, kind, job id): the job `fn` loads, read for the whole group at once."""
+        (tenant, kind, job id): the job `fn` loads, read for the whole group at once.
+        `alone`: a long write (on SQLite it runs in a transaction of its own, in the
+        commit thread, not on the event loop)."""
         loop = asyncio.get_running_loop()
-        write = _Write(fn=fn, loop=loop, future=loop.create_future(), key=key)
-        self._queue.put(write)
+        write = _Write(fn=fn, loop=loop, future=loop.create_future(), key=key, alone=alone)
+        if self._committer is None:
+            self._queue.put(write)
+        else:
+            self._pending.append(write)
+            if not self._flushing:
+                self._flushing = True
+                assert self._idle is not None
+                self._idle.clear()
+                # After the callbacks ready now, which may add writes to this group.
+                loop.call_soon(self._next_group)
         result: T = await write.future
         return result
+
+    # --- SQLite: statements on the event loop, COMMIT in a thread -------------------
+    #
+    # A group's statements take tens of microseconds each against SQLite's page cache:
+    # they run on the event loop in one go, with no hand-off to a thread and back per
+    # statement (each a GIL round trip against a busy loop). Only the COMMIT, which
+    # waits for the disk, goes to the commit thread. While it is under way the loop
+    # takes new writes, and they form the next group the moment it is done: the
+    # group fills for exactly as long as the disk takes. One group at a time, in
+    # revision order, as with the writer thread.
+
+    def _next_group(self) -> None:
+        pending = self._pending
+        if not pending:
+            self._flushing = False
+            assert self._idle is not None
+            self._idle.set()
+            return
+        assert self._committer is not None and self._sql is not None
+        if pending[0].alone:
+            group = [pending.pop(0)]
+            self._committer.submit(self._commit_apart, group)
+            return
+        size = next((i for i, write in enumerate(pending) if write.alone), len(pending))
+        size = min(size, MAX_GROUP)
+        group = pending[:size]
+        del pending[:size]
+        try:
+            conn = self._held_connection()
+            dbapi = conn.connection.dbapi_connection
+            assert dbapi is not None
+            cur = dbapi.cursor()
+            # Another process holding SQLite's write lock (`jobstatus keys`, a
+            # migration) must not stall the loop: the group then waits in the thread.
+            cur.execute("PRAGMA busy_timeout=0")
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+            finally:
+                cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+            try:
+                tx = self._run_group(conn, group, self._sql, cur)
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        except Exception:
+            # Busy, lost, or a statement refused: the thread runs the group again with
+            # the writer thread's handling of each (wait, UNAVAILABLE, one by one).
+            self._committer.submit(self._commit_apart, group)
+            return
+        self._committer.submit(self._commit_group, group, tx, cur)
+
+    def _commit_group(self, group: list[_Write], tx: Tx, cur: Any) -> None:
+        """In the commit thread: COMMIT the group the loop ran, then answer it."""
+        try:
+            cur.execute("COMMIT")
+        except Exception as error:
+            with contextlib.suppress(Exception):
+                cur.execute("ROLLBACK")
+            self._release_connection()
+            log.warning("the database did not take a write: %s", error)
+            lost = Unavailable("the database did not take the write", reason="STORAGE_UNAVAILABLE")
+            for write in group:
+                write.result, write.error = None, lost
+            self._answer(group, None, None)
+            return
+        for name in tx.kinds:
+            WRITES.labels(name).inc()
+        self._answer(group, tx.revision if tx.changed else None, tx.changes)
+
+    def _commit_apart(self, group: list[_Write]) -> None:
+        """In the commit thread: the group in a transaction of its own, as the writer
+        thread runs one; then the next group."""
+        self._commit(group)
+        group[0].loop.call_soon_threadsafe(self._next_group)
+
+    def _answer(
+        self, group: list[_Write], revision: int | None, changes: list[Change] | None
+    ) -> None:
+        def answer() -> None:
+            self._deliver(group, revision, changes)
+            self._next_group()
+
+        group[0].loop.call_soon_threadsafe(answer)
 
     def _write_loop(self) -> None:
         """Take every write that is waiting and commit them together. Under concurrency
@@ -473,10 +608,7 @@ class Store:
         while True:
             first = self._queue.get()
             if first is None:
-                if self._writer_conn is not None:
-                    with contextlib.suppress(Exception):
-                        self._writer_conn.close()
-                    self._writer_conn = None
+                self._close_writer_conn()
                 return
             group = [first]
             stop = False
@@ -554,6 +686,12 @@ class Store:
         self._writer_used = now
         return conn
 
+    def _close_writer_conn(self) -> None:
+        conn, self._writer_conn = self._writer_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
     def _release_connection(self) -> None:
         conn, self._writer_conn = self._writer_conn, None
         if conn is not None:
@@ -562,12 +700,13 @@ class Store:
             with contextlib.suppress(Exception):
                 conn.close()
 
-    def _run_group(self, conn: Connection, group: list[_Write], sql: HotSql) -> Tx:
+    def _run_group(self, conn: Connection, group: list[_Write], sql: HotSql, cur: Any = None) -> Tx:
         """The group's writes in the open transaction, on the driver's own cursor (on
         PostgreSQL in pipeline mode: only a read waits for its answer)."""
         dbapi = conn.connection.dbapi_connection
         assert dbapi is not None
-        cur = dbapi.cursor()
+        if cur is None:
+            cur = dbapi.cursor()
         keys = list(dict.fromkeys(write.key for write in group if write.key is not None))
         with contextlib.nullcontext() if self.is_sqlite else dbapi.pipeline():
             sql.lock_revision.execute(cur)
@@ -850,7 +989,10 @@ class Store:
                 return True
 
             if self.is_sqlite:
-                done = await self.transact(lambda tx, delete=delete: delete(tx.conn))  # type: ignore[misc]
+                done = await self.transact(
+                    lambda tx, delete=delete: delete(tx.conn),  # type: ignore[misc]
+                    alone=True,
+                )
             else:
                 # Its own short transaction: deleting old events takes no lock a writer needs.
                 done = await self.read(delete, isolation="READ COMMITTED")

@@ -1,0 +1,109 @@
+"""SQLite's writer runs a group's statements on the event loop and its COMMIT in a thread:
+another process holding the database's write lock holds up writes, never the loop."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+
+from jobstatus.v1 import map_import_pb2 as mi
+from jobstatus.v1 import map_import_pb2_grpc
+from tests.conftest import sqlite_url
+from tests.serverproc import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("writer") / "jobstatus.db"
+
+
+@pytest.fixture(scope="module")
+def maps(database: Path) -> Iterator[map_import_pb2_grpc.MapImportServiceStub]:
+    server = ServerProcess(sqlite_url(database.parent)).start()
+    channel = grpc.insecure_channel(server.address)
+    try:
+        yield map_import_pb2_grpc.MapImportServiceStub(channel)
+    finally:
+        channel.close()
+        server.stop()
+
+
+def _create(maps: map_import_pb2_grpc.MapImportServiceStub, job_id: str) -> mi.MapImport:
+    job = mi.MapImport(
+        import_request_id=job_id,
+        status=mi.MAP_IMPORT_STATUS_START,
+        meta_data=mi.MapImportMetaData(progress=0),
+    )
+    return maps.CreateMapImport(mi.CreateMapImportRequest(map_import=job)).map_import
+
+
+def _progress(job_id: str, progress: int) -> mi.UpdateMapImportRequest:
+    return mi.UpdateMapImportRequest(
+        map_import=mi.MapImport(
+            import_request_id=job_id,
+            status=mi.MAP_IMPORT_STATUS_IN_PROGRESS,
+            meta_data=mi.MapImportMetaData(progress=progress),
+        ),
+        update_mask=field_mask_pb2.FieldMask(paths=["status", "meta_data.progress"]),
+    )
+
+
+def test_another_process_holding_the_write_lock_holds_up_writes_not_reads(
+    maps: map_import_pb2_grpc.MapImportServiceStub, database: Path
+) -> None:
+    written = _create(maps, "locked-a")
+    other = _create(maps, "locked-b")
+    intruder = sqlite3.connect(database, isolation_level=None)
+    try:
+        intruder.execute("BEGIN IMMEDIATE")  # SQLite's one write lock, as `jobstatus keys` takes it
+        pending = maps.UpdateMapImport.future(_progress("locked-a", 40), timeout=60)
+        # The server still answers reads, of the job being written and of any other,
+        # while the write waits for the lock (a write run on the loop would stall them).
+        for _ in range(20):
+            seen = maps.GetMapImportStatus(
+                mi.GetMapImportStatusRequest(import_request_id="locked-a"), timeout=10
+            ).map_import
+            assert seen.revision == written.revision
+            assert (
+                maps.GetMapImportStatus(
+                    mi.GetMapImportStatusRequest(import_request_id="locked-b"), timeout=10
+                ).map_import
+                == other
+            )
+        assert not pending.done()
+    finally:
+        intruder.execute("ROLLBACK")
+        intruder.close()
+    updated = pending.result(timeout=60).map_import
+    assert updated.revision > other.revision
+    assert updated.meta_data.progress == 40
+    # Later writes go on as before, each with a greater revision.
+    again = maps.UpdateMapImport(_progress("locked-b", 5), timeout=30).map_import
+    assert again.revision == updated.revision + 1
+
+
+def test_concurrent_writes_share_commits_and_each_is_acknowledged_once(
+    maps: map_import_pb2_grpc.MapImportServiceStub,
+) -> None:
+    ids = [f"group-{n}" for n in range(16)]
+    for job_id in ids:
+        _create(maps, job_id)
+    revisions: list[int] = []
+    for step in range(1, 6):  # each round: one write to every job at once
+        futures = [
+            maps.UpdateMapImport.future(_progress(job_id, step), timeout=60) for job_id in ids
+        ]
+        answered = [future.result().map_import for future in futures]
+        assert [job.meta_data.progress for job in answered] == [step] * len(ids)
+        revisions += [job.revision for job in answered]
+    assert len(set(revisions)) == len(revisions)
+    for job_id in ids:
+        job = maps.GetMapImportStatus(
+            mi.GetMapImportStatusRequest(import_request_id=job_id)
+        ).map_import
+        assert job.meta_data.progress == 5
