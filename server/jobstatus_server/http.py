@@ -138,8 +138,15 @@ class Lean:
         self._pending: dict[tuple[str, int], int] = {}
         # The ready answers (`ready`), per path: their latencies by histogram bucket and
         # their sum, added to HTTP_SECONDS, HTTP_REQUESTS (200) and VIEW_HITS by `flush`.
-        self._tallies = {p.template: _Tally() for p in paths if p.ready is not None}
-        self._ready = tuple((p, p.ready, self._tallies.get(p.template)) for p in paths)
+        self._tallies = {
+            p.template: _Tally() for p in paths if p.ready is not None and not p.suffix
+        }
+        # Per path in order: its prefix, and its ready answer and tally (None: the handler
+        # answers every GET of it).
+        self._ready = tuple(
+            (p.prefix, p.ready if not p.suffix else None, self._tallies.get(p.template))
+            for p in paths
+        )
         _LEANS.add(self)
 
     def ready(self, scope: Scope, limits: CallerLimits) -> Ready | None:
@@ -147,17 +154,17 @@ class Lean:
         nothing to wait for (Rest.ready_getapp), recorded here; None: no such GET, the
         handler answers it."""
         path: str = scope["path"]
-        for candidate, ready, tally in self._ready:
-            value = candidate.match(path)
-            if value is None:
+        for prefix, ready, tally in self._ready:
+            if not path.startswith(prefix):
                 continue
             if ready is None or tally is None:
                 return None
             started = perf_counter()
-            answer = ready(scope, value, limits)
+            answer = ready(scope, path[len(prefix) :], limits)
             if answer is not None:
                 elapsed = perf_counter() - started
-                tally.buckets[bisect_left(_BOUNDS, elapsed)] += 1
+                # As Histogram.observe: the first bucket whose bound is at least `elapsed`.
+                tally.buckets[0 if elapsed <= _FIRST else bisect_left(_BOUNDS, elapsed)] += 1
                 tally.seconds += elapsed
             return answer
         return None
@@ -259,6 +266,7 @@ _LEANS: weakref.WeakSet[Lean] = weakref.WeakSet()
 # HTTP_SECONDS's bucket bounds (+Inf last): an answer of `elapsed` seconds belongs to the
 # first bucket whose bound is >= elapsed, as Histogram.observe counts it.
 _BOUNDS: tuple[float, ...] = tuple(HTTP_SECONDS._upper_bounds)
+_FIRST = _BOUNDS[0]
 
 
 class _Tally:
