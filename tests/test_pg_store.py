@@ -217,6 +217,38 @@ async def test_a_commit_wakes_the_other_replica_also_after_a_database_restart(
     assert sorted(job.job_id for job in snapshot.jobs) == ["notify-1", "notify-2"]
 
 
+async def test_a_write_on_a_connection_the_database_ended_runs_again_on_a_new_one(
+    pg_cluster: PgCluster,
+) -> None:
+    """The writer keeps its connection from group to group. When the database ends it
+    in between (a restart, a failover, an administrator), the next write is not refused:
+    it never reached a COMMIT, so it runs again on a new connection."""
+    url = pg_cluster.database("held")
+    store = Store(url)
+    await store.start()
+    try:
+        first = await store.transact(_create("held-1"))  # the writer now holds a connection
+        with psycopg.connect(_conninfo(pg_cluster, url), autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall()
+            assert ended and all(done for _, done in ended)
+            gone = [pid for pid, _ in ended]
+            for _ in range(2000):  # until those backends have exited
+                left = admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (gone,)
+                ).fetchone()
+                if left == (0,):
+                    break
+                await asyncio.sleep(0.005)
+        second = await store.transact(_create("held-2"))
+        assert second == first + 1
+        assert await store.get(MAP_IMPORT, "default", "held-2") is not None
+    finally:
+        await store.close()
+
+
 async def test_compaction_neither_blocks_writers_nor_runs_twice_at_once(
     pg_cluster: PgCluster, two_replicas: tuple[Store, Store]
 ) -> None:

@@ -633,19 +633,30 @@ class Store:
             if stop:
                 self._queue.put(None)
 
-    def _commit(self, group: list[_Write]) -> None:
+    def _commit(self, group: list[_Write], again: bool = True) -> None:
         assert self._writer is not None and self._sql is not None
         sql = self._sql
+        kept = ran = False
         try:
+            held = self._writer_conn
             conn = self._held_connection()
+            kept = conn is held
             try:
                 with conn.begin():
                     tx = self._run_group(conn, group, sql)
+                    ran = True  # what fails from here on failed in COMMIT
             except DRIVER_LOST:
                 conn.invalidate()
                 raise
         except LOST as error:
             self._release_connection()
+            if kept and not ran and again and not self.is_sqlite:
+                # The connection kept from the last group had died since (the database
+                # restarted, or ended it): nothing of this group reached a COMMIT, so it
+                # runs again, once, on a new connection.
+                log.info("the writer's connection was gone (%s): writing on a new one", error)
+                self._commit(group, again=False)
+                return
             # The database (or our connection to it) is gone: the transaction is rolled
             # back or, if the connection died during COMMIT, its outcome is unknown; either
             # way every write of the group fails, and none is run again here.
