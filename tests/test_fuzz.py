@@ -132,6 +132,15 @@ class Fuzzed:
 
 
 @pytest.fixture(scope="module")
+def server(database_url: str) -> Iterator[ServerProcess]:
+    """This module's server, with a view wait shorter than the HTTP client's read timeout:
+    a fuzzed `X-Min-Revision` ahead of the store waits that long, then answers 504."""
+    proc = ServerProcess(database_url, extra_args=["--view-wait", "0.5"]).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
 def fuzzed(server: ServerProcess, stubs: Stubs) -> Iterator[Fuzzed]:
     """The module's server; at the end of the module, the checks every fuzz test shares."""
     timeout = httpx.Timeout(10, read=2)
