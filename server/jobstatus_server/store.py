@@ -98,7 +98,7 @@ EVENT = Event.__table__  # type: ignore[attr-defined]
 COUNTER = Counter.__table__  # type: ignore[attr-defined]
 MAX_GROUP = 128
 WRITER_IDLE = 1.0  # seconds after which the writer's connection is pinged again
-MAX_FILL_WAIT = 0.004  # seconds a group waits to fill (see Store._write_loop)
+MAX_FILL_WAIT = 0.004  # PostgreSQL: seconds a group waits to fill (see Store._write_loop)
 READERS = 4
 SQLITE_BUSY_MS = 30000  # how long a SQLite statement waits for another's lock
 COMPACT_LOCK = 0x6A6F6273_00000002  # pg advisory lock: one replica compacts at a time
@@ -573,10 +573,7 @@ class Store:
             with contextlib.suppress(Exception):
                 cur.execute("ROLLBACK")
             self._release_connection()
-            log.warning("the database did not take a write: %s", error)
-            lost = Unavailable("the database did not take the write", reason="STORAGE_UNAVAILABLE")
-            for write in group:
-                write.result, write.error = None, lost
+            self._lost(group, error)
             self._answer(group, None, None)
             return
         for name in tx.kinds:
@@ -660,10 +657,7 @@ class Store:
             # The database (or our connection to it) is gone: the transaction is rolled
             # back or, if the connection died during COMMIT, its outcome is unknown; either
             # way every write of the group fails, and none is run again here.
-            log.warning("the database did not take a write: %s", error)
-            lost = Unavailable("the database did not take the write", reason="STORAGE_UNAVAILABLE")
-            for write in group:
-                write.result, write.error = None, lost
+            self._lost(group, error)
             self._resolve(group, None)
             return
         except Exception as error:
@@ -680,6 +674,14 @@ class Store:
         for name in tx.kinds:
             WRITES.labels(name).inc()
         self._resolve(group, tx.revision if tx.changed else None, tx.changes)
+
+    @staticmethod
+    def _lost(group: list[_Write], error: Exception) -> None:
+        """Fail every write of the group: the database did not take it."""
+        log.warning("the database did not take a write: %s", error)
+        lost = Unavailable("the database did not take the write", reason="STORAGE_UNAVAILABLE")
+        for write in group:
+            write.result, write.error = None, lost
 
     def _held_connection(self) -> Connection:
         """The writer's connection, kept from group to group: no pool checkout, ping
