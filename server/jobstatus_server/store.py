@@ -98,7 +98,8 @@ EVENT = Event.__table__  # type: ignore[attr-defined]
 COUNTER = Counter.__table__  # type: ignore[attr-defined]
 MAX_GROUP = 128
 WRITER_IDLE = 1.0  # seconds after which the writer's connection is pinged again
-MAX_FILL_WAIT = 0.004  # PostgreSQL: seconds a group waits to fill (see Store._write_loop)
+MAX_FILL_WAIT = 0.004  # seconds a group waits to fill at most (Store._write_loop, Store._fill)
+FILL_SHARE = 2.0  # ... and for at most twice as long as the last COMMIT took
 READERS = 4
 SQLITE_BUSY_MS = 30000  # how long a SQLite statement waits for another's lock
 COMPACT_LOCK = 0x6A6F6273_00000002  # pg advisory lock: one replica compacts at a time
@@ -375,6 +376,12 @@ class Store:
     _flushing: bool = False
     _idle: asyncio.Event | None = None
     _committer: ThreadPoolExecutor | None = None
+    # SQLite group fill: as many writes as the last group had, waited for at most
+    # `_fill_wait` seconds (see `_fill`), and the timer of a wait under way.
+    _expected: int = 1
+    _fill_wait: float = 0.0
+    _filling: asyncio.TimerHandle | None = None
+    _answered_at: float = 0.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -510,7 +517,10 @@ class Store:
                 self._flushing = True
                 assert self._idle is not None
                 self._idle.clear()
-                # After the callbacks ready now, which may add writes to this group.
+                self._fill(loop)
+            elif self._filling is not None and len(self._pending) >= self._expected:
+                self._filling.cancel()
+                self._filling = None
                 loop.call_soon(self._next_group)
         result: T = await write.future
         return result
@@ -521,9 +531,30 @@ class Store:
     # they run on the event loop in one go, with no hand-off to a thread and back per
     # statement (each a GIL round trip against a busy loop). Only the COMMIT, which
     # waits for the disk, goes to the commit thread. While it is under way the loop
-    # takes new writes, and they form the next group the moment it is done: the
-    # group fills for exactly as long as the disk takes. One group at a time, in
-    # revision order, as with the writer thread.
+    # takes new writes, and they form the next group once it is done, with the writes
+    # that its answers bring back (`_fill`). One group at a time, in revision order,
+    # as with the writer thread.
+
+    def _fill(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the next group once the writes it waits for are there: `_expected`, as
+        many as the last group answered (their writers send again) and the writes that
+        arrived while it committed; for at most twice as long as its COMMIT took
+        (MAX_FILL_WAIT at most). A COMMIT, and the loop's work around it, is then shared
+        by more writes. A lone writer never waits (its last group had one write), nor
+        does the first write after a pause. Either way the group starts after the
+        callbacks ready now, which may add writes to it."""
+        if (
+            len(self._pending) >= self._expected
+            or self._fill_wait <= 0
+            or loop.time() - self._answered_at > MAX_FILL_WAIT
+        ):
+            loop.call_soon(self._next_group)
+        else:
+            self._filling = loop.call_later(self._fill_wait, self._filled)
+
+    def _filled(self) -> None:
+        self._filling = None
+        self._next_group()
 
     def _next_group(self) -> None:
         pending = self._pending
@@ -567,6 +598,7 @@ class Store:
 
     def _commit_group(self, group: list[_Write], tx: Tx, cur: Any) -> None:
         """In the commit thread: COMMIT the group the loop ran, then answer it."""
+        began = time.monotonic()
         try:
             cur.execute("COMMIT")
         except Exception as error:
@@ -578,7 +610,8 @@ class Store:
             return
         for name in tx.kinds:
             WRITES.labels(name).inc()
-        self._answer(group, tx.revision if tx.changed else None, tx.changes)
+        took = time.monotonic() - began
+        self._answer(group, tx.revision if tx.changed else None, tx.changes, took)
 
     def _commit_apart(self, group: list[_Write]) -> None:
         """In the commit thread: the group in a transaction of its own, as the writer
@@ -587,20 +620,34 @@ class Store:
         group[0].loop.call_soon_threadsafe(self._next_group)
 
     def _answer(
-        self, group: list[_Write], revision: int | None, changes: list[Change] | None
+        self,
+        group: list[_Write],
+        revision: int | None,
+        changes: list[Change] | None,
+        took: float = 0.0,
     ) -> None:
+        """Answer the group on the loop (`took`: its COMMIT's seconds), then go on."""
+        loop = group[0].loop
+
         def answer() -> None:
             self._deliver(group, revision, changes)
-            self._next_group()
+            self._expected = len(group) + len(self._pending)
+            self._fill_wait = min(MAX_FILL_WAIT, took * FILL_SHARE)
+            self._answered_at = loop.time()
+            if self._pending:
+                self._fill(loop)
+            else:
+                self._next_group()
 
-        group[0].loop.call_soon_threadsafe(answer)
+        loop.call_soon_threadsafe(answer)
 
     def _write_loop(self) -> None:
         """Take every write that is waiting and commit them together. Under concurrency
         the group fills: the writers answered by the last commit send their next writes
         while it is being answered, so the writer waits for as many as the last group
-        had, for at most half the last commit's duration (MAX_FILL_WAIT at most). A
-        lone writer never waits (its last group had one write)."""
+        had plus those that arrived meanwhile, for at most twice the last commit's
+        duration (MAX_FILL_WAIT at most). A lone writer never waits (its last group had
+        one write)."""
         expected, wait = 1, 0.0
         while True:
             first = self._queue.get()
@@ -625,8 +672,8 @@ class Store:
                 group.append(item)
             began = time.monotonic()
             self._commit(group)
-            expected = len(group)
-            wait = min(MAX_FILL_WAIT, (time.monotonic() - began) / 2)
+            expected = len(group) + self._queue.qsize()
+            wait = min(MAX_FILL_WAIT, (time.monotonic() - began) * FILL_SHARE)
             if stop:
                 self._queue.put(None)
 
