@@ -422,3 +422,25 @@ def test_ready_answers_match_the_handlers_and_are_counted(
         assert after == requests + 6, template
         assert _labelled(http, "jobstatus_http_seconds_count", route) == seconds + 6
         assert _metric(http, "jobstatus_view_hits_total") >= hits + 6
+
+
+def test_each_grpc_answer_is_counted_once(stubs: Stubs, http: httpx.Client, uid: str) -> None:
+    """The OK answers of a unary method are tallied on the loop and added at each
+    scrape: /metrics shows each call once in the call count, in the latency histogram
+    (count, +Inf bucket, a sum that grew) and, for a read, as one view hit."""
+    _create(stubs, uid)
+    method = 'method="GetMapImportStatus"'
+    calls = _labelled(http, "jobstatus_rpcs_total", f'code="OK",{method}')
+    count = _labelled(http, "jobstatus_rpc_seconds_count", method)
+    total = _labelled(http, "jobstatus_rpc_seconds_sum", method)
+    hits = _metric(http, "jobstatus_view_hits_total")
+    for _ in range(7):
+        _get(stubs, uid)
+    assert _labelled(http, "jobstatus_rpcs_total", f'code="OK",{method}') == calls + 7
+    assert _labelled(http, "jobstatus_rpc_seconds_count", method) == count + 7
+    everything = _labelled(http, "jobstatus_rpc_seconds_bucket", f'le="+Inf",{method}')
+    assert everything == count + 7
+    assert _labelled(http, "jobstatus_rpc_seconds_sum", method) > total
+    # A scrape with no call between adds nothing (a tally is added once).
+    assert _labelled(http, "jobstatus_rpcs_total", f'code="OK",{method}') == calls + 7
+    assert _metric(http, "jobstatus_view_hits_total") == hits + 7

@@ -11,7 +11,6 @@ import re
 import ssl
 import time
 import weakref
-from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from time import perf_counter
 from typing import Any
@@ -27,7 +26,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobstatus_server.limits import CallerLimits
-from jobstatus_server.metrics import HTTP_REQUESTS, HTTP_SECONDS, VIEW_HITS
+from jobstatus_server.metrics import HTTP_REQUESTS, HTTP_SECONDS, VIEW_HITS, Tally, flush_tallies
 from jobstatus_server.rest import Json, Path, Ready, start_message
 
 _CONVERTER = re.compile(r":\w+}")  # `{id:path}` is labelled `{id}`
@@ -36,6 +35,7 @@ _CONVERTER = re.compile(r":\w+}")  # `{id:path}` is labelled `{id}`
 async def metrics(request: Request) -> Response:
     for lean in list(_LEANS):
         lean.flush()
+    flush_tallies()
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -136,10 +136,16 @@ class Lean:
         # Requests answered since the last scrape, by route and status: added to
         # HTTP_REQUESTS by `flush` (/metrics), not one Counter.inc per request.
         self._pending: dict[tuple[str, int], int] = {}
-        # The ready answers (`ready`), per path: their latencies by histogram bucket and
-        # their sum, added to HTTP_SECONDS, HTTP_REQUESTS (200) and VIEW_HITS by `flush`.
+        # The ready answers (`ready`), per path: observed in HTTP_SECONDS and counted in
+        # HTTP_REQUESTS (200) and VIEW_HITS at each scrape.
         self._tallies = {
-            p.template: _Tally() for p in paths if p.ready is not None and not p.suffix
+            p.template: Tally(
+                self._seconds[p.template],
+                HTTP_REQUESTS.labels("GET", p.template, "200"),
+                VIEW_HITS,
+            )
+            for p in paths
+            if p.ready is not None and not p.suffix
         }
         # Per path in order: its prefix, and its ready answer and tally (None: the handler
         # answers every GET of it).
@@ -162,10 +168,7 @@ class Lean:
             started = perf_counter()
             answer = ready(scope, path[len(prefix) :], limits)
             if answer is not None:
-                elapsed = perf_counter() - started
-                # As Histogram.observe: the first bucket whose bound is at least `elapsed`.
-                tally.buckets[0 if elapsed <= _FIRST else bisect_left(_BOUNDS, elapsed)] += 1
-                tally.seconds += elapsed
+                tally.observe(perf_counter() - started)
             return answer
         return None
 
@@ -237,22 +240,8 @@ class Lean:
         pending[key] = pending.get(key, 0) + 1
 
     def flush(self) -> None:
-        """Add the requests counted since the last flush to HTTP_REQUESTS (and the ready
-        answers' to HTTP_SECONDS and VIEW_HITS)."""
-        for template, tally in self._tallies.items():
-            answered = sum(tally.buckets)
-            if not answered:
-                continue
-            buckets, seconds = tally.buckets, tally.seconds
-            tally.buckets, tally.seconds = [0] * len(_BOUNDS), 0.0
-            self._pending[(template, 200)] = self._pending.get((template, 200), 0) + answered
-            VIEW_HITS.inc(answered)
-            # As `observe` once per answer: the sum, and each answer in its bucket.
-            histogram = self._seconds[template]
-            histogram._sum.inc(seconds)
-            for index, count in enumerate(buckets):
-                if count:
-                    histogram._buckets[index].inc(count)
+        """Add the requests counted since the last flush to HTTP_REQUESTS (the ready
+        answers' are Tallies: `flush_tallies`)."""
         pending, self._pending = self._pending, {}
         for (template, status), count in pending.items():
             counter = self._counts.get((template, status))
@@ -263,20 +252,6 @@ class Lean:
 
 
 _LEANS: weakref.WeakSet[Lean] = weakref.WeakSet()
-# HTTP_SECONDS's bucket bounds (+Inf last): an answer of `elapsed` seconds belongs to the
-# first bucket whose bound is >= elapsed, as Histogram.observe counts it.
-_BOUNDS: tuple[float, ...] = tuple(HTTP_SECONDS._upper_bounds)
-_FIRST = _BOUNDS[0]
-
-
-class _Tally:
-    """The ready answers of one path since the last flush."""
-
-    __slots__ = ("buckets", "seconds")
-
-    def __init__(self) -> None:
-        self.buckets = [0] * len(_BOUNDS)
-        self.seconds = 0.0
 
 
 class HttpServer(uvicorn.Server):

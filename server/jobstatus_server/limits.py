@@ -79,7 +79,7 @@ class CallerLimits:
     streams: set[Stream] = field(default_factory=set)
     _by_owner: Counter[str] = field(default_factory=Counter)
     _by_connection: Counter[str] = field(default_factory=Counter)
-    _calls: Counter[str] = field(default_factory=Counter)
+    _calls: dict[str, int] = field(default_factory=dict)
 
     # --- streams ------------------------------------------------------------------
 
@@ -137,7 +137,9 @@ class CallerLimits:
     # --- concurrent calls -----------------------------------------------------------
 
     def begin_call(self, transport: str, owner: str) -> None:
-        if self._calls[owner] >= self.max_concurrent_calls:
+        calls = self._calls
+        count = calls.get(owner, 0)
+        if count >= self.max_concurrent_calls:
             raise refuse(
                 transport,
                 "concurrent_calls",
@@ -145,7 +147,7 @@ class CallerLimits:
                 "wait for some to finish",
                 max_calls=str(self.max_concurrent_calls),
             )
-        self._calls[owner] += 1
+        calls[owner] = count + 1
 
     def admits(self, key_id: str, address: str) -> bool:
         """Whether `begin_call` would take one more call of this caller now, without
@@ -156,9 +158,12 @@ class CallerLimits:
         return calls.get(caller_id(key_id, address), 0) < self.max_concurrent_calls
 
     def end_call(self, owner: str) -> None:
-        self._calls[owner] -= 1
-        if self._calls[owner] <= 0:
-            del self._calls[owner]
+        calls = self._calls
+        count = calls[owner] - 1
+        if count > 0:
+            calls[owner] = count
+        else:
+            del calls[owner]
 
 
 # --- HTTP -------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from jobstatus_server.metrics import (
     VIEW_JOBS,
     VIEW_MISSES,
     VIEW_REVISION,
+    Count,
 )
 from jobstatus_server.store import Change, Store
 
@@ -53,6 +54,7 @@ Key = tuple[str, str, str]  # (kind, tenant, job id)
 ENTRY_OVERHEAD = 400  # bytes an entry costs beyond its payloads (objects, dict slots)
 DEFAULT_BUDGET = 64 * 1024 * 1024
 DEFAULT_WAIT = 5.0
+_HITS = Count(VIEW_HITS)  # a hit is counted on every read: added at each scrape
 
 
 @dataclass
@@ -249,7 +251,7 @@ class View:
         key = (kind.name, tenant, job_id)
         entry = self.lookup(key)
         if entry is not None:
-            VIEW_HITS.inc()
+            _HITS.value += 1
             return entry
         VIEW_MISSES.inc()
         if possible is not None and not possible():
