@@ -98,8 +98,11 @@ EVENT = Event.__table__  # type: ignore[attr-defined]
 COUNTER = Counter.__table__  # type: ignore[attr-defined]
 MAX_GROUP = 128
 WRITER_IDLE = 1.0  # seconds after which the writer's connection is pinged again
-MAX_FILL_WAIT = 0.004  # seconds a group waits to fill at most (Store._write_loop, Store._fill)
-FILL_SHARE = 2.0  # ... and for at most twice as long as the last COMMIT took
+# How long a group waits to fill (Store._fill, Store._write_loop): at most MAX_FILL_WAIT
+# seconds; after a wait that ran out before its writes came, at most FILL_SHARE times as
+# long as the last COMMIT took.
+MAX_FILL_WAIT = 0.01
+FILL_SHARE = 2.0
 READERS = 4
 SQLITE_BUSY_MS = 30000  # how long a SQLite statement waits for another's lock
 COMPACT_LOCK = 0x6A6F6273_00000002  # pg advisory lock: one replica compacts at a time
@@ -149,6 +152,14 @@ class Sql:
         else:
             cursor.execute(self.text, tuple(values[name] for name in self.names))
         return cursor
+
+
+def _fill_wait(missed: bool, took: float) -> float:
+    """How long the next group may wait for its writes: MAX_FILL_WAIT while they came in
+    time (closed-loop writers: each answer brings the next write back at once), and
+    after a wait that ran out (writers that send at their own pace) no longer than
+    FILL_SHARE times the last COMMIT's `took` seconds."""
+    return min(MAX_FILL_WAIT, took * FILL_SHARE) if missed else MAX_FILL_WAIT
 
 
 def _key(prefix: str = "") -> Any:
@@ -381,6 +392,7 @@ class Store:
     _expected: int = 1
     _fill_wait: float = 0.0
     _filling: asyncio.TimerHandle | None = None
+    _fill_missed: bool = False  # the last wait ran out before its writes came
     _answered_at: float = 0.0
 
     @property
@@ -521,6 +533,7 @@ class Store:
             elif self._filling is not None and len(self._pending) >= self._expected:
                 self._filling.cancel()
                 self._filling = None
+                self._fill_missed = False
                 loop.call_soon(self._next_group)
         result: T = await write.future
         return result
@@ -538,11 +551,11 @@ class Store:
     def _fill(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start the next group once the writes it waits for are there: `_expected`, as
         many as the last group answered (their writers send again) and the writes that
-        arrived while it committed; for at most twice as long as its COMMIT took
-        (MAX_FILL_WAIT at most). A COMMIT, and the loop's work around it, is then shared
-        by more writes. A lone writer never waits (its last group had one write), nor
-        does the first write after a pause. Either way the group starts after the
-        callbacks ready now, which may add writes to it."""
+        arrived while it committed; for at most `_fill_wait` seconds (see there). A
+        COMMIT, and the loop's work around it, is then shared by more writes. A lone
+        writer never waits (its last group had one write), nor does the first write
+        after a pause. Either way the group starts after the callbacks ready now, which
+        may add writes to it."""
         if (
             len(self._pending) >= self._expected
             or self._fill_wait <= 0
@@ -554,6 +567,7 @@ class Store:
 
     def _filled(self) -> None:
         self._filling = None
+        self._fill_missed = True
         self._next_group()
 
     def _next_group(self) -> None:
@@ -632,7 +646,7 @@ class Store:
         def answer() -> None:
             self._deliver(group, revision, changes)
             self._expected = len(group) + len(self._pending)
-            self._fill_wait = min(MAX_FILL_WAIT, took * FILL_SHARE)
+            self._fill_wait = _fill_wait(self._fill_missed, took)
             self._answered_at = loop.time()
             if self._pending:
                 self._fill(loop)
@@ -645,9 +659,8 @@ class Store:
         """Take every write that is waiting and commit them together. Under concurrency
         the group fills: the writers answered by the last commit send their next writes
         while it is being answered, so the writer waits for as many as the last group
-        had plus those that arrived meanwhile, for at most twice the last commit's
-        duration (MAX_FILL_WAIT at most). A lone writer never waits (its last group had
-        one write)."""
+        had plus those that arrived meanwhile, for at most `_fill_wait` seconds. A lone
+        writer never waits (its last group had one write)."""
         expected, wait = 1, 0.0
         while True:
             first = self._queue.get()
@@ -655,7 +668,7 @@ class Store:
                 self._close_writer_conn()
                 return
             group = [first]
-            stop = False
+            stop = missed = False
             deadline = time.monotonic() + wait
             while len(group) < MAX_GROUP:
                 remaining = deadline - time.monotonic() if len(group) < expected else 0.0
@@ -665,6 +678,7 @@ class Store:
                     else:
                         item = self._queue.get_nowait()
                 except queue.Empty:
+                    missed = len(group) < expected
                     break
                 if item is None:
                     stop = True
@@ -673,7 +687,7 @@ class Store:
             began = time.monotonic()
             self._commit(group)
             expected = len(group) + self._queue.qsize()
-            wait = min(MAX_FILL_WAIT, (time.monotonic() - began) * FILL_SHARE)
+            wait = _fill_wait(missed, time.monotonic() - began)
             if stop:
                 self._queue.put(None)
 
