@@ -56,6 +56,8 @@ def _is_repeated(field: FieldDescriptor) -> bool:
 
 def validate(message: Message, prefix: str = "") -> None:
     """Raise InvalidArgument listing every violation in `message`, or return."""
+    if _quick(message.DESCRIPTOR)(message):
+        return
     violations: list[FieldViolation] = []
     _checker(message.DESCRIPTOR)(message, prefix, violations)
     if violations:
@@ -111,6 +113,126 @@ def compile_all(descriptors: Iterable[Descriptor]) -> None:
 
 
 Value = Callable[[object, str, list[FieldViolation]], None]
+Quick = Callable[[Message], bool]
+
+
+# --- the same rules, answering only "is it valid?" -----------------------------------------
+#
+# A request sets few of its fields. `_quick` looks only at those (ListFields, in C) and
+# at the fields whose absence breaks a rule (required, or a number whose default is out
+# of its range). It answers exactly when the full walk (`_checker`) finds nothing;
+# `validate` walks in full, for the violations in declaration order, only when it does not.
+
+
+@cache
+def _quick(descriptor: Descriptor) -> Quick:
+    full = _checker(descriptor)
+    if descriptor.full_name in ("google.protobuf.Timestamp", "google.protobuf.Duration"):
+        return lambda message: _clean(full, message)
+    present: dict[int, Callable[[object], bool]] = {}
+    absent: list[int] = []  # the fields whose absence is a violation
+    for field in descriptor.fields:
+        rules = _rules(field)
+        if _is_repeated(field):
+            present[field.number] = _quick_items(field, rules)
+            if rules.required:
+                absent.append(field.number)
+            continue
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            assert field.message_type is not None
+            present[field.number] = cast(Callable[[object], bool], _quick(field.message_type))
+            if rules.required:
+                absent.append(field.number)
+            continue
+        value_check = _value_check(field, rules)
+        quick_value = _quick_value(field, rules)
+        if quick_value is not None:
+            present[field.number] = quick_value
+        default_broken: list[FieldViolation] = []
+        value_check(field.default_value, field.name, default_broken)
+        if default_broken and not (field.has_presence and _is_numeric(field)):
+            absent.append(field.number)  # as `_field_check`: checked even when unset
+
+    def quick(message: Message) -> bool:
+        fields = message.ListFields()
+        for field, value in fields:
+            check = present.get(field.number)
+            if check is not None and not field.is_extension and not check(value):
+                return False
+        if absent:
+            have = {field.number for field, _ in fields}
+            return all(number in have for number in absent)
+        return True
+
+    return quick
+
+
+def _clean(check: Checker, message: Message) -> bool:
+    found: list[FieldViolation] = []
+    check(message, "", found)
+    return not found
+
+
+def _quick_value(
+    field: FieldDescriptor, rules: options_pb2.FieldRules
+) -> Callable[[object], bool] | None:
+    """`_value_check`'s rules for a scalar as a predicate; None: every value passes."""
+    kind = field.type
+    required = rules.required
+    if kind == FieldDescriptor.TYPE_STRING:
+        limit = rules.max_len or DEFAULT_MAX_LEN
+        pattern = _pattern(rules.pattern) if rules.pattern else None
+
+        def string(value: object) -> bool:
+            text = cast(str, value)
+            if not text:
+                return not required
+            if len(text) > limit or "\x00" in text:
+                return False
+            return pattern is None or pattern.fullmatch(text) is not None
+
+        return string
+    if kind == FieldDescriptor.TYPE_ENUM:
+        assert field.enum_type is not None
+        known = frozenset(field.enum_type.values_by_number)
+        return lambda value: value in known and not (required and value == 0)
+    if kind == FieldDescriptor.TYPE_BYTES:
+        byte_limit = rules.max_len or DEFAULT_MAX_LEN
+        return lambda value: len(cast(bytes, value)) <= byte_limit
+    if kind == FieldDescriptor.TYPE_BOOL:
+        return None
+    low = rules.min if rules.HasField("min") else None
+    high = rules.max if rules.HasField("max") else None
+    if low is None and high is None and not required:
+        return None
+
+    def number(value: object) -> bool:
+        amount = cast(int | float, value)
+        if low is not None and amount < low:
+            return False
+        if high is not None and amount > high:
+            return False
+        return not (required and not amount)
+
+    return number
+
+
+def _quick_items(field: FieldDescriptor, rules: options_pb2.FieldRules) -> Callable[[object], bool]:
+    limit = rules.max_len or DEFAULT_MAX_ITEMS
+    item: Callable[[object], bool] | None
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        assert field.message_type is not None
+        item = cast(Callable[[object], bool], _quick(field.message_type))
+    else:
+        item = _quick_value(field, options_pb2.FieldRules())
+
+    def quick(values: object) -> bool:
+        items = cast(list[object], values)
+        if len(items) > limit:
+            return False
+        return item is None or all(item(value) for value in items)
+
+    return quick
 
 
 def _field_check(field: FieldDescriptor) -> Checker:
@@ -146,13 +268,7 @@ def _field_check(field: FieldDescriptor) -> Checker:
                 out.append(FieldViolation(prefix + name, "is required", "REQUIRED"))
 
         return nested
-    numeric = field.type not in (
-        FieldDescriptor.TYPE_STRING,
-        FieldDescriptor.TYPE_ENUM,
-        FieldDescriptor.TYPE_BYTES,
-        FieldDescriptor.TYPE_BOOL,
-    )
-    if numeric and field.has_presence:
+    if _is_numeric(field) and field.has_presence:
 
         def present_scalar(message: Message, prefix: str, out: list[FieldViolation]) -> None:
             if message.HasField(name):
@@ -164,6 +280,15 @@ def _field_check(field: FieldDescriptor) -> Checker:
         value_check(getattr(message, name), prefix + name, out)
 
     return scalar
+
+
+def _is_numeric(field: FieldDescriptor) -> bool:
+    return field.type not in (
+        FieldDescriptor.TYPE_STRING,
+        FieldDescriptor.TYPE_ENUM,
+        FieldDescriptor.TYPE_BYTES,
+        FieldDescriptor.TYPE_BOOL,
+    )
 
 
 def _value_check(field: FieldDescriptor, rules: options_pb2.FieldRules) -> Value:
