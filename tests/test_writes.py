@@ -415,3 +415,33 @@ def test_catalog_type_cannot_change(stubs: Stubs) -> None:
     assert "catalog_import.type" in failure.fields
     got = stubs.catalog.GetImportStatus(cat.GetImportStatusRequest(id=created.id)).catalog_import
     assert got == created
+
+
+def test_update_answers_the_bytes_of_the_job_as_stored(stubs: Stubs, uid: str) -> None:
+    """An update's response is the job's stored bytes behind the response's field tag:
+    byte for byte the response message a Get's job would serialize to, for an update
+    that changes the job and for one that changes nothing (the job as it is)."""
+    _create_map(stubs, mi.MapImport(import_request_id=uid))
+    raw = stubs.channel.unary_unary(
+        "/jobstatus.v1.MapImportService/UpdateMapImport",
+        request_serializer=None,
+        response_deserializer=None,
+    )
+    request = mi.UpdateMapImportRequest(
+        map_import=mi.MapImport(
+            import_request_id=uid,
+            status=mi.MAP_IMPORT_STATUS_IN_PROGRESS,
+            meta_data=mi.MapImportMetaData(progress=30, file_name="a.gpkg"),
+        ),
+        update_mask=field_mask_pb2.FieldMask(
+            paths=["status", "meta_data.progress", "meta_data.file_name"]
+        ),
+    ).SerializeToString()
+    for changes in (True, False):
+        answer = raw(request, timeout=30)
+        stored = _get_map(stubs, uid)
+        assert stored.meta_data.progress == 30
+        assert answer == mi.UpdateMapImportResponse(map_import=stored).SerializeToString()
+        assert mi.UpdateMapImportResponse.FromString(answer).map_import.revision == (
+            stored.revision
+        ), changes

@@ -32,7 +32,7 @@ from jobstatus_server.errors import (
     NotFound,
     invalid,
 )
-from jobstatus_server.kinds import DATASET, KINDS, Context, Kind, M
+from jobstatus_server.kinds import DATASET, KINDS, Context, Kind, M, job_response
 from jobstatus_server.store import Store, Tx
 
 Flags = list[bool]
@@ -232,6 +232,28 @@ class Core:
         mask: field_mask_pb2.FieldMask,
         expected_revision: int,
     ) -> M:
+        job_id, mutate = self._update(kind, tenant, resource, mask)
+        job: M = await self._modify(kind, tenant, job_id, mutate, expected_revision, False)
+        return job
+
+    async def update_response(
+        self,
+        kind: Kind[M],
+        tenant: str,
+        resource: M,
+        mask: field_mask_pb2.FieldMask,
+        expected_revision: int,
+    ) -> bytes:
+        """As `update`, answered as the serialized Update response (kinds.job_response):
+        the job's bytes as they were stored, not a message to copy and serialize again."""
+        job_id, mutate = self._update(kind, tenant, resource, mask)
+        response: bytes = await self._modify(kind, tenant, job_id, mutate, expected_revision, True)
+        return response
+
+    def _update(
+        self, kind: Kind[M], tenant: str, resource: M, mask: field_mask_pb2.FieldMask
+    ) -> tuple[str, Callable[[M, Tx], M]]:
+        """The job an update names and the change it makes, checked against the mask."""
         field = kind.name
         job_id = kind.job_id(resource)
         if not job_id:
@@ -265,7 +287,7 @@ class Core:
             kind.rule(new, current, self._context(tx, kind, tenant))
             return new
 
-        return await self.modify(kind, tenant, job_id, mutate, expected_revision)
+        return job_id, mutate
 
     async def modify(
         self,
@@ -276,8 +298,22 @@ class Core:
         expected_revision: int = 0,
     ) -> M:
         """Apply `mutate` to the job's current state in one transaction; store it if it changed."""
+        job: M = await self._modify(kind, tenant, job_id, mutate, expected_revision, False)
+        return job
 
-        def run(tx: Tx) -> M:
+    async def _modify(
+        self,
+        kind: Kind[M],
+        tenant: str,
+        job_id: str,
+        mutate: Callable[[M, Tx], M],
+        expected_revision: int,
+        wire: bool,
+    ) -> Any:
+        """`modify`; with `wire`, answered as kinds.job_response of the job's bytes."""
+        key = (tenant, kind.name, job_id)
+
+        def run(tx: Tx) -> Any:
             current = tx.load(kind, tenant, job_id)
             if current is None:
                 raise self._not_found(kind, job_id)
@@ -290,11 +326,14 @@ class Core:
                     metadata={"revision": str(revision), "expected": str(expected_revision)},
                 )
             new = mutate(current, tx)
-            if new == current:
-                return current
-            return tx.put(kind, tenant, new, created=False)
+            job = current if new == current else tx.put(kind, tenant, new, created=False)
+            if not wire:
+                return job
+            # The bytes stored (or read ahead, when nothing changed) are the job's.
+            data = tx.loaded.get(key)
+            return job_response(job.SerializeToString() if data is None else data)
 
-        return await self.store.transact(run, key=(tenant, kind.name, job_id))
+        return await self.store.transact(run, key=key)
 
     # --- read -----------------------------------------------------------------
 

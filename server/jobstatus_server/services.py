@@ -131,17 +131,16 @@ class MapImportService(mi_grpc.MapImportServiceServicer):
         )
         return mi.CreateMapImportResponse(map_import=job)
 
-    async def UpdateMapImport(
+    async def UpdateMapImport(  # type: ignore[override]  # bytes pass through (interceptor.py)
         self, request: mi.UpdateMapImportRequest, context: Context
-    ) -> mi.UpdateMapImportResponse:
-        job = await self.core.update(
+    ) -> bytes:
+        return await self.core.update_response(  # the stored bytes pass through
             MAP_IMPORT,
             tenant_of(context),
             request.map_import,
             request.update_mask,
             request.expected_revision,
         )
-        return mi.UpdateMapImportResponse(map_import=job)
 
     async def GetMapImportStatus(  # type: ignore[override]  # bytes pass through (interceptor.py)
         self, request: mi.GetMapImportStatusRequest, context: Context
@@ -200,17 +199,16 @@ class DeliveryService(dl_grpc.DeliveryServiceServicer):
         )
         return dl.CreatePreparedDeliveryResponse(prepared_delivery=job)
 
-    async def UpdatePreparedDelivery(
+    async def UpdatePreparedDelivery(  # type: ignore[override]  # bytes pass through (interceptor.py)
         self, request: dl.UpdatePreparedDeliveryRequest, context: Context
-    ) -> dl.UpdatePreparedDeliveryResponse:
-        job = await self.core.update(
+    ) -> bytes:
+        return await self.core.update_response(  # the stored bytes pass through
             DELIVERY,
             tenant_of(context),
             request.prepared_delivery,
             request.update_mask,
             request.expected_revision,
         )
-        return dl.UpdatePreparedDeliveryResponse(prepared_delivery=job)
 
     async def GetPreparedDeliveryStatus(  # type: ignore[override]  # bytes pass through (interceptor.py)
         self, request: dl.GetPreparedDeliveryStatusRequest, context: Context
@@ -340,17 +338,16 @@ class CatalogImportService(cat_grpc.CatalogImportServiceServicer):
         )
         return cat.CreateImportResponse(catalog_import=job)
 
-    async def UpdateImport(
+    async def UpdateImport(  # type: ignore[override]  # bytes pass through (interceptor.py)
         self, request: cat.UpdateImportRequest, context: Context
-    ) -> cat.UpdateImportResponse:
-        job = await self.core.update(
+    ) -> bytes:
+        return await self.core.update_response(  # the stored bytes pass through
             CATALOG_IMPORT,
             tenant_of(context),
             request.catalog_import,
             request.update_mask,
             request.expected_revision,
         )
-        return cat.UpdateImportResponse(catalog_import=job)
 
     async def GetImportStatus(  # type: ignore[override]  # bytes pass through (interceptor.py)
         self, request: cat.GetImportStatusRequest, context: Context

@@ -38,7 +38,7 @@ from typing import Any
 import grpc
 
 from jobstatus_server.errors import JobStatusError, NotFound
-from jobstatus_server.kinds import KINDS, Kind
+from jobstatus_server.kinds import KINDS, RESPONSE_TAG, Kind, job_response
 from jobstatus_server.metrics import (
     VIEW_BYTES,
     VIEW_EVICTIONS,
@@ -306,22 +306,6 @@ class View:
             return entry
 
 
-# Every Get response holds the job as field 1, length-delimited: tag 0x0A.
-_TAG = b"\x0a"
-
-
 def response_bytes(entry: Entry) -> bytes:
-    """The serialized Get response: the job's bytes as field 1, built once per change."""
-    return entry.built(_TAG, lambda e: _TAG + _varint(len(e.data)) + e.data)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        bits = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(bits | 0x80)
-        else:
-            out.append(bits)
-            return bytes(out)
+    """The serialized Get response (kinds.job_response), built once per change."""
+    return entry.built(RESPONSE_TAG, lambda e: job_response(e.data))

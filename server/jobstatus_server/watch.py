@@ -45,7 +45,7 @@ from jobstatus_server.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from jobstatus_server.kinds import Kind
+from jobstatus_server.kinds import Kind, varint
 from jobstatus_server.metrics import HUB_REVISION, WATCH_CUTOFFS, WATCH_STREAMS
 from jobstatus_server.store import Change, Snapshot, Store
 
@@ -60,24 +60,15 @@ HEARTBEAT = watch_pb2.WATCH_EVENT_TYPE_HEARTBEAT
 Respond = Callable[[int, int, Message | None], Any]
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def encode_event(event_type: int, revision: int, job: bytes | None) -> bytes:
     """A Watch*Response of any kind, serialized: byte for byte what SerializeToString
     gives (fields in number order, zero scalars left out, the job as its own bytes)."""
-    head = (b"\x08" + _varint(event_type) if event_type else b"") + (
-        b"\x10" + _varint(revision) if revision else b""
+    head = (b"\x08" + varint(event_type) if event_type else b"") + (
+        b"\x10" + varint(revision) if revision else b""
     )
     if job is None:
         return head
-    return head + b"\x1a" + _varint(len(job)) + job
+    return head + b"\x1a" + varint(len(job)) + job
 
 
 def wire(event_type: int, revision: int, job: Message | None) -> bytes:
