@@ -153,7 +153,7 @@ def _map_rule(new: Message, old: Message | None, ctx: Context) -> None:
     if not meta.HasField("zoom_level"):
         meta.zoom_level = 1
     entering = old is None or getattr(old, "status") != new.status  # noqa: B009
-    if new.status == MS.MAP_IMPORT_STATUS_DONE:
+    if new.status == map_import.MAP_IMPORT_STATUS_DONE:
         missing = [name for name in ("package_url", "footprint") if not getattr(meta, name)]
         _require(
             not missing,
@@ -163,7 +163,7 @@ def _map_rule(new: Message, old: Message | None, ctx: Context) -> None:
             "DONE_REQUIRES_PACKAGE",
         )
         meta.progress = 100
-    if new.status == MS.MAP_IMPORT_STATUS_ERROR and entering:
+    if new.status == map_import.MAP_IMPORT_STATUS_ERROR and entering:
         _require(
             bool(new.error.message),
             "error.message",
@@ -205,12 +205,12 @@ MAP_IMPORT = Kind(
 
 D = delivery.PreparedDeliveryStatus
 _DELIVERY = {
-    "start": D.PREPARED_DELIVERY_STATUS_START,
-    "inProgress": D.PREPARED_DELIVERY_STATUS_IN_PROGRESS,
-    "done": D.PREPARED_DELIVERY_STATUS_DONE,
-    "error": D.PREPARED_DELIVERY_STATUS_ERROR,
-    "delete": D.PREPARED_DELIVERY_STATUS_DELETE,
-    "pending": D.PREPARED_DELIVERY_STATUS_PENDING,
+    "start": delivery.PREPARED_DELIVERY_STATUS_START,
+    "inProgress": delivery.PREPARED_DELIVERY_STATUS_IN_PROGRESS,
+    "done": delivery.PREPARED_DELIVERY_STATUS_DONE,
+    "error": delivery.PREPARED_DELIVERY_STATUS_ERROR,
+    "delete": delivery.PREPARED_DELIVERY_STATUS_DELETE,
+    "pending": delivery.PREPARED_DELIVERY_STATUS_PENDING,
 }
 
 
@@ -261,7 +261,7 @@ def _delivery_rule(new: Message, old: Message | None, ctx: Context) -> None:
             )
     new.size = total
     new.url = ""
-    if new.status == D.PREPARED_DELIVERY_STATUS_DONE:
+    if new.status == delivery.PREPARED_DELIVERY_STATUS_DONE:
         _require(
             len(new.artifacts) > 0,
             "prepared_delivery.artifacts",
@@ -275,14 +275,14 @@ def _delivery_rule(new: Message, old: Message | None, ctx: Context) -> None:
             new.expire_time.FromDatetime(ctx.now + ctx.delivery_cache_lifetime)
     else:
         new.ClearField("expire_time")
-    if new.status == D.PREPARED_DELIVERY_STATUS_ERROR and entering:
+    if new.status == delivery.PREPARED_DELIVERY_STATUS_ERROR and entering:
         _require(
             new.error.error_code != errors_pb2.ERROR_CODE_UNSPECIFIED,
             "prepared_delivery.error.error_code",
             "a prepared delivery in error needs error.error_code",
             "ERROR_REQUIRES_CODE",
         )
-    if new.status == D.PREPARED_DELIVERY_STATUS_START and entering and old is not None:
+    if new.status == delivery.PREPARED_DELIVERY_STATUS_START and entering and old is not None:
         new.ClearField("error")
         new.progress = 0
 
@@ -317,12 +317,12 @@ DELIVERY = Kind(
 
 C = catalog.CatalogImportStatus
 _CATALOG = {
-    "WAITING": C.CATALOG_IMPORT_STATUS_WAITING,
-    "BLOCKED": C.CATALOG_IMPORT_STATUS_BLOCKED,
-    "IN_PROGRESS": C.CATALOG_IMPORT_STATUS_IN_PROGRESS,
-    "SUCCESS": C.CATALOG_IMPORT_STATUS_SUCCESS,
-    "FAILURE": C.CATALOG_IMPORT_STATUS_FAILURE,
-    "ABORTED": C.CATALOG_IMPORT_STATUS_ABORTED,
+    "WAITING": catalog.CATALOG_IMPORT_STATUS_WAITING,
+    "BLOCKED": catalog.CATALOG_IMPORT_STATUS_BLOCKED,
+    "IN_PROGRESS": catalog.CATALOG_IMPORT_STATUS_IN_PROGRESS,
+    "SUCCESS": catalog.CATALOG_IMPORT_STATUS_SUCCESS,
+    "FAILURE": catalog.CATALOG_IMPORT_STATUS_FAILURE,
+    "ABORTED": catalog.CATALOG_IMPORT_STATUS_ABORTED,
 }
 
 
@@ -357,10 +357,10 @@ def _catalog_rule(new: Message, old: Message | None, ctx: Context) -> None:
                 reason="INVALID_ARGUMENT",
                 violations=[FieldViolation("catalog_import.type", "is required", "REQUIRED")],
             )
-        if new.status == C.CATALOG_IMPORT_STATUS_WAITING:
-            running = ctx.jobs_in([C.CATALOG_IMPORT_STATUS_IN_PROGRESS])
+        if new.status == catalog.CATALOG_IMPORT_STATUS_WAITING:
+            running = ctx.jobs_in([catalog.CATALOG_IMPORT_STATUS_IN_PROGRESS])
             if any(getattr(job, "type") == new.type for job in running):  # noqa: B009
-                new.status = C.CATALOG_IMPORT_STATUS_BLOCKED
+                new.status = catalog.CATALOG_IMPORT_STATUS_BLOCKED
     elif getattr(old, "type") != new.type:  # noqa: B009
         raise InvalidArgument(
             "an import's type cannot change",
