@@ -381,6 +381,7 @@ class Store:
     _is_sqlite: bool | None = None
     _writer_conn: Connection | None = None  # the writer's own
     _writer_used: float = 0.0
+    _commit_sent: bool = False  # the writer's group reached its COMMIT (see `_commit`)
     # SQLite: the writes waiting for the next group, whether a group is under way, and
     # the thread its COMMITs (and the writes that run alone) go to.
     _pending: list[_Write] = field(default_factory=list)
@@ -694,7 +695,8 @@ class Store:
     def _commit(self, group: list[_Write], again: bool = True) -> None:
         assert self._writer is not None and self._sql is not None
         sql = self._sql
-        kept = ran = False
+        kept = False
+        self._commit_sent = False
         try:
             held = self._writer_conn
             conn = self._held_connection()
@@ -702,13 +704,13 @@ class Store:
             try:
                 with conn.begin():
                     tx = self._run_group(conn, group, sql)
-                    ran = True  # what fails from here on failed in COMMIT
+                    self._commit_sent = True  # SQLite: what fails from here failed in COMMIT
             except DRIVER_LOST:
                 conn.invalidate()
                 raise
         except LOST as error:
             self._release_connection()
-            if kept and not ran and again and not self.is_sqlite:
+            if kept and not self._commit_sent and again and not self.is_sqlite:
                 # The connection kept from the last group had died since (the database
                 # restarted, or ended it): nothing of this group reached a COMMIT, so it
                 # runs again, once, on a new connection.
@@ -812,6 +814,12 @@ class Store:
                         " RETURNING pg_notify(%s, %s)",
                         (tx.revision, CHANNEL, payload(self._sender, tx.revision)),
                     )
+            if not self.is_sqlite:
+                # The COMMIT goes in the pipeline too: the group's statements and its
+                # COMMIT take one round trip. From here on a lost connection leaves the
+                # outcome unknown (`_commit` runs nothing again).
+                self._commit_sent = True
+                cur.execute("COMMIT")
         WRITE_GROUPS.inc()
         WRITE_GROUP_WRITES.inc(len(group))
         return tx
