@@ -146,12 +146,19 @@ class Sql:
 
     def execute(self, cursor: Any, **params: Any) -> Any:
         """Run on a DB-API cursor: no SQLAlchemy on the way at all."""
+        cursor.execute(self.text, self.row(**params))
+        return cursor
+
+    def row(self, **params: Any) -> Any:
+        """The driver's parameters for one run of the statement (for `execute_many`)."""
         values = {**self.fixed, **params} if self.fixed else params
         if self.names is None:
-            cursor.execute(self.text, values)
-        else:
-            cursor.execute(self.text, tuple(values[name] for name in self.names))
-        return cursor
+            return values
+        return tuple(values[name] for name in self.names)
+
+    def execute_many(self, cursor: Any, rows: Sequence[Any]) -> None:
+        """Run once per row of `rows` (each from `row`), in order, in one driver call."""
+        cursor.executemany(self.text, rows)
 
 
 def _fill_wait(missed: bool, took: float) -> float:
@@ -251,22 +258,37 @@ class Tx:
     # `now` as a Timestamp and as seconds, made once for every write of the transaction.
     stamp: timestamp_pb2.Timestamp = field(default_factory=timestamp_pb2.Timestamp)
     seconds: float = 0.0
+    # The job updates and event inserts `put` made, sent in two driver calls (`flush`)
+    # before anything reads the tables and at the end of the transaction.
+    job_rows: list[Any] = field(default_factory=list)
+    event_rows: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.stamp.FromDatetime(self.now)
         self.seconds = self.now.timestamp()
+
+    def flush(self) -> None:
+        """Send the updates and inserts `put` made so far."""
+        if self.job_rows:
+            self.sql.update_job.execute_many(self.cur, self.job_rows)
+            self.job_rows = []
+        if self.event_rows:
+            self.sql.insert_event.execute_many(self.cur, self.event_rows)
+            self.event_rows = []
 
     def load(self, kind: Kind[M], tenant: str, job_id: str) -> M | None:
         key = (tenant, kind.name, job_id)
         if key in self.loaded:
             data = self.loaded[key]
             return None if data is None else kind.message.FromString(data)
+        self.flush()
         row = self.sql.load.execute(
             self.cur, tenant=tenant, kind=kind.name, job_id=job_id
         ).fetchone()
         return None if row is None else kind.message.FromString(row[0])
 
     def load_by_request(self, kind: Kind[M], tenant: str, request_id: str) -> M | None:
+        self.flush()
         row = self.sql.load_by_request.execute(
             self.cur, tenant=tenant, kind=kind.name, request_id=request_id
         ).fetchone()
@@ -275,6 +297,7 @@ class Tx:
     def jobs_in(self, kind: Kind[M], tenant: str, statuses: Sequence[int]) -> list[M]:
         if not statuses:
             return []
+        self.flush()
         if self.sql.positional:
             marks = ", ".join("?" * len(statuses))
             self.cur.execute(
@@ -311,6 +334,7 @@ class Tx:
         data = message.SerializeToString()
         due_at = kind.due(message)
         if created:
+            self.flush()
             self.sql.insert_job.execute(
                 self.cur,
                 tenant=tenant,
@@ -324,25 +348,27 @@ class Tx:
                 data=data,
             )
         else:
-            self.sql.update_job.execute(
-                self.cur,
-                w_tenant=tenant,
-                w_kind=kind.name,
-                w_job_id=job_id,
-                status=status,
+            self.job_rows.append(
+                self.sql.update_job.row(
+                    w_tenant=tenant,
+                    w_kind=kind.name,
+                    w_job_id=job_id,
+                    status=status,
+                    revision=revision,
+                    due_at=due_at,
+                    data=data,
+                )
+            )
+        self.event_rows.append(
+            self.sql.insert_event.row(
                 revision=revision,
-                due_at=due_at,
+                tenant=tenant,
+                kind=kind.name,
+                job_id=job_id,
+                status=status,
+                created_at=self.seconds,
                 data=data,
             )
-        self.sql.insert_event.execute(
-            self.cur,
-            revision=revision,
-            tenant=tenant,
-            kind=kind.name,
-            job_id=job_id,
-            status=status,
-            created_at=self.seconds,
-            data=data,
         )
         self.loaded[(tenant, kind.name, job_id)] = data
         change = Change(revision, tenant, kind.name, job_id, status, data)
@@ -804,6 +830,7 @@ class Store:
                     write.result = write.fn(tx)
                 except JobStatusError as error:
                     write.error = error
+            tx.flush()
             if tx.changed:
                 if self.is_sqlite:
                     sql.set_revision.execute(cur, value=tx.revision)
