@@ -36,7 +36,7 @@ class Sizes:
     """How big and how long. `make bench` runs FULL (the issue's sizes); the test
     suite runs SMOKE, which only proves every scenario still works."""
 
-    rounds: int = 3  # jobstatus and baseline alternate this many times per case
+    rounds: int = 5  # jobstatus and baseline alternate this many times per case (ABBA)
     warmup: float = 0.5
     unary_concurrency: tuple[int, ...] = (1, 16, 64)
     unary_seconds: float = 2.5

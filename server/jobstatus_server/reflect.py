@@ -17,7 +17,10 @@ from typing import Any
 import grpc
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import FileDescriptor
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection_pb2_grpc
+from grpc_reflection.v1alpha._async import ReflectionServicer  # what enable_server_reflection uses
+
+from jobstatus_server.interceptor import GenericOnly
 
 
 class SymbolPool:
@@ -54,6 +57,9 @@ class SymbolPool:
 
 
 def enable(service_names: Sequence[str], server: grpc.aio.Server) -> None:
-    """Serve reflection for `service_names` (include reflection's own) on `server`."""
+    """Serve reflection for `service_names` (include reflection's own) on `server`, as
+    reflection.enable_server_reflection does for a grpc.aio server, registered as a
+    generic handler only (interceptor.GenericOnly)."""
     pool: Any = SymbolPool()  # duck-typed: only the lookups reflection makes
-    reflection.enable_server_reflection(tuple(service_names), server, pool=pool)
+    servicer = ReflectionServicer(tuple(service_names), pool=pool)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, GenericOnly(server))

@@ -23,7 +23,7 @@ from jobstatus_server.core import Core
 from jobstatus_server.errors import Unavailable, quiet_client_faults
 from jobstatus_server.history import HistoryRoute
 from jobstatus_server.http import HttpServer, Lean, http_server, make_app
-from jobstatus_server.interceptor import Rpc
+from jobstatus_server.interceptor import GenericOnly, Rpc
 from jobstatus_server.limits import CallerLimits, Guard, limited_protocol
 from jobstatus_server.metrics import HUB_LAG, STORAGE_UP
 from jobstatus_server.rest import Limits, Rest
@@ -159,7 +159,7 @@ class Server:
         )
         add_services(self.grpc_server, self.core, self.hub, self.view, Rpc(self.auth, self.limits))
         self.health = health_aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, GenericOnly(self.grpc_server))
         reflect.enable(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc_server
         )
