@@ -1,14 +1,14 @@
 """The SQL store: jobs and their event log, one transaction per change.
 
-Writes are committed in groups, one group at a time: the writer takes every
-write that is waiting and commits them together (group commit); each write
-sees the ones before it. On SQLite a group's statements run on the event loop
-(tens of microseconds each against the page cache, with no hand-off to a thread
-per statement) and only its COMMIT, which waits for the disk, runs in a commit
-thread; the writes that arrive meanwhile form the next group. Another process
+Writes are committed in groups, one group at a time: the writes waiting on the
+event loop form a group and are committed together (group commit); each write
+sees the ones before it, and the next group forms while one commits. On SQLite
+a group's statements run on the event loop (tens of microseconds each against
+the page cache, with no hand-off to a thread per statement) and only its
+COMMIT, which waits for the disk, runs in a commit thread. Another process
 holding SQLite's write lock sends the group to that thread to wait, so the loop
 never waits on the database. On PostgreSQL, where every statement is a round
-trip, a writer thread runs the whole group. A revision is
+trip, the commit thread runs the whole group, in two round trips. A revision is
 taken from the `counter` row, locked for the whole transaction, so revisions
 become visible in commit order and a tailing reader never skips one. A
 domain error in one write leaves the others of its group untouched; a
@@ -20,7 +20,7 @@ row and the event row, and, as a `Change` in revision order, to the
 writes are answered, so nothing reads the log back after a local commit. The
 writer runs its statements on the driver's own cursor and keeps its
 connection between groups; it reads the jobs a group's updates will load in
-one statement, and lets a group fill under concurrency (see `_write_loop`).
+one statement, and lets a group fill under concurrency (see `_fill`).
 
 Reads run on a small thread pool with their own connections (WAL readers do
 not wait for the writer). Hot paths use SQLAlchemy Core statements; the table
@@ -33,8 +33,8 @@ all replicas run one after another, each sees the rows of the one before
 is (the next writer gets the lock only once the previous transaction is
 visible). Each writing transaction sends a NOTIFY that wakes the other
 replicas' hubs (notify.py); it is folded into the counter's UPDATE, and a
-group's statements go out in psycopg's pipeline mode (a read is the only
-thing that waits for an answer). Reads run in REPEATABLE READ, so a read of several
+group's statements and its COMMIT go out in psycopg's pipeline mode (a read is
+the only thing that waits for an answer). Reads run in REPEATABLE READ, so a read of several
 statements sees one snapshot. A lost connection fails the writes of its group
 with UNAVAILABLE (a transaction is all or nothing) and the pool reconnects.
 PostgreSQL's work stays on threads, not on an asyncio driver: group commit on
@@ -48,9 +48,7 @@ import asyncio
 import contextlib
 import logging
 import os
-import queue
 import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -98,7 +96,7 @@ EVENT = Event.__table__  # type: ignore[attr-defined]
 COUNTER = Counter.__table__  # type: ignore[attr-defined]
 MAX_GROUP = 128
 WRITER_IDLE = 1.0  # seconds after which the writer's connection is pinged again
-# How long a group waits to fill (Store._fill, Store._write_loop): at most MAX_FILL_WAIT
+# How long a group waits to fill (Store._fill): at most MAX_FILL_WAIT
 # seconds; after a wait that ran out before its writes came, at most FILL_SHARE times as
 # long as the last COMMIT took.
 MAX_FILL_WAIT = 0.01
@@ -394,8 +392,6 @@ class Store:
     sqlite_synchronous: str = "FULL"
     _listeners: list[Callable[[int], None]] = field(default_factory=list)
     _change_listeners: list[Callable[[list[Change]], None]] = field(default_factory=list)
-    _queue: queue.SimpleQueue[_Write | None] = field(default_factory=queue.SimpleQueue)
-    _thread: threading.Thread | None = None
     _writer: Engine | None = None
     _reader: Engine | None = None
     _pool: ThreadPoolExecutor | None = None
@@ -479,26 +475,14 @@ class Store:
         if not self.is_sqlite:
             self._listener = Listener(self.url, self._sender, self._remote_commit)
             self._listener.start()
-        if self.is_sqlite:
-            self._idle = asyncio.Event()
-            self._idle.set()
-            self._committer = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="jobstatus-commit"
-            )
-            return
-        self._thread = threading.Thread(
-            target=self._write_loop, name="jobstatus-write", daemon=True
-        )
-        self._thread.start()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobstatus-commit")
 
     async def close(self) -> None:
         if self._listener is not None:
             await asyncio.to_thread(self._listener.stop)
             self._listener = None
-        if self._thread is not None:
-            self._queue.put(None)
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
         if self._committer is not None:
             assert self._idle is not None
             await self._idle.wait()  # every write taken is committed and answered
@@ -548,32 +532,34 @@ class Store:
         commit thread, not on the event loop)."""
         loop = asyncio.get_running_loop()
         write = _Write(fn=fn, loop=loop, future=loop.create_future(), key=key, alone=alone)
-        if self._committer is None:
-            self._queue.put(write)
-        else:
-            self._pending.append(write)
-            if not self._flushing:
-                self._flushing = True
-                assert self._idle is not None
-                self._idle.clear()
-                self._fill(loop)
-            elif self._filling is not None and len(self._pending) >= self._expected:
-                self._filling.cancel()
-                self._filling = None
-                self._fill_missed = False
-                loop.call_soon(self._next_group)
+        self._pending.append(write)
+        if not self._flushing:
+            self._flushing = True
+            assert self._idle is not None
+            self._idle.clear()
+            self._fill(loop)
+        elif self._filling is not None and len(self._pending) >= self._expected:
+            self._filling.cancel()
+            self._filling = None
+            self._fill_missed = False
+            loop.call_soon(self._next_group)
         result: T = await write.future
         return result
 
-    # --- SQLite: statements on the event loop, COMMIT in a thread -------------------
+    # --- groups: formed on the event loop, committed one at a time --------------------
     #
-    # A group's statements take tens of microseconds each against SQLite's page cache:
-    # they run on the event loop in one go, with no hand-off to a thread and back per
-    # statement (each a GIL round trip against a busy loop). Only the COMMIT, which
-    # waits for the disk, goes to the commit thread. While it is under way the loop
-    # takes new writes, and they form the next group once it is done, with the writes
-    # that its answers bring back (`_fill`). One group at a time, in revision order,
-    # as with the writer thread.
+    # Writes wait on the loop for their group (`_fill`); one group at a time goes to the
+    # commit thread, in revision order, and the next forms while it commits: from the
+    # writes that arrive meanwhile and those its answers bring back. The commit thread
+    # gets one hand-off per group, not one per write.
+    #
+    # SQLite: a group's statements take tens of microseconds each against SQLite's page
+    # cache: they run on the event loop in one go, with no hand-off to a thread and back
+    # per statement (each a GIL round trip against a busy loop). Only the COMMIT, which
+    # waits for the disk, goes to the commit thread.
+    #
+    # PostgreSQL: every statement is a round trip, so the whole transaction runs in the
+    # commit thread (`_commit_whole`), in two round trips (see `_run_group`).
 
     def _fill(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start the next group once the writes it waits for are there: `_expected`, as
@@ -613,6 +599,9 @@ class Store:
         size = min(size, MAX_GROUP)
         group = pending[:size]
         del pending[:size]
+        if not self.is_sqlite:
+            self._committer.submit(self._commit_whole, group)
+            return
         try:
             conn = self._held_connection()
             dbapi = conn.connection.dbapi_connection
@@ -655,10 +644,19 @@ class Store:
         self._answer(group, tx.revision if tx.changed else None, tx.changes, took)
 
     def _commit_apart(self, group: list[_Write]) -> None:
-        """In the commit thread: the group in a transaction of its own, as the writer
-        thread runs one; then the next group."""
+        """In the commit thread: the group in a transaction of its own (`_commit`); then
+        the next group."""
         self._commit(group)
         group[0].loop.call_soon_threadsafe(self._next_group)
+
+    def _commit_whole(self, group: list[_Write]) -> None:
+        """In the commit thread (PostgreSQL): the group's transaction (`_commit`, which
+        answers it); then, on the loop, the next group."""
+        began = time.monotonic()
+        self._commit(group)
+        took = time.monotonic() - began
+        loop = group[0].loop
+        loop.call_soon_threadsafe(self._committed, loop, len(group), took)
 
     def _answer(
         self,
@@ -672,51 +670,20 @@ class Store:
 
         def answer() -> None:
             self._deliver(group, revision, changes)
-            self._expected = len(group) + len(self._pending)
-            self._fill_wait = _fill_wait(self._fill_missed, took)
-            self._answered_at = loop.time()
-            if self._pending:
-                self._fill(loop)
-            else:
-                self._next_group()
+            self._committed(loop, len(group), took)
 
         loop.call_soon_threadsafe(answer)
 
-    def _write_loop(self) -> None:
-        """Take every write that is waiting and commit them together. Under concurrency
-        the group fills: the writers answered by the last commit send their next writes
-        while it is being answered, so the writer waits for as many as the last group
-        had plus those that arrived meanwhile, for at most `_fill_wait` seconds. A lone
-        writer never waits (its last group had one write)."""
-        expected, wait = 1, 0.0
-        while True:
-            first = self._queue.get()
-            if first is None:
-                self._close_writer_conn()
-                return
-            group = [first]
-            stop = missed = False
-            deadline = time.monotonic() + wait
-            while len(group) < MAX_GROUP:
-                remaining = deadline - time.monotonic() if len(group) < expected else 0.0
-                try:
-                    if remaining > 0:
-                        item = self._queue.get(timeout=remaining)
-                    else:
-                        item = self._queue.get_nowait()
-                except queue.Empty:
-                    missed = len(group) < expected
-                    break
-                if item is None:
-                    stop = True
-                    break
-                group.append(item)
-            began = time.monotonic()
-            self._commit(group)
-            expected = len(group) + self._queue.qsize()
-            wait = _fill_wait(missed, time.monotonic() - began)
-            if stop:
-                self._queue.put(None)
+    def _committed(self, loop: asyncio.AbstractEventLoop, size: int, took: float) -> None:
+        """On the loop, once a group of `size` writes is answered (its commit took `took`
+        seconds): the next group, filled as `_fill` says."""
+        self._expected = size + len(self._pending)
+        self._fill_wait = _fill_wait(self._fill_missed, took)
+        self._answered_at = loop.time()
+        if self._pending:
+            self._fill(loop)
+        else:
+            self._next_group()
 
     def _commit(self, group: list[_Write], again: bool = True) -> None:
         assert self._writer is not None and self._sql is not None
