@@ -620,8 +620,8 @@ class Store:
                 cur.execute("ROLLBACK")
                 raise
         except Exception:
-            # Busy, lost, or a statement refused: the thread runs the group again with
-            # the writer thread's handling of each (wait, UNAVAILABLE, one by one).
+            # Busy, lost, or a statement refused: the commit thread runs the group again
+            # with `_commit`'s handling of each (wait, UNAVAILABLE, one by one).
             self._committer.submit(self._commit_apart, group)
             return
         self._committer.submit(self._commit_group, group, tx, cur)
