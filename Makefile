@@ -48,7 +48,7 @@ test: $(STAMP) $(BUF) $(NODE_EXAMPLE) ## Run every test (node_modules brings the
 	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: $(STAMP) $(BUF) ## Benchmarks as ratios to baselines of the same run (~10 min): bench/results/bench.md
+bench: $(STAMP) $(BUF) ## Benchmarks as ratios to baselines of the same run (~15 min): bench/results/bench.md
 	$(PY) -m bench $(BENCH_ARGS)
 
 .PHONY: proto
