@@ -404,14 +404,14 @@ class Store:
     _writer_conn: Connection | None = None  # the writer's own
     _writer_used: float = 0.0
     _commit_sent: bool = False  # the writer's group reached its COMMIT (see `_commit`)
-    # SQLite: the writes waiting for the next group, whether a group is under way, and
-    # the thread its COMMITs (and the writes that run alone) go to.
+    # The writes waiting for the next group, whether a group is under way, and the
+    # thread its COMMIT (on PostgreSQL its whole transaction) goes to.
     _pending: list[_Write] = field(default_factory=list)
     _flushing: bool = False
     _idle: asyncio.Event | None = None
     _committer: ThreadPoolExecutor | None = None
-    # SQLite group fill: as many writes as the last group had, waited for at most
-    # `_fill_wait` seconds (see `_fill`), and the timer of a wait under way.
+    # Group fill: how many writes the next group waits for, for at most `_fill_wait`
+    # seconds (see `_fill`), and the timer of a wait under way.
     _expected: int = 1
     _fill_wait: float = 0.0
     _filling: asyncio.TimerHandle | None = None
