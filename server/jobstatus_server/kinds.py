@@ -203,7 +203,6 @@ MAP_IMPORT = Kind(
 
 # --- prepared delivery -----------------------------------------------------
 
-D = delivery.PreparedDeliveryStatus
 _DELIVERY = {
     "start": delivery.PREPARED_DELIVERY_STATUS_START,
     "inProgress": delivery.PREPARED_DELIVERY_STATUS_IN_PROGRESS,
@@ -315,7 +314,6 @@ DELIVERY = Kind(
 
 # --- catalog import --------------------------------------------------------
 
-C = catalog.CatalogImportStatus
 _CATALOG = {
     "WAITING": catalog.CATALOG_IMPORT_STATUS_WAITING,
     "BLOCKED": catalog.CATALOG_IMPORT_STATUS_BLOCKED,

@@ -67,8 +67,8 @@ class Tally:
     answer had been observed and counted there.
 
     It adds to the histogram's own sum and bucket values (`_sum`, `_buckets`), which
-    prometheus_client keeps private: its tests (test_metrics) check the exposition
-    against one observe per answer."""
+    prometheus_client keeps private: tests/test_view.py checks /metrics against one
+    count and one observation per answer, gRPC and REST."""
 
     __slots__ = ("__weakref__", "bounds", "buckets", "counters", "histogram", "seconds")
 
@@ -86,12 +86,12 @@ class Tally:
         self.buckets[bisect_left(self.bounds, seconds)] += 1
         self.seconds += seconds
 
-    def flush(self) -> int:
-        """Add what was observed since the last flush; return how many answers it was."""
+    def flush(self) -> None:
+        """Add what was observed since the last flush."""
         buckets, seconds = self.buckets, self.seconds
         answered = sum(buckets)
         if not answered:
-            return 0
+            return
         self.buckets, self.seconds = [0] * len(self.bounds), 0.0
         self.histogram._sum.inc(seconds)
         for index, count in enumerate(buckets):
@@ -99,7 +99,6 @@ class Tally:
                 self.histogram._buckets[index].inc(count)
         for counter in self.counters:
             counter.inc(answered)
-        return answered
 
 
 class Count:
@@ -113,11 +112,10 @@ class Count:
         self.value = 0
         _TALLIES.add(self)
 
-    def flush(self) -> int:
+    def flush(self) -> None:
         value, self.value = self.value, 0
         if value:
             self.counter.inc(value)
-        return value
 
 
 _TALLIES: weakref.WeakSet[Tally | Count] = weakref.WeakSet()
