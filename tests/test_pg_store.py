@@ -19,12 +19,15 @@ from dataclasses import dataclass, field
 
 import psycopg
 import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
+from prometheus_client import REGISTRY
 from sqlalchemy.engine import make_url
 
 from jobstatus.v1 import map_import_pb2 as mi
+from jobstatus_server.core import Core
 from jobstatus_server.errors import Unavailable
 from jobstatus_server.kinds import MAP_IMPORT
-from jobstatus_server.store import Store, Tx
+from jobstatus_server.store import Known, Store, Tx
 from tests.pg import PgCluster
 from tests.serverproc import ROOT
 
@@ -274,3 +277,67 @@ async def test_compaction_neither_blocks_writers_nor_runs_twice_at_once(
     # The compaction point never moves back, whoever writes it last.
     assert await first.compact(keep_count=5, keep_age=3600) == 9
     assert [e.revision for e in await first.events_after(0, 100)] == [10, 11]
+
+
+def _guesses(outcome: str) -> float:
+    value = REGISTRY.get_sample_value("jobstatus_write_group_guesses_total", {"outcome": outcome})
+    return value or 0.0
+
+
+def _progress(job_id: str, progress: int, zoom: int = 0) -> tuple[mi.MapImport, FieldMask]:
+    paths = ["status", "meta_data.progress"] + (["meta_data.zoom_level"] if zoom else [])
+    job = mi.MapImport(
+        import_request_id=job_id,
+        status=mi.MAP_IMPORT_STATUS_IN_PROGRESS,
+        meta_data=mi.MapImportMetaData(progress=progress, zoom_level=zoom),
+    )
+    return job, FieldMask(paths=paths)
+
+
+async def test_a_guessed_group_commits_alone_and_yields_to_another_replicas_commit(
+    two_replicas: tuple[Store, Store],
+) -> None:
+    """A group whose jobs the process knows (Store.known: the view) runs from that state
+    and is sent whole, in one round trip, bumping the counter only from the revision that
+    state is current at. When another replica has committed since, the guess writes
+    nothing and the group runs again on the database's state: the other replica's
+    change is kept, and the log has each revision once."""
+    first, second = two_replicas
+    core_first, core_second = Core(first), Core(second)
+    job_id = "guess-1"
+    created = await first.transact(_create(job_id))
+    stored = await first.get(MAP_IMPORT, "default", job_id)
+    assert stored is not None
+    key = ("default", MAP_IMPORT.name, job_id)
+    known: Known = (created, {key: stored.SerializeToString()})
+    second.known = lambda keys: known if list(keys) == [key] else None
+
+    committed, conflicts = _guesses("committed"), _guesses("conflict")
+    job = await core_second.update(MAP_IMPORT, "default", *_progress(job_id, 10), 0)
+    assert job.revision == created + 1 and job.meta_data.progress == 10
+    assert _guesses("committed") == committed + 1 and _guesses("conflict") == conflicts
+
+    # `second` goes on guessing from a state that is now old: `first` commits meanwhile.
+    known = (job.revision, {key: job.SerializeToString()})
+    theirs = await core_first.update(MAP_IMPORT, "default", *_progress(job_id, 20, zoom=7), 0)
+    ours = await core_second.update(MAP_IMPORT, "default", *_progress(job_id, 30), 0)
+    assert _guesses("conflict") == conflicts + 1 and _guesses("committed") == committed + 1
+    assert ours.revision == theirs.revision + 1
+    assert (ours.meta_data.progress, ours.meta_data.zoom_level) == (30, 7)  # read, not guessed
+    assert await first.get(MAP_IMPORT, "default", job_id) == ours
+
+    # After a conflict it guesses again only once a group found the counter where the
+    # known state is.
+    known = (ours.revision, {key: ours.SerializeToString()})
+    again = await core_second.update(MAP_IMPORT, "default", *_progress(job_id, 40), 0)
+    assert _guesses("committed") == committed + 1
+    known = (again.revision, {key: again.SerializeToString()})
+    last = await core_second.update(MAP_IMPORT, "default", *_progress(job_id, 50), 0)
+    assert _guesses("committed") == committed + 2
+    assert last.revision == again.revision + 1 == created + 5
+
+    events = await first.events_after(0, 100)
+    assert [e.revision for e in events] == list(range(1, last.revision + 1))
+    progress = [MAP_IMPORT.message.FromString(e.data).meta_data.progress for e in events]
+    assert progress == [0, 10, 20, 30, 40, 50]
+    assert await first.get(MAP_IMPORT, "default", job_id) == last

@@ -326,6 +326,65 @@ def test_no_replica_answers_an_older_revision_than_it_already_did(
         b.channel.close()
 
 
+def test_replicas_writing_one_job_by_turns_keep_each_others_changes(
+    pair: tuple[ServerProcess, ServerProcess], uid: str
+) -> None:
+    """A writes the job's progress, B its zoom level, by turns, each right after the
+    other's write was acknowledged: every answer carries both latest values, so no write
+    was made from an old state of the job, whether its group was guessed from the view
+    (one round trip) or read from the database. Then A writes alone, and its groups are
+    guessed."""
+    a, b = (Stubs.connect(server.address) for server in pair)
+    mask = {
+        "progress": field_mask_pb2.FieldMask(paths=["status", "meta_data.progress"]),
+        "zoom_level": field_mask_pb2.FieldMask(paths=["status", "meta_data.zoom_level"]),
+    }
+    with httpx.Client(base_url=pair[0].http_url, timeout=30) as http:
+        try:
+            revision = _create(a, uid)
+            _get(b, uid, min_revision=revision)  # B's view holds the job too
+            latest = {"progress": 0, "zoom_level": 1}  # the map rule's default zoom level
+            for turn in range(1, 41):
+                stubs, name = (a, "progress") if turn % 2 else (b, "zoom_level")
+                latest[name] = value = turn if turn % 2 else turn % 29 + 2  # zoom: 2 to 30
+                job = stubs.maps.UpdateMapImport(
+                    mi.UpdateMapImportRequest(
+                        map_import=mi.MapImport(
+                            import_request_id=uid,
+                            status=IN_PROGRESS,
+                            meta_data=mi.MapImportMetaData(
+                                progress=value if name == "progress" else 0,
+                                zoom_level=value if name == "zoom_level" else 0,
+                            ),
+                        ),
+                        update_mask=mask[name],
+                    )
+                ).map_import
+                assert job.revision == revision + 1, (turn, job.revision, revision)
+                revision = job.revision
+                shown = {"progress": job.meta_data.progress, "zoom_level": job.meta_data.zoom_level}
+                assert shown == latest, turn
+            for stubs in (a, b):
+                job = _get(stubs, uid, min_revision=revision)
+                assert (job.revision, job.meta_data.progress, job.meta_data.zoom_level) == (
+                    revision,
+                    39,
+                    40 % 29 + 2,
+                )
+            # A writing alone: its view is current, and its groups are guessed.
+            guessed = _labelled(http, "jobstatus_write_group_guesses_total", 'outcome="committed"')
+            for progress in range(41, 51):
+                assert _progress(a, uid, progress) == revision + 1
+                revision += 1
+            assert (
+                _labelled(http, "jobstatus_write_group_guesses_total", 'outcome="committed"')
+                >= guessed + 8
+            )
+        finally:
+            a.channel.close()
+            b.channel.close()
+
+
 async def test_a_job_read_ahead_of_the_feed_is_not_evicted_back_in_time(tmp_path: Path) -> None:
     """A replica's view reads jobs from the database ahead of its change feed, under a
     budget that holds one job. The feed's older change of an evicted job must not take

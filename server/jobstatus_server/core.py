@@ -378,6 +378,7 @@ class Core:
         """The change of a job whose time-driven transition is due (none if it no longer is)."""
 
         def mutate(current: Message, tx: Tx) -> Message:
+            moved.clear()  # the last run of the write counts (a group may run it again)
             due = kind.due(current)
             if kind.timed is None or due is None or due > tx.now.timestamp():
                 return current

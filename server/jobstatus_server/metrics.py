@@ -51,6 +51,12 @@ WRITE_GROUPS = Counter("jobstatus_write_groups", "write transactions (group comm
 WRITE_GROUP_WRITES = Counter(
     "jobstatus_write_group_writes", "writes run in group commits (their mean group size: / groups)"
 )
+WRITE_GROUP_GUESSES = Counter(
+    "jobstatus_write_group_guesses",
+    "PostgreSQL write groups run from the view's state in one round trip, by outcome:"
+    " committed; conflict (another replica had committed: run again the usual way)",
+    ["outcome"],
+)
 VIEW_HITS = Counter("jobstatus_view_hits", "reads answered from the in-memory view")
 VIEW_MISSES = Counter("jobstatus_view_misses", "reads the view could not answer (a database read)")
 VIEW_EVICTIONS = Counter("jobstatus_view_evictions", "jobs dropped from the view for its budget")

@@ -144,6 +144,7 @@ class Server:
         self.view = View(self.store, self.settings.view_budget, self.settings.view_wait)
         self.view.start(self.hub.revision)
         self.hub.listeners.append(self.view.apply)
+        self.store.known = self.view.known
         self.limits = CallerLimits(
             max_request_bytes=self.settings.max_request_bytes,
             max_header_bytes=self.settings.max_header_bytes,

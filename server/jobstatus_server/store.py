@@ -34,8 +34,15 @@ is (the next writer gets the lock only once the previous transaction is
 visible). Each writing transaction sends a NOTIFY that wakes the other
 replicas' hubs (notify.py); it is folded into the counter's UPDATE, and a
 group's statements and its COMMIT go out in psycopg's pipeline mode (a read is
-the only thing that waits for an answer). Reads run in REPEATABLE READ, so a read of several
-statements sees one snapshot. A lost connection fails the writes of its group
+the only thing that waits for an answer): two round trips, the counter's lock
+with the jobs the group loads, then its changes (one statement, `PG_WRITE`)
+and the COMMIT. A group whose jobs this process's view holds, current up to
+revision R, is guessed (`_guess`): run against the view's state and sent in
+one round trip, bumping the counter only if it is still R. If another replica
+committed since, that statement fails, nothing is written, and the group runs
+the two round trips on the database's state; the next groups do not guess
+until one finds the counter where the view is. Reads run in REPEATABLE READ,
+so a read of several statements sees one snapshot. A lost connection fails the writes of its group
 with UNAVAILABLE (a transaction is all or nothing) and the pool reconnects.
 PostgreSQL's work stays on threads, not on an asyncio driver: group commit on
 a plain connection in pipeline mode, and the event loop never waits on a round
@@ -83,7 +90,13 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from jobstatus_server.errors import JobStatusError, Unavailable
 from jobstatus_server.kinds import Kind
-from jobstatus_server.metrics import STORE_REVISION, WRITE_GROUP_WRITES, WRITE_GROUPS, WRITES
+from jobstatus_server.metrics import (
+    STORE_REVISION,
+    WRITE_GROUP_GUESSES,
+    WRITE_GROUP_WRITES,
+    WRITE_GROUPS,
+    WRITES,
+)
 from jobstatus_server.models import Counter, Event, Job
 from jobstatus_server.notify import CHANNEL, Listener, payload
 
@@ -167,6 +180,55 @@ def _fill_wait(missed: bool, took: float) -> float:
     return min(MAX_FILL_WAIT, took * FILL_SHARE) if missed else MAX_FILL_WAIT
 
 
+# A change as `Tx.put` made it and `HotSql.write` sends it: revision, tenant, kind, job
+# id, status, due_at, the job's bytes, and whether the job's row was there before the
+# change (else its INSERT went out at once).
+Put = tuple[int, str, str, str, int, float | None, bytes, bool]
+
+# HotSql.write on PostgreSQL: a group's changes as columns (arrays, one element per change,
+# in revision order), then the events' created_at. A job changed more than once in the
+# group takes its last change.
+PG_WRITE = """
+WITH v AS (
+    SELECT * FROM UNNEST(
+        %s::bigint[], %s::text[], %s::text[], %s::text[], %s::integer[],
+        %s::double precision[], %s::bytea[], %s::boolean[]
+    ) AS v (revision, tenant, kind, job_id, status, due_at, data, existing)
+), logged AS (
+    INSERT INTO event (revision, tenant, kind, job_id, status, created_at, data)
+    SELECT revision, tenant, kind, job_id, status, %s, data FROM v
+)
+UPDATE job
+SET status = last.status, revision = last.revision, due_at = last.due_at, data = last.data
+FROM (
+    SELECT DISTINCT ON (tenant, kind, job_id) * FROM v WHERE existing
+    ORDER BY tenant, kind, job_id, revision DESC
+) AS last
+WHERE job.tenant = last.tenant AND job.kind = last.kind AND job.job_id = last.job_id
+"""
+
+
+# A guessed group (Store._guess) bumps the counter first, and only from the revision its
+# jobs were read at: when another replica has committed since, nothing is updated and
+# the division by zero ends the transaction (the group then runs the usual way).
+PG_GUESSED_BUMP = """
+WITH bumped AS (
+    UPDATE counter SET value = %s WHERE name = 'revision' AND value = %s
+    RETURNING pg_notify(%s, %s)
+)
+SELECT 1 / count(*) FROM bumped
+"""
+
+# The current state a process knows (the view's), for a group that needs no read: the
+# revision it is complete up to, and the bytes of those of `keys` (tenant, kind, job id)
+# it holds as of that revision. None: nothing to go on.
+Known = tuple[int, dict[tuple[str, str, str], bytes]]
+
+
+class Unknown(Exception):
+    """A guessed group (Store._guess) asked for something it was not given."""
+
+
 def _key(prefix: str = "") -> Any:
     return (
         (JOB.c.tenant == bindparam(f"{prefix}tenant"))
@@ -187,6 +249,47 @@ class HotSql:
     set_revision: Sql
     load_by_request: Sql
     positional: bool  # the driver's parameters are `?` (SQLite), else `%s` (psycopg)
+
+    def write(self, cur: Any, rows: Sequence[Put], seconds: float) -> None:
+        """Log each change of `rows` as an event and update the jobs that already had a
+        row (a new job's INSERT went out when it was made), in revision order; `seconds`:
+        the events' `created_at`."""
+        if self.positional:
+            # SQLite: one executemany per table, in C against the page cache.
+            updates = [
+                self.update_job.row(
+                    w_tenant=tenant,
+                    w_kind=kind,
+                    w_job_id=job_id,
+                    status=status,
+                    revision=revision,
+                    due_at=due_at,
+                    data=data,
+                )
+                for revision, tenant, kind, job_id, status, due_at, data, existing in rows
+                if existing
+            ]
+            if updates:
+                self.update_job.execute_many(cur, updates)
+            self.insert_event.execute_many(
+                cur,
+                [
+                    self.insert_event.row(
+                        revision=revision,
+                        tenant=tenant,
+                        kind=kind,
+                        job_id=job_id,
+                        status=status,
+                        created_at=seconds,
+                        data=data,
+                    )
+                    for revision, tenant, kind, job_id, status, _, data, _ in rows
+                ],
+            )
+            return
+        # PostgreSQL: one statement for all of them, its columns sent as arrays: the
+        # server parses, plans and runs one statement per group, not two per change.
+        cur.execute(PG_WRITE, [*map(list, zip(*rows, strict=True)), seconds])
 
     def load_many(self, keys: Sequence[tuple[str, str, str]]) -> tuple[str, tuple[str, ...]]:
         """A statement (and its parameters) reading the jobs with these keys."""
@@ -256,29 +359,31 @@ class Tx:
     # `now` as a Timestamp and as seconds, made once for every write of the transaction.
     stamp: timestamp_pb2.Timestamp = field(default_factory=timestamp_pb2.Timestamp)
     seconds: float = 0.0
-    # The job updates and event inserts `put` made, sent in two driver calls (`flush`)
-    # before anything reads the tables and at the end of the transaction.
-    job_rows: list[Any] = field(default_factory=list)
-    event_rows: list[Any] = field(default_factory=list)
+    # The changes `put` made, sent together (`flush`: HotSql.write) before anything
+    # reads the tables and at the end of the transaction.
+    rows: list[Put] = field(default_factory=list)
+    # A guess (Store._guess): the jobs in `loaded` are all it may read, and nothing is
+    # sent before the end; anything else raises Unknown.
+    guess: bool = False
 
     def __post_init__(self) -> None:
         self.stamp.FromDatetime(self.now)
         self.seconds = self.now.timestamp()
 
     def flush(self) -> None:
-        """Send the updates and inserts `put` made so far."""
-        if self.job_rows:
-            self.sql.update_job.execute_many(self.cur, self.job_rows)
-            self.job_rows = []
-        if self.event_rows:
-            self.sql.insert_event.execute_many(self.cur, self.event_rows)
-            self.event_rows = []
+        """Send the job updates and event inserts `put` made so far."""
+        rows = self.rows
+        if rows:
+            self.rows = []
+            self.sql.write(self.cur, rows, self.seconds)
 
     def load(self, kind: Kind[M], tenant: str, job_id: str) -> M | None:
         key = (tenant, kind.name, job_id)
         if key in self.loaded:
             data = self.loaded[key]
             return None if data is None else kind.message.FromString(data)
+        if self.guess:
+            raise Unknown(key)
         self.flush()
         row = self.sql.load.execute(
             self.cur, tenant=tenant, kind=kind.name, job_id=job_id
@@ -286,6 +391,8 @@ class Tx:
         return None if row is None else kind.message.FromString(row[0])
 
     def load_by_request(self, kind: Kind[M], tenant: str, request_id: str) -> M | None:
+        if self.guess:
+            raise Unknown(request_id)
         self.flush()
         row = self.sql.load_by_request.execute(
             self.cur, tenant=tenant, kind=kind.name, request_id=request_id
@@ -295,6 +402,8 @@ class Tx:
     def jobs_in(self, kind: Kind[M], tenant: str, statuses: Sequence[int]) -> list[M]:
         if not statuses:
             return []
+        if self.guess:
+            raise Unknown(statuses)
         self.flush()
         if self.sql.positional:
             marks = ", ".join("?" * len(statuses))
@@ -319,6 +428,8 @@ class Tx:
         request_id: str | None = None,
     ) -> M:
         """Store `message` as the job's new state with the next revision, and log the change."""
+        if created and self.guess:
+            raise Unknown(kind.name)
         self.revision += 1
         self.changed = True
         self.kinds.append(kind.name)
@@ -345,29 +456,7 @@ class Tx:
                 due_at=due_at,
                 data=data,
             )
-        else:
-            self.job_rows.append(
-                self.sql.update_job.row(
-                    w_tenant=tenant,
-                    w_kind=kind.name,
-                    w_job_id=job_id,
-                    status=status,
-                    revision=revision,
-                    due_at=due_at,
-                    data=data,
-                )
-            )
-        self.event_rows.append(
-            self.sql.insert_event.row(
-                revision=revision,
-                tenant=tenant,
-                kind=kind.name,
-                job_id=job_id,
-                status=status,
-                created_at=self.seconds,
-                data=data,
-            )
-        )
+        self.rows.append((revision, tenant, kind.name, job_id, status, due_at, data, not created))
         self.loaded[(tenant, kind.name, job_id)] = data
         change = Change(revision, tenant, kind.name, job_id, status, data)
         change.cache[kind.name] = message
@@ -417,6 +506,11 @@ class Store:
     _filling: asyncio.TimerHandle | None = None
     _fill_missed: bool = False  # the last wait ran out before its writes came
     _answered_at: float = 0.0
+    # PostgreSQL: the current state this process knows (the view's; see `Known`), and
+    # whether the next group may guess from it (`_guess`): not after another replica's
+    # commit made a guess fail, until a group finds the counter where the view is.
+    known: Callable[[Sequence[tuple[str, str, str]]], Known | None] | None = None
+    _guessing: bool = True
 
     @property
     def is_sqlite(self) -> bool:
@@ -600,7 +694,12 @@ class Store:
         group = pending[:size]
         del pending[:size]
         if not self.is_sqlite:
-            self._committer.submit(self._commit_whole, group)
+            known = None
+            if self.known is not None:
+                keys = [write.key for write in group]
+                if None not in keys:
+                    known = self.known(keys)  # type: ignore[arg-type]
+            self._committer.submit(self._commit_whole, group, known)
             return
         try:
             conn = self._held_connection()
@@ -649,11 +748,11 @@ class Store:
         self._commit(group)
         group[0].loop.call_soon_threadsafe(self._next_group)
 
-    def _commit_whole(self, group: list[_Write]) -> None:
+    def _commit_whole(self, group: list[_Write], known: Known | None) -> None:
         """In the commit thread (PostgreSQL): the group's transaction (`_commit`, which
         answers it); then, on the loop, the next group."""
         began = time.monotonic()
-        self._commit(group)
+        self._commit(group, known=known)
         took = time.monotonic() - began
         loop = group[0].loop
         loop.call_soon_threadsafe(self._committed, loop, len(group), took)
@@ -685,7 +784,7 @@ class Store:
         else:
             self._next_group()
 
-    def _commit(self, group: list[_Write], again: bool = True) -> None:
+    def _commit(self, group: list[_Write], again: bool = True, known: Known | None = None) -> None:
         assert self._writer is not None and self._sql is not None
         sql = self._sql
         kept = False
@@ -696,7 +795,7 @@ class Store:
             kept = conn is held
             try:
                 with conn.begin():
-                    tx = self._run_group(conn, group, sql)
+                    tx = self._run_group(conn, group, sql, known=known)
                     self._commit_sent = True  # SQLite: what fails from here failed in COMMIT
             except DRIVER_LOST:
                 conn.invalidate()
@@ -708,7 +807,7 @@ class Store:
                 # restarted, or ended it): nothing of this group reached a COMMIT, so it
                 # runs again, once, on a new connection.
                 log.info("the writer's connection was gone (%s): writing on a new one", error)
-                self._commit(group, again=False)
+                self._commit(group, again=False, known=known)
                 return
             # The database (or our connection to it) is gone: the transaction is rolled
             # back or, if the connection died during COMMIT, its outcome is unknown; either
@@ -769,13 +868,24 @@ class Store:
             with contextlib.suppress(Exception):
                 conn.close()
 
-    def _run_group(self, conn: Connection, group: list[_Write], sql: HotSql, cur: Any = None) -> Tx:
+    def _run_group(
+        self,
+        conn: Connection,
+        group: list[_Write],
+        sql: HotSql,
+        cur: Any = None,
+        known: Known | None = None,
+    ) -> Tx:
         """The group's writes in the open transaction, on the driver's own cursor (on
         PostgreSQL in pipeline mode: only a read waits for its answer)."""
         dbapi = conn.connection.dbapi_connection
         assert dbapi is not None
         if cur is None:
             cur = dbapi.cursor()
+        if known is not None and self._guessing:
+            guessed = self._guess(conn, group, sql, cur, known)
+            if guessed is not None:
+                return guessed
         keys = list(dict.fromkeys(write.key for write in group if write.key is not None))
         with contextlib.nullcontext() if self.is_sqlite else dbapi.pipeline():
             sql.lock_revision.execute(cur)
@@ -787,6 +897,8 @@ class Store:
             row = cur.fetchone()
             assert row is not None, "the revision counter row is missing"
             tx = Tx(conn, int(row[0]), datetime.now(UTC), sql, cur)
+            if known is not None and tx.revision == known[0]:
+                self._guessing = True  # the view has caught up with the other replicas
             if keys:
                 tx.loaded = dict.fromkeys(keys)
                 for tenant, kind, job_id, data in prefetch.fetchall():
@@ -814,6 +926,49 @@ class Store:
                 # outcome unknown (`_commit` runs nothing again).
                 self._commit_sent = True
                 cur.execute("COMMIT")
+        WRITE_GROUPS.inc()
+        WRITE_GROUP_WRITES.inc(len(group))
+        return tx
+
+    def _guess(
+        self, conn: Connection, group: list[_Write], sql: HotSql, cur: Any, known: Known
+    ) -> Tx | None:
+        """PostgreSQL, in one round trip: the group run against the jobs as this process
+        knows them (`known`, the view's), then sent whole: the counter bumped only from
+        the revision they are current at, the changes, and the COMMIT. None (nothing
+        committed): the group needs a read the view cannot answer, changes nothing, or
+        another replica committed since; it then runs the usual way (`_run_group`)."""
+        revision, loaded = known
+        tx = Tx(conn, revision, datetime.now(UTC), sql, cur, loaded=dict(loaded), guess=True)
+        for write in group:
+            write.result, write.error = None, None
+            try:
+                write.result = write.fn(tx)
+            except JobStatusError as error:
+                write.error = error
+            except Unknown:
+                return None
+        if not tx.changed:
+            return None
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        try:
+            with dbapi.pipeline():
+                cur.execute(
+                    PG_GUESSED_BUMP,
+                    (tx.revision, revision, CHANNEL, payload(self._sender, tx.revision)),
+                )
+                sql.write(cur, tx.rows, tx.seconds)
+                self._commit_sent = True
+                cur.execute("COMMIT")
+        except psycopg.errors.DivisionByZero:
+            # Another replica committed after the view's revision: nothing was written.
+            self._commit_sent = False
+            dbapi.rollback()
+            self._guessing = False
+            WRITE_GROUP_GUESSES.labels("conflict").inc()
+            return None
+        WRITE_GROUP_GUESSES.labels("committed").inc()
         WRITE_GROUPS.inc()
         WRITE_GROUP_WRITES.inc(len(group))
         return tx

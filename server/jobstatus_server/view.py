@@ -48,7 +48,7 @@ from jobstatus_server.metrics import (
     VIEW_REVISION,
     Count,
 )
-from jobstatus_server.store import Change, Store
+from jobstatus_server.store import Change, Known, Store
 
 Key = tuple[str, str, str]  # (kind, tenant, job id)
 ENTRY_OVERHEAD = 400  # bytes an entry costs beyond its payloads (objects, dict slots)
@@ -230,6 +230,21 @@ class View:
         if entry is not None:
             self._settled.move_to_end(key)
         return entry
+
+    def known(self, keys: Sequence[tuple[str, str, str]]) -> Known | None:
+        """For Store.known: the revision the view is complete up to, and the bytes of each
+        of `keys` (tenant, kind, job id) as of that revision; None when it lacks one."""
+        revision = self.revision
+        loaded = {}
+        for key in keys:
+            tenant, kind, job_id = key
+            entry = self._active.get((kind, tenant, job_id)) or self._settled.get(
+                (kind, tenant, job_id)
+            )
+            if entry is None or entry.revision > revision:
+                return None
+            loaded[key] = entry.data
+        return revision, loaded
 
     async def get(
         self,
