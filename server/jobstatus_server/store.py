@@ -186,13 +186,13 @@ def _fill_wait(missed: bool, took: float) -> float:
 Put = tuple[int, str, str, str, int, float | None, bytes, bool]
 
 # HotSql.write on PostgreSQL: a group's changes as columns (arrays, one element per change,
-# in revision order), then the events' created_at. A job changed more than once in the
-# group takes its last change.
+# in revision order, sent in binary: no quoting per element), then the events'
+# created_at. A job changed more than once in the group takes its last change.
 PG_WRITE = """
 WITH v AS (
     SELECT * FROM UNNEST(
-        %s::bigint[], %s::text[], %s::text[], %s::text[], %s::integer[],
-        %s::double precision[], %s::bytea[], %s::boolean[]
+        %b::bigint[], %b::text[], %b::text[], %b::text[], %b::integer[],
+        %b::double precision[], %b::bytea[], %b::boolean[]
     ) AS v (revision, tenant, kind, job_id, status, due_at, data, existing)
 ), logged AS (
     INSERT INTO event (revision, tenant, kind, job_id, status, created_at, data)
