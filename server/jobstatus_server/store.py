@@ -41,9 +41,11 @@ revision R, is guessed (`_guess`): run against the view's state and sent in
 one round trip, bumping the counter only if it is still R. If another replica
 committed since, that statement fails, nothing is written, and the group runs
 the two round trips on the database's state; the next groups do not guess
-until one finds the counter where the view is. Reads run in REPEATABLE READ,
-so a read of several statements sees one snapshot. A lost connection fails the writes of its group
-with UNAVAILABLE (a transaction is all or nothing) and the pool reconnects.
+until one finds the counter where the view is (its guarded UPDATE takes the
+counter row's lock first, as the SELECT ... FOR UPDATE does). Reads run in
+REPEATABLE READ, so a read of several statements sees one snapshot. A lost
+connection fails the writes of its group with UNAVAILABLE (a transaction is all
+or nothing) and the pool reconnects.
 PostgreSQL's work stays on threads, not on an asyncio driver: group commit on
 a plain connection in pipeline mode, and the event loop never waits on a round
 trip.
