@@ -159,7 +159,8 @@ def baseline(copy: Path, mutants: list[Mutant], timeout: float) -> list[str]:
     failures: list[str] = []
     for databases, tests in groups.items():
         code, output, seconds = pytest(copy, tuple(sorted(tests)), databases, timeout * 4)
-        print(f"baseline on {','.join(databases)}: {len(tests)} tests, exit {code}, {seconds:.0f} s")
+        where = ",".join(databases)
+        print(f"baseline on {where}: {len(tests)} tests, exit {code}, {seconds:.0f} s")
         if code != 0:
             failures.append(f"{','.join(databases)}: {first_failure(output)}")
     return failures
