@@ -51,6 +51,10 @@ test: $(STAMP) $(BUF) $(NODE_EXAMPLE) ## Run every test (node_modules brings the
 bench: $(STAMP) $(BUF) ## Benchmarks as ratios to baselines of the same run (~15 min): bench/results/bench.md
 	$(PY) -m bench $(BENCH_ARGS)
 
+.PHONY: mutants
+mutants: $(STAMP) $(BUF) $(NODE_EXAMPLE) ## Mutation testing: every catalogued server mutant must fail its tests (~15 min): tests/mutants/report.md
+	$(PY) -m tests.mutants $(MUTANTS_ARGS)
+
 .PHONY: proto
 proto: $(STAMP) ## Regenerate the Python code from proto/
 	$(MAKE) --no-print-directory gen OUT=$(GEN_OUT)
