@@ -1,10 +1,14 @@
 """A process that writes through the real Store as fast as it can, for tests and benchmarks.
 
-    python -m tests.storewriter URL COUNT [CONCURRENCY]
+    python -m tests.storewriter URL COUNT [CONCURRENCY] [--unheard]
 
-creates COUNT map imports (ids `<pid>-<n>`), CONCURRENCY transactions in
+creates COUNT map imports (ids `w<pid>-<n>`), CONCURRENCY transactions in
 flight at a time (so the writer thread groups them), and prints one line:
 `wrote COUNT revisions FIRST..LAST in SECONDS s`.
+
+`--unheard` (PostgreSQL): each commit's NOTIFY goes to a channel no replica
+LISTENs on, as if it were lost: the replicas learn of these commits only by
+polling the event log.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import sys
 import time
 
+import jobstatus_server.store
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus_server.kinds import MAP_IMPORT
 from jobstatus_server.store import Store, Tx
@@ -44,7 +49,13 @@ async def write(url: str, count: int, concurrency: int) -> tuple[list[int], floa
     return revisions, time.perf_counter() - started
 
 
+UNHEARD = "jobstatus_unheard"  # a NOTIFY channel nobody listens on
+
+
 def main(argv: list[str]) -> int:
+    if "--unheard" in argv:
+        argv = [arg for arg in argv if arg != "--unheard"]
+        vars(jobstatus_server.store)["CHANNEL"] = UNHEARD  # the channel its commits NOTIFY
     url, count = argv[0], int(argv[1])
     concurrency = int(argv[2]) if len(argv) > 2 else 16
     revisions, seconds = asyncio.run(write(url, count, concurrency))

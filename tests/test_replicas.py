@@ -9,6 +9,9 @@ health goes NOT_SERVING and back, watchers carry on).
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +30,7 @@ from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.v1 import map_import_pb2_grpc as mi_grpc
 from jobstatus.v1 import watch_pb2
 from tests.pg import PgCluster
-from tests.serverproc import ServerProcess
+from tests.serverproc import ROOT, ServerProcess
 
 CHANGE = watch_pb2.WATCH_EVENT_TYPE_CHANGE
 HEARTBEAT = watch_pb2.WATCH_EVENT_TYPE_HEARTBEAT
@@ -341,3 +344,83 @@ def test_postgresql_restart_loses_no_acknowledged_write_and_watchers_resume(
     finally:
         channel.close()
     assert events
+
+
+# --- a lost NOTIFY ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lone(pg_cluster: PgCluster) -> Iterator[tuple[str, ServerProcess]]:
+    """One replica on a database of its own, and the database's URL."""
+    url = pg_cluster.database("lost_notify")
+    server = ServerProcess(url, ["--grace", "1"]).start()
+    yield url, server
+    server.stop()
+
+
+def _unheard_commit(url: str) -> tuple[int, str]:
+    """Commit one map import through another Store whose NOTIFY goes to a channel no
+    replica listens on (a lost NOTIFY); its revision and job id."""
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "tests.storewriter", url, "1", "1", "--unheard"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output, _ = writer.communicate(timeout=60)
+    found = re.search(r"wrote 1 revisions (\d+)\.\.\d+", output)
+    assert writer.returncode == 0 and found, output
+    return int(found.group(1)), f"w{writer.pid}-0"
+
+
+def test_a_commit_whose_notify_is_lost_reaches_watch_and_get_by_the_poll(
+    lone: tuple[str, ServerProcess],
+) -> None:
+    """NOTIFY is only a wake-up: a replica that never hears of another's commit still
+    publishes it within a few poll intervals (the hub polls the event log every
+    second), to its watchers and to its view (Get with min_revision)."""
+    url, server = lone
+    channel, stub = _stub(server.address)
+    try:
+        # The replica's own commit first: it is at that revision, with a watch open.
+        start = _create(stub, "heard")
+        request = mi.WatchMapImportStatusRequest(
+            start_revision=start, heartbeat_interval=duration_pb2.Duration(seconds=1)
+        )
+        stream = stub.WatchMapImportStatus(request, timeout=15)
+        revision, job_id = _unheard_commit(url)
+        assert revision == start + 1
+        seen: list[tuple[int, int]] = []
+        try:
+            for event in stream:
+                seen.append((event.type, event.revision))
+                if event.type == CHANGE:
+                    assert (event.revision, event.map_import.import_request_id) == (
+                        revision,
+                        job_id,
+                    ), f"the watch received {seen}, not the unheard commit {revision}"
+                    break
+        except grpc.RpcError as error:
+            assert isinstance(error, grpc.Call)
+            raise AssertionError(
+                f"a commit whose NOTIFY was lost (revision {revision}) never reached the "
+                f"watch: the hub did not poll the event log; the watch saw (type, revision) "
+                f"{seen}, then {error.code().name}"
+            ) from None
+        finally:
+            stream.cancel()  # type: ignore[no-untyped-call]
+        try:
+            got = stub.GetMapImportStatus(
+                mi.GetMapImportStatusRequest(import_request_id=job_id, min_revision=revision),
+                timeout=15,
+            ).map_import
+        except grpc.RpcError as error:
+            assert isinstance(error, grpc.Call)
+            raise AssertionError(
+                f"Get with min_revision {revision} (a commit whose NOTIFY was lost) failed "
+                f"with {error.code().name}: the replica's view never reached it"
+            ) from None
+        assert got.revision == revision, got
+    finally:
+        channel.close()
