@@ -12,6 +12,7 @@ STORE = "server/jobstatus_server/store.py"
 VIEW = "server/jobstatus_server/view.py"
 WATCH = "server/jobstatus_server/watch.py"
 REPLICAS = "tests/test_replicas.py"
+WRITER = "tests/test_sqlite_writer.py"
 
 MUTANTS: list[Mutant] = [
     Mutant(
@@ -22,5 +23,13 @@ MUTANTS: list[Mutant] = [
         "await self._wake.wait()",
         (f"{REPLICAS}::test_a_commit_whose_notify_is_lost_reaches_watch_and_get_by_the_poll",),
         ("postgresql",),
+    ),
+    Mutant(
+        "consistency-each-write-its-own-commit",
+        "concurrent writes share commits (group commit)",
+        STORE,
+        "MAX_GROUP = 128",
+        "MAX_GROUP = 1",
+        (f"{WRITER}::test_concurrent_writes_share_commits_and_each_is_acknowledged_once",),
     ),
 ]
