@@ -14,8 +14,9 @@ import random
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import psycopg
 import pytest
@@ -31,6 +32,7 @@ from jobstatus_server.store import Known, Store, Tx
 from tests.pg import PgCluster
 from tests.serverproc import ROOT
 
+T = TypeVar("T")
 WRITERS = 3
 WRITES = 400  # per writer process
 
@@ -177,11 +179,20 @@ def _create(job_id: str) -> Callable[[Tx], int]:
 
 
 async def _heard(heard: asyncio.Queue[int], revision: int, within: float) -> None:
-    deadline = asyncio.get_running_loop().time() + within
+    """Wait (at most `within` s) for the NOTIFY of `revision`; fail with what came."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    got: list[int] = []
     while True:
-        remaining = deadline - asyncio.get_running_loop().time()
-        got = await asyncio.wait_for(heard.get(), max(remaining, 0.01))
-        if got == revision:
+        remaining = deadline - loop.time()
+        try:
+            got.append(await asyncio.wait_for(heard.get(), max(remaining, 0.01)))
+        except TimeoutError:
+            raise AssertionError(
+                f"the other replica was never woken for commit {revision} (its NOTIFY); "
+                f"it heard {got}"
+            ) from None
+        if got[-1] == revision:
             return
 
 
@@ -201,7 +212,7 @@ async def test_a_commit_wakes_the_other_replica_also_after_a_database_restart(
     with pg_cluster.down():
         deadline = time.monotonic() + 10
         while first._listener.connected.is_set():  # it notices the connection is gone
-            assert time.monotonic() < deadline
+            assert time.monotonic() < deadline, "the listener never noticed the database go"
             await asyncio.sleep(0.05)
         with pytest.raises(Unavailable):
             await second.transact(_create("during-outage"))
@@ -266,17 +277,38 @@ async def test_compaction_neither_blocks_writers_nor_runs_twice_at_once(
         other.execute("DELETE FROM event WHERE revision <= 3")
         other.execute("UPDATE counter SET value = 3 WHERE name = 'compacted'")
 
-        started = time.monotonic()
-        revision = await asyncio.wait_for(second.transact(_create("while-compacting")), 5)
+        # Both finish while the other's compaction is still open (uncommitted): had
+        # either waited for its locks, it would wait for good (the commit comes after).
+        revision = await _while_open(other, second.transact(_create("while-compacting")), "a write")
         assert revision == 11
         # This replica skips its own compaction instead of waiting or racing.
-        assert await asyncio.wait_for(second.compact(keep_count=2, keep_age=3600), 5) == 0
-        assert time.monotonic() - started < 5
+        skipped = await _while_open(
+            other, second.compact(keep_count=2, keep_age=3600), "a second compaction"
+        )
+        assert skipped == 0, "a replica compacted while another replica's compaction ran"
+        assert await second.compacted() == 0, "an uncommitted compaction point was seen"
         other.commit()
     assert await second.compact(keep_count=2, keep_age=3600) == 9
     # The compaction point never moves back, whoever writes it last.
     assert await first.compact(keep_count=5, keep_age=3600) == 9
     assert [e.revision for e in await first.events_after(0, 100)] == [10, 11]
+
+
+async def _while_open(
+    other: psycopg.Connection[tuple[object, ...]], work: Awaitable[T], what: str
+) -> T:
+    """`work`'s result, which must come while `other`'s transaction stays open (it is
+    committed only afterwards, so waiting for it would never end: bounded at 30 s)."""
+    try:
+        result = await asyncio.wait_for(work, 30)
+    except TimeoutError:
+        raise AssertionError(
+            f"{what} waited for another replica's uncommitted compaction"
+        ) from None
+    assert other.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS, (
+        "the other replica's compaction is no longer open: the test proves nothing"
+    )
+    return result
 
 
 def _guesses(outcome: str) -> float:
