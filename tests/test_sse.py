@@ -19,6 +19,7 @@ from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import map_import_pb2 as mi
 from tests.conftest import Stubs
 from tests.serverproc import ServerProcess
+from tests.streams import shown
 
 HISTORY = 30
 
@@ -38,35 +39,63 @@ def http(server: ServerProcess) -> Iterator[httpx.Client]:
         yield client
 
 
+WAIT = 15.0  # seconds an awaited event may take on a loaded machine
+
+RESUMES = "an SSE client resuming with Last-Event-ID R gets exactly the changes after R, in order"
+BEATS = "an idle SSE watch's heartbeat carries the current revision"
+SETTLES = "an until_settled SSE watch ends with `settled` right after the settling change"
+COMPACTED = "a resume point older than the kept history answers 410 naming the oldest kept revision"
+
+
 class Events:
-    """The events of an open text/event-stream response, read one at a time."""
+    """The events of an open text/event-stream response, read one at a time with
+    deadlines; every event read is kept, so a failure says what the stream sent."""
 
     def __init__(self, response: httpx.Response) -> None:
         self.lines = response.iter_lines()
+        self.seen: list[dict[str, Any]] = []
 
-    def next(self) -> dict[str, Any]:
+    def saw(self) -> str:
+        return shown([f"{e['event']}@{e.get('id', '-')}" for e in self.seen])
+
+    def next(self, why: str = "the stream goes on", expect: str = "an event") -> dict[str, Any]:
+        """The next event; a read that gets nothing for the client's timeout (10 s) fails
+        naming `why`."""
         event: dict[str, Any] = {}
-        for line in self.lines:
-            if not line:
-                if "event" in event:
-                    if "data" in event:
-                        event["data"] = json.loads(event["data"])
-                    return event
-                event = {}
-                continue
-            if line.startswith(":"):
-                continue
-            name, _, value = line.partition(": ")
-            event[name] = value
-        raise AssertionError(f"the stream ended; last partial event {event}")
+        try:
+            for line in self.lines:
+                if not line:
+                    if "event" in event:
+                        if "data" in event:
+                            event["data"] = json.loads(event["data"])
+                        self.seen.append(event)
+                        return event
+                    event = {}
+                    continue
+                if line.startswith(":"):
+                    continue
+                name, _, value = line.partition(": ")
+                event[name] = value
+        except httpx.ReadTimeout:
+            raise AssertionError(
+                f"{why}: expected {expect}, nothing came; saw {self.saw()}"
+            ) from None
+        raise AssertionError(f"the stream ended; last partial event {event}; saw {self.saw()}")
 
-    def until(self, name: str) -> list[dict[str, Any]]:
+    def until(
+        self, name: str, why: str = "the stream goes on", within: float = WAIT
+    ) -> list[dict[str, Any]]:
+        """Events up to the first `name` event, all within `within` seconds."""
+        deadline = time.monotonic() + within
         seen = []
         while True:
-            event = self.next()
+            event = self.next(why, f"a {name} event")
             seen.append(event)
             if event["event"] == name:
                 return seen
+            assert time.monotonic() < deadline, (
+                f"{why}: expected a {name} event within {within:g} s, saw {self.saw()}"
+            )
 
 
 @contextmanager
@@ -125,8 +154,8 @@ def test_resume_with_last_event_id_yields_exactly_the_missed_events(
     with watch(http, f"ids={','.join(jobs)}") as events:
         assert [e["event"] for e in events.until("synced")] == ["state", "state", "synced"]
         seen = [_progress(stubs, jobs[0], 1), _progress(stubs, jobs[1], 2)]
-        got = [events.next(), events.next()]
-        assert [int(e["id"]) for e in got] == seen
+        got = [events.next(RESUMES), events.next(RESUMES)]
+        assert [int(e["id"]) for e in got] == seen, f"{RESUMES}: {events.saw()}"
         last = got[-1]["id"]
     # Disconnected: these changes are missed, and some of other jobs in between.
     missed = []
@@ -136,14 +165,15 @@ def test_resume_with_last_event_id_yields_exactly_the_missed_events(
     expected_progress = list(range(3, 9))
 
     with watch(http, f"ids={','.join(jobs)}&heartbeat=0.5", **{"last-event-id": last}) as events:
-        resumed = events.until("heartbeat")
+        resumed = events.until("heartbeat", RESUMES)
+        saw = events.saw()
     changes = resumed[:-1]
-    assert [e["event"] for e in changes] == ["change"] * len(missed)
-    assert [int(e["id"]) for e in changes] == missed
+    assert [e["event"] for e in changes] == ["change"] * len(missed), f"{RESUMES}: {saw}"
+    assert [int(e["id"]) for e in changes] == missed, f"{RESUMES}: {saw}, missed {missed}"
     assert [e["data"]["metaData"]["progress"] for e in changes] == expected_progress
     assert [e["data"]["importRequestId"] for e in changes] == [jobs[s % 2] for s in range(3, 9)]
     # The heartbeat brings the client to the current revision: resuming from it is safe.
-    assert int(resumed[-1]["id"]) >= missed[-1]
+    assert int(resumed[-1]["id"]) >= missed[-1], f"{BEATS}: {saw}"
 
 
 def test_start_revision_query_and_last_event_id_wins(
@@ -153,21 +183,27 @@ def test_start_revision_query_and_last_event_id_wins(
     second = _progress(stubs, uid, 5)
     third = _progress(stubs, uid, 6)
     with watch(http, f"ids={uid}&start_revision={first}") as events:
-        assert [int(events.next()["id"]) for _ in range(2)] == [second, third]
+        got = [int(events.next(RESUMES)["id"]) for _ in range(2)]
+        assert got == [second, third], f"{RESUMES}: start_revision={first} gave {events.saw()}"
+    why = "Last-Event-ID wins over start_revision (an EventSource reconnects to the same URL)"
     with watch(http, f"ids={uid}&start_revision={first}", **{"last-event-id": str(second)}) as ev:
-        assert int(ev.next()["id"]) == third
+        assert int(ev.next(why)["id"]) == third, f"{why}: {ev.saw()}"
 
 
 def test_heartbeat_carries_the_current_revision(stubs: Stubs, http: httpx.Client, uid: str) -> None:
     with watch(http, f"ids={uid}&heartbeat=0.5") as events:
-        assert events.next()["event"] == "synced"
+        assert events.next(BEATS)["event"] == "synced", f"{BEATS}: {events.saw()}"
         _create(stubs, f"other-{uuid.uuid4().hex[:8]}")  # not watched: only moves the revision
         time.sleep(0.2)
         now = _create(stubs, f"other-{uuid.uuid4().hex[:8]}")
-        heartbeat = events.until("heartbeat")[-1]
+        deadline = time.monotonic() + WAIT
+        heartbeat = events.until("heartbeat", BEATS)[-1]
         while int(heartbeat["id"]) < now:
-            heartbeat = events.until("heartbeat")[-1]
-        assert heartbeat["data"] == {"revision": int(heartbeat["id"])}
+            assert time.monotonic() < deadline, (
+                f"{BEATS}: no heartbeat at revision {now} or later in {WAIT:g} s: {events.saw()}"
+            )
+            heartbeat = events.until("heartbeat", BEATS)[-1]
+        assert heartbeat["data"] == {"revision": int(heartbeat["id"])}, BEATS
 
 
 def test_until_settled_ends_and_a_reconnect_gets_204(
@@ -175,19 +211,45 @@ def test_until_settled_ends_and_a_reconnect_gets_204(
 ) -> None:
     _create(stubs, uid)
     with watch(http, f"ids={uid}&until_settled=true") as events:
-        events.until("synced")
+        events.until("synced", SETTLES)
         _progress(stubs, uid, 50)
         cancel = _progress(stubs, uid, 50, mi.MAP_IMPORT_STATUS_CANCEL)
-        seen = events.until("settled")
-        assert [e["event"] for e in seen] == ["change", "change", "settled"]
-        assert seen[-1]["data"] == {"revision": cancel}
+        seen = events.until("settled", SETTLES)
+        assert [e["event"] for e in seen] == ["change", "change", "settled"], (
+            f"{SETTLES}: {events.saw()}"
+        )
+        assert seen[-1]["data"] == {"revision": cancel}, f"{SETTLES}: {events.saw()}"
         with pytest.raises(AssertionError, match="stream ended"):
             events.next()
     again = http.get(
         f"/api/v1/watch/map_import?ids={uid}&until_settled=true",
         headers={"last-event-id": str(cancel)},
     )
-    assert again.status_code == 204
+    assert again.status_code == 204, "a reconnect after `settled` answers 204 (EventSource stops)"
+
+
+def test_a_reconnect_before_the_settling_change_gets_it_then_settled(
+    stubs: Stubs, http: httpx.Client, uid: str
+) -> None:
+    """Settled now, but not at the client's Last-Event-ID: no 204, the missed changes."""
+    created = _create(stubs, uid)
+    progressed = _progress(stubs, uid, 50)
+    cancel = _progress(stubs, uid, 50, mi.MAP_IMPORT_STATUS_CANCEL)
+    query = f"ids={uid}&until_settled=true"
+    with http.stream(
+        "GET", f"/api/v1/watch/map_import?{query}", headers={"last-event-id": str(created)}
+    ) as response:
+        assert response.status_code == 200, (
+            f"{SETTLES}: a reconnect from {created}, before the settling change {cancel}, "
+            f"answered {response.status_code}"
+        )
+        events = Events(response)
+        seen = events.until("settled", SETTLES)
+    assert [(e["event"], e.get("id")) for e in seen] == [
+        ("change", str(progressed)),
+        ("change", str(cancel)),
+        ("settled", None),
+    ], f"{SETTLES}: {events.saw()}"
 
 
 def test_until_settled_on_an_unknown_job_answers_404(http: httpx.Client, uid: str) -> None:
@@ -223,25 +285,50 @@ def test_dataset_events_carry_the_dataset_id(stubs: Stubs, http: httpx.Client) -
     }
 
 
+def _refusal(http: httpx.Client, url: str, resume: int) -> dict[str, Any] | None:
+    """The 410's error for a resume from `resume`; None while it is accepted."""
+    with http.stream("GET", url, headers={"last-event-id": str(resume)}) as response:
+        status = response.status_code
+        body = response.read() if status != 200 else b""
+    if status == 200:
+        return None
+    assert status == 410, f"{COMPACTED}: a resume from {resume} answered {status}: {body!r}"
+    error: dict[str, Any] = json.loads(body)["error"]
+    assert error["code"] == "OUT_OF_RANGE", f"{COMPACTED}: {error}"
+    assert error["reason"] == "REVISION_COMPACTED", f"{COMPACTED}: {error}"
+    return error
+
+
 def test_a_resume_point_past_the_history_answers_410(
     stubs: Stubs, http: httpx.Client, uid: str
 ) -> None:
     first = _create(stubs, uid)
-    for step in range(HISTORY + 5):
-        _progress(stubs, uid, step % 100)
-    deadline = time.monotonic() + 15
+    written = [_progress(stubs, uid, step % 100) for step in range(HISTORY + 5)]
     url = f"/api/v1/watch/map_import?ids={uid}"
-    while True:  # compaction runs every 0.2 s
-        with http.stream("GET", url, headers={"last-event-id": str(first)}) as response:
-            status = response.status_code
-            body = response.read() if status != 200 else b""
-        if status == 410 or time.monotonic() > deadline:
-            break
+    # Compaction runs every 0.2 s: wait until it has run after the last write, when the
+    # oldest kept revision no longer moves.
+    deadline = time.monotonic() + 10
+    oldest: list[int] = []
+    while len(oldest) < 3 or len(set(oldest[-3:])) > 1:
+        assert time.monotonic() < deadline, (
+            f"{COMPACTED}: no stable 410 in 10 s (oldest revisions named: {oldest})"
+        )
+        error = _refusal(http, url, first)
+        if error is not None:
+            oldest.append(int(error["metadata"]["oldest_revision"]))
         time.sleep(0.2)
-    assert status == 410
-    error = json.loads(body)["error"]
-    assert error["code"] == "OUT_OF_RANGE" and error["reason"] == "REVISION_COMPACTED"
-    assert int(error["metadata"]["oldest_revision"]) > first
+    kept = oldest[-1]
+    assert first < kept <= written[-1], f"{COMPACTED}: oldest {kept}"
+    before = _refusal(http, url, kept - 2)
+    assert before is not None, f"{COMPACTED}: a resume from {kept - 2} (oldest kept {kept}) ran"
+    assert before["metadata"]["oldest_revision"] == str(kept), f"{COMPACTED}: {before}"
+    # Resuming just before the oldest kept revision gets every change from it on.
+    with watch(http, f"ids={uid}&heartbeat=0.5", **{"last-event-id": str(kept - 1)}) as events:
+        changes = events.until("heartbeat", COMPACTED)[:-1]
+    expected = [r for r in written if r >= kept]
+    assert [int(e["id"]) for e in changes] == expected, (
+        f"{COMPACTED}: a resume from {kept - 1} gave {events.saw()}, expected {expected}"
+    )
 
 
 def test_a_closed_stream_leaves_no_trace(http: httpx.Client, uid: str) -> None:
@@ -271,15 +358,17 @@ def test_shutdown_ends_the_stream_with_its_resume_point_and_a_restart_resumes(
 ) -> None:
     _create(stubs, uid)
     with watch(http, f"ids={uid}") as events:
-        events.until("synced")
+        events.until("synced", RESUMES)
         last = _progress(stubs, uid, 1)
-        assert int(events.next()["id"]) == last
+        assert int(events.next(RESUMES)["id"]) == last, f"{RESUMES}: {events.saw()}"
         stopping = threading.Thread(target=server.terminate)
         stopping.start()
-        error = events.until("error")[-1]
+        error = events.until("error", "a shutdown ends an SSE watch with an error event")[-1]
         stopping.join()
     assert error["data"]["code"] == "UNAVAILABLE"
-    assert error["data"]["metadata"] == {"resume_revision": str(last)}
+    assert error["data"]["metadata"] == {"resume_revision": str(last)}, (
+        f"a shutdown's error event names the last revision sent, {last}: {error}"
+    )
     server.start()
     restarted = Stubs.connect(server.address)
     try:
@@ -288,7 +377,8 @@ def test_shutdown_ends_the_stream_with_its_resume_point_and_a_restart_resumes(
         with watch(
             http, query, **{"last-event-id": error["data"]["metadata"]["resume_revision"]}
         ) as ev:
-            change = ev.next()
+            change = ev.next(RESUMES)
     finally:
         restarted.channel.close()
-    assert change["id"] == str(later) and change["data"]["metaData"]["progress"] == 2
+    assert change["id"] == str(later), f"{RESUMES}: after the restart got {change}"
+    assert change["data"]["metaData"]["progress"] == 2, f"{RESUMES}: {change}"
