@@ -3,7 +3,8 @@
 it is counted in /metrics, and callers under their limits are not affected. And a
 flood of bad requests cannot flood the log.
 
-The limits do not depend on the database: these servers run on SQLite."""
+On SQLite and on PostgreSQL (conftest's `databases`): a read waiting for a revision,
+the keys and the log are the storage's as well as the limits'."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from jobstatus.v1 import (
     watch_pb2,
 )
 from jobstatus.v1 import map_import_pb2 as mi
-from tests.conftest import Stubs, sqlite_url
+from tests.conftest import Databases, Stubs
 from tests.restkit import Keyed, keyed_server, metadata
 from tests.rpcerrors import Failure, failure_of
 from tests.serverproc import ServerProcess
@@ -46,9 +47,8 @@ LIMITS = [
 
 
 @pytest.fixture(scope="module")
-def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyed]:
-    url = sqlite_url(tmp_path_factory.mktemp("limits"))
-    with keyed_server(url, KEYS, *LIMITS) as made:
+def keyed(databases: Databases) -> Iterator[Keyed]:
+    with keyed_server(databases.new("limits"), KEYS, *LIMITS) as made:
         yield made
 
 
@@ -80,19 +80,28 @@ def watch(stubs: Stubs, key: str) -> Any:
     raise AssertionError("the watch ended before its synced marker")
 
 
-def refused(result: Any, limit: str) -> None:
-    assert isinstance(result, Failure), result
-    assert result.code == grpc.StatusCode.RESOURCE_EXHAUSTED, result
-    assert result.info is not None and result.info.reason == "LIMIT_EXCEEDED"
-    assert result.metadata["limit"] == limit
+def refused(result: Any, limit: str, what: str) -> None:
+    """`result` is the documented gRPC refusal of `limit`; `what` names the guarantee."""
+    assert isinstance(result, Failure), f"{what}: not refused, it went through"
+    assert result.code == grpc.StatusCode.RESOURCE_EXHAUSTED, f"{what}: {result}"
+    reason = result.info.reason if result.info is not None else None
+    assert reason == "LIMIT_EXCEEDED", (
+        f"a refusal's ErrorInfo reason is {reason!r}, not LIMIT_EXCEEDED"
+    )
+    assert result.metadata.get("limit") == limit, f"{what}: refused as {result.metadata}"
 
 
-def http_refused(response: httpx.Response, limit: str) -> None:
-    assert response.status_code == 429, response.text
-    assert response.headers["retry-after"] == "1"
+def http_refused(response: httpx.Response, limit: str, what: str) -> None:
+    """`response` is the documented 429 of `limit`: Retry-After, the JSON error body."""
+    assert response.status_code == 429, f"{what}: answered {response.status_code}"
+    assert response.headers.get("retry-after") == "1", (
+        f"a limit's 429 says Retry-After: 1, not {response.headers.get('retry-after')!r}"
+    )
     error = response.json()["error"]
-    assert (error["code"], error["reason"]) == ("RESOURCE_EXHAUSTED", "LIMIT_EXCEEDED")
-    assert error["metadata"]["limit"] == limit
+    assert (error["code"], error["reason"]) == ("RESOURCE_EXHAUSTED", "LIMIT_EXCEEDED"), (
+        f"a limit's 429 body names RESOURCE_EXHAUSTED and LIMIT_EXCEEDED, not {error}"
+    )
+    assert error["metadata"]["limit"] == limit, f"{what}: refused as {error['metadata']}"
 
 
 def counted(keyed: Keyed, transport: str, limit: str) -> float:
@@ -102,29 +111,37 @@ def counted(keyed: Keyed, transport: str, limit: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def eventually(attempt: Callable[[], bool]) -> None:
-    """Retry until `attempt` holds: the server frees a slot after the client leaves."""
-    for _ in range(400):
-        if attempt():
-            return
+def eventually(attempt: Callable[[], bool], what: str, within: float = 10.0) -> None:
+    """Retry until `attempt` holds (the server frees a slot after the client leaves, a
+    call in progress takes a moment to arrive); fail naming `what` after `within` s."""
+    deadline = time.monotonic() + within
+    while not attempt():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not so after {within:.0f} s")
         time.sleep(0.05)
-    raise AssertionError("never held")
 
 
 def test_watch_streams_per_key_and_per_connection(keyed: Keyed) -> None:
     a, b = keyed.keys["a"], keyed.keys["b"]
     first, second = channel(keyed), channel(keyed)
     mine = [watch(first, a), watch(first, a)]
-    refused(watch(second, a), "streams_per_key")
+    for made in mine:
+        assert not isinstance(made, Failure), f"a key's first 2 watch streams are served: {made}"
+    per_key = "a key has at most --max-streams-per-key (2) watch streams open"
+    refused(watch(second, a), "streams_per_key", per_key)
     with keyed.http() as client:
         answer = client.get("/api/v1/watch/map_import", headers={"x-api-key": a})
-        http_refused(answer, "streams_per_key")
+        http_refused(answer, "streams_per_key", per_key + " (SSE)")
     assert counted(keyed, "grpc", "streams_per_key") >= 1
     assert counted(keyed, "http", "streams_per_key") >= 1
     # Another key is not affected, up to this connection's limit of 3 streams.
     theirs = watch(first, b)
     assert not isinstance(theirs, Failure), theirs
-    refused(watch(first, b), "streams_per_connection")
+    refused(
+        watch(first, b),
+        "streams_per_connection",
+        "a connection has at most --max-streams-per-connection (3) watch streams open",
+    )
     assert counted(keyed, "grpc", "streams_per_connection") >= 1
     elsewhere = watch(second, b)
     assert not isinstance(elsewhere, Failure), elsewhere
@@ -134,12 +151,12 @@ def test_watch_streams_per_key_and_per_connection(keyed: Keyed) -> None:
     def reopened() -> bool:
         result = watch(second, a)
         if isinstance(result, Failure):
-            refused(result, "streams_per_key")
+            refused(result, "streams_per_key", "a key's refused stream is refused by its limit")
             return False
         mine.append(result)
         return True
 
-    eventually(reopened)
+    eventually(reopened, "a watch stream that ends frees its key's slot")
     for stubs in (first, second):
         stubs.channel.close()
 
@@ -148,21 +165,36 @@ def test_request_and_header_size(keyed: Keyed) -> None:
     stubs = channel(keyed)
     get = stubs.channel.unary_unary("/jobstatus.v1.MapImportService/GetMapImportStatus", None, None)
     key = metadata(keyed.keys["a"])
-    big = b"\x0a\xc4\x13" + b"a" * 2500  # field 1, 2,500 bytes: beyond --max-request-bytes
-    try:
-        get(big, metadata=key, timeout=30)
-        raise AssertionError("a request beyond the limit was served")
-    except grpc.RpcError as error:
-        refused(failure_of(error), "request_bytes")
+    # Field 1 (the id) as a length-delimited string: tag 0x0a, a 2-byte varint length.
+    exact = b"\x0a\xcd\x0f" + b"a" * 1997  # 2,000 bytes: --max-request-bytes exactly
+    beyond = b"\x0a\xce\x0f" + b"a" * 1998  # 2,001 bytes: one beyond
+    assert (len(exact), len(beyond)) == (2000, 2001)
+    limit = "a gRPC request of at most --max-request-bytes (2000) is served, one byte more is not"
+    for big in (beyond, b"\x0a\xc4\x13" + b"a" * 2500):
+        try:
+            get(big, metadata=key, timeout=30)
+            raise AssertionError(f"{limit}: {len(big)} bytes were served")
+        except grpc.RpcError as error:
+            refused(failure_of(error), "request_bytes", limit)
     assert counted(keyed, "grpc", "request_bytes") >= 1
-    try:
-        get(b"\x0a\x03abc", metadata=key, timeout=30)
-    except grpc.RpcError as error:
-        assert failure_of(error).code == grpc.StatusCode.NOT_FOUND  # served, under the limit
+    for small in (b"\x0a\x03abc", exact):
+        try:
+            get(small, metadata=key, timeout=30)
+        except grpc.RpcError as error:
+            code = failure_of(error).code  # served, under the limit: the id is not there
+            assert code != grpc.StatusCode.RESOURCE_EXHAUSTED, f"{limit}: {len(small)} refused"
     with keyed.http() as client:
-        http_refused(client.post("/healthz", content=b"x" * 3000), "request_bytes")
-        http_refused(client.get("/healthz", headers={"x-junk": "y" * 5000}), "header_bytes")
-        assert client.get("/healthz", headers={"x-junk": "y" * 3000}).status_code == 200
+        body = "an HTTP body of at most --max-request-bytes (2000) is let through"
+        http_refused(client.post("/healthz", content=b"x" * 3000), "request_bytes", body)
+        http_refused(client.post("/healthz", content=b"x" * 2001), "request_bytes", body)
+        at_limit = client.post("/healthz", content=b"x" * 2000)
+        assert at_limit.status_code != 429, f"{body}: 2,000 bytes answered 429"
+        head = "an HTTP request line and headers are at most --max-header-bytes (4096)"
+        http_refused(client.get("/healthz", headers={"x-junk": "y" * 5000}), "header_bytes", head)
+        assert client.get("/healthz", headers={"x-junk": "y" * 3000}).status_code == 200, head
+        # Counted together: three headers of 2,000 bytes each are beyond the limit.
+        many = [(f"x-junk-{n}", "y" * 2000) for n in range(3)]
+        http_refused(client.get("/healthz", headers=many), "header_bytes", head + " together")
     assert counted(keyed, "http", "request_bytes") >= 1
     assert counted(keyed, "http", "header_bytes") >= 1
     stubs.channel.close()
@@ -210,11 +242,15 @@ def test_concurrent_calls(keyed: Keyed) -> None:
         except grpc.RpcError as error:
             failure = failure_of(error)
             if failure.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                refused(failure, "concurrent_calls")
+                refused(failure, "concurrent_calls", "a caller's calls beyond its limit")
                 return True
         return False
 
-    eventually(second_refused)
+    eventually(
+        second_refused,
+        "a caller has at most --max-concurrent-calls (1) calls in progress: "
+        "key a's second call was served while its first waited",
+    )
     assert counted(keyed, "grpc", "concurrent_calls") >= 1
     # Another key is not affected.
     try:
@@ -229,19 +265,23 @@ def test_concurrent_calls(keyed: Keyed) -> None:
     # a's REST read is refused too, and b's is served.
     with keyed.http() as client:
         path = "/api/v2/map/import/status/c-wait"
-        http_refused(client.get(path, headers={"x-api-key": a}), "concurrent_calls")
-        assert client.get(path, headers={"x-api-key": b}).status_code == 200
+        calls = "a caller's concurrent calls are counted on both transports together"
+        http_refused(client.get(path, headers={"x-api-key": a}), "concurrent_calls", calls)
+        assert client.get(path, headers={"x-api-key": b}).status_code == 200, (
+            "another caller's call is not refused by a's limit"
+        )
         _write(stubs, keyed, "c-wait")  # the revision the read waits for
         assert waiting.result(timeout=60).map_import.import_request_id == "c-wait"
-        eventually(lambda: client.get(path, headers={"x-api-key": a}).status_code == 200)
+        eventually(
+            lambda: client.get(path, headers={"x-api-key": a}).status_code == 200,
+            "a call that ends frees its caller's slot",
+        )
     assert counted(keyed, "http", "concurrent_calls") >= 1
     stubs.channel.close()
 
 
-def test_a_flood_of_bad_requests_logs_a_bounded_number_of_lines(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> None:
-    server = ServerProcess(sqlite_url(tmp_path_factory.mktemp("flood"))).start()
+def test_a_flood_of_bad_requests_logs_a_bounded_number_of_lines(databases: Databases) -> None:
+    server = ServerProcess(databases.new("flood")).start()
     try:
         started = time.monotonic()
         channel = grpc.insecure_channel(server.address)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -20,7 +21,7 @@ from jobstatus.v1 import catalog_import_pb2 as cat
 from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus_server import auth
-from tests.conftest import Stubs, sqlite_url
+from tests.conftest import Databases, Stubs
 from tests.restkit import Keyed, keyed_server, metadata
 from tests.rpcerrors import fails
 
@@ -38,9 +39,10 @@ WRONG_SECRET = "jsk_0123456789abcdef_" + "A" * 43
 
 
 @pytest.fixture(scope="module")
-def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyed]:
+def keyed(databases: Databases) -> Iterator[Keyed]:
+    """On SQLite and on PostgreSQL (conftest's `databases`)."""
     args = ("--dataset-rate-interval", "1", "--dataset-quota", "2", "--key-refresh", "0.5")
-    with keyed_server(sqlite_url(tmp_path_factory.mktemp("keyed")), KEYS, *args) as server:
+    with keyed_server(databases.new("keyed"), KEYS, *args) as server:
         yield server
 
 
@@ -170,8 +172,10 @@ def test_dataset_429_with_retry_after(keyed: Keyed, http: httpx.Client, dataset_
     headers = {"x-api-key": keyed.keys["d429"]}
     assert http.get(f"/datasets/{dataset_id}/status", headers=headers).status_code == 200
     limited = http.get(f"/datasets/{dataset_id}/status", headers=headers)
-    assert _json(limited, 429) == {"details": "Rate limit reached"}
-    assert limited.headers["retry-after"] == "1"
+    assert _json(limited, 429) == {"details": "Rate limit reached"}, "the dataset 429 body"
+    assert limited.headers.get("retry-after") == "1", (
+        "the dataset path's 429 says Retry-After: the seconds until the key may call again"
+    )
     # Per key: another key is not held back.
     other = http.get(f"/datasets/{dataset_id}/status", headers={"x-api-key": keyed.keys["rw"]})
     assert other.status_code == 200
@@ -179,15 +183,31 @@ def test_dataset_429_with_retry_after(keyed: Keyed, http: httpx.Client, dataset_
     assert http.get(f"/datasets/{dataset_id}/status", headers=headers).status_code == 200
 
 
+def _utc_day() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
 def test_dataset_402_when_the_quota_is_used_up(
     keyed: Keyed, http: httpx.Client, dataset_id: str
 ) -> None:
-    headers = {"x-api-key": keyed.keys["d402"]}
-    for _ in range(2):
-        assert http.get(f"/datasets/{dataset_id}/status", headers=headers).status_code == 200
-        time.sleep(1.05)
-    response = http.get(f"/datasets/{dataset_id}/status", headers=headers)
-    assert _json(response, 402) == {"detail": "Out of free quota."}
+    """The quota is 2 requests per key per UTC day. When the day turns between the first
+    request and the last (a run across midnight UTC), the quota rightly starts over: the
+    attempt is repeated with a fresh key, wholly inside the new day."""
+    for attempt in range(2):
+        key = keyed.keys["d402"] if attempt == 0 else keyed.key("d402-again", "acme", ["read"])
+        headers = {"x-api-key": key}
+        day = _utc_day()
+        answers = []
+        for _ in range(3):
+            answers.append(http.get(f"/datasets/{dataset_id}/status", headers=headers))
+            time.sleep(1.05)  # past the rate limit of 1 request per second
+        if _utc_day() == day:
+            break
+    else:
+        raise AssertionError("the UTC day turned during both attempts")
+    codes = [answer.status_code for answer in answers]
+    assert codes == [200, 200, 402], f"a key's quota of 2 a day answered {codes}"
+    assert _json(answers[2], 402) == {"detail": "Out of free quota."}, "the 402 body"
 
 
 # --- Voyado Elevate: catalog import -------------------------------------------------------
@@ -213,10 +233,11 @@ def test_catalog_403_404_and_not_found(keyed: Keyed, http: httpx.Client, stubs: 
     assert _json(http.get(path, headers=unknown_cluster), 404) == {"message": "Cluster not found."}
     ok = _json(http.get(path, headers={"api-key": keyed.keys["rw"], **on_acme}), 200)
     assert ok == {"id": created.id, "status": "WAITING", "type": "ADS"}
-    missing = _json(
-        http.get("/api/v2/import/status/42", headers={"api-key": keyed.keys["rw"]}), 200
+    missing = http.get("/api/v2/import/status/42", headers={"api-key": keyed.keys["rw"]})
+    assert missing.status_code == 200, (
+        f"the catalog import path answers an unknown id 200 NOT_FOUND, not {missing.status_code}"
     )
-    assert missing == {"id": "42", "status": "NOT_FOUND"}
+    assert _json(missing, 200) == {"id": "42", "status": "NOT_FOUND"}
 
 
 # --- the SSE watch ------------------------------------------------------------------------
@@ -254,7 +275,10 @@ def test_grpc_unauthenticated_and_permission_denied(keyed: Keyed, stubs: Stubs) 
     denied = fails(lambda: stubs.maps.GetMapImportStatus(get, metadata=metadata(keyed.keys["w"])))
     assert denied.code == grpc.StatusCode.PERMISSION_DENIED
     assert denied.info is not None and denied.info.reason == "SCOPE_MISSING"
-    assert denied.metadata["required_scope"] == "read"
+    assert denied.info.domain == "jobstatus.v1", "a gRPC error's ErrorInfo domain"
+    assert denied.metadata.get("required_scope") == "read", (
+        f"a PERMISSION_DENIED's ErrorInfo names the required scope: metadata {denied.metadata}"
+    )
     bearer = metadata(keyed.keys["rw"], bearer=True)
     found = fails(lambda: stubs.maps.GetMapImportStatus(get, metadata=bearer))
     assert found.code == grpc.StatusCode.NOT_FOUND  # authenticated: the job is just not there
