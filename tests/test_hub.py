@@ -19,12 +19,18 @@ from jobstatus_server.watch import Hub, WatchSettings
 from tests.conftest import sqlite_url
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(10):
-        while True:
-            if condition():
-                return
-            await asyncio.sleep(0.01)
+async def until(condition: Callable[[], bool], what: str, within: float = 10.0) -> None:
+    """Wait for `condition`; fail naming `what` after `within` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"{what}: not so in {within:g} s"
+        await asyncio.sleep(0.01)
+
+
+SKIPS = (
+    "a hub behind the kept history ends its streams with OUT_OF_RANGE and tails on "
+    "from the compaction point"
+)
 
 
 async def test_a_hub_behind_the_compaction_point_skips_ahead_and_ends_its_streams(
@@ -48,7 +54,7 @@ async def test_a_hub_behind_the_compaction_point_skips_ahead_and_ends_its_stream
         watching = asyncio.create_task(
             hub.watch(MAP_IMPORT, DEFAULT_TENANT, ["j"], job.revision, False, 60.0, send, respond)
         )
-        await until(lambda: bool(hub.streams) and next(iter(hub.streams)).live)
+        await until(lambda: bool(hub.streams) and next(iter(hub.streams)).live, "the watch is live")
         # This hub stalls (as when its database connection is away) while another
         # replica writes and the history is compacted past where it stopped. (Its own
         # process's commits would reach it from the writer, not from the log.)
@@ -76,13 +82,18 @@ async def test_a_hub_behind_the_compaction_point_skips_ahead_and_ends_its_stream
         # that missed changes with OUT_OF_RANGE, and tails on from there.
         hub._task = asyncio.create_task(hub._run())
         with pytest.raises(OutOfRange) as raised:
-            await asyncio.wait_for(watching, 10)
-        assert raised.value.metadata["compact_revision"] == str(compacted)
-        await until(lambda: hub.revision >= last.revision)
+            try:
+                await asyncio.wait_for(watching, 10)
+            except TimeoutError:
+                raise AssertionError(f"{SKIPS}: the stream did not end in 10 s") from None
+        assert raised.value.metadata["compact_revision"] == str(compacted), SKIPS
+        await until(
+            lambda: hub.revision >= last.revision, f"{SKIPS}: the hub reached {last.revision}"
+        )
         assert [event.revision for event in hub.ring] == list(
             range(compacted + 1, last.revision + 1)
-        )
-        assert not hub.streams
+        ), f"{SKIPS}: the ring holds {[event.revision for event in hub.ring]}"
+        assert not hub.streams, f"{SKIPS}: a stream is left"
     finally:
         await hub.close()
         await store.close()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from functools import partial
+from typing import Any
 
 import grpc
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from jobstatus.client import AsyncClient
 from jobstatus.errors import DeadlineExceeded, JobStatusError
 from jobstatus.v1 import map_import_pb2 as mi
-from jobstatus.watch import EventType
+from jobstatus.watch import EventType, WatchEvent
 from tests.conftest import Databases
 from tests.serverproc import ServerProcess
 
@@ -31,12 +32,23 @@ def has_at_least(items: list[int], count: int) -> bool:
     return len(items) >= count
 
 
-async def until(condition: Callable[[], bool], within: float = 60.0) -> None:
-    async with asyncio.timeout(within):
-        while True:
-            if condition():
-                return
-            await asyncio.sleep(0.05)
+async def until(condition: Callable[[], bool], what: str, within: float = 60.0) -> None:
+    """Wait for `condition`; fail naming `what` (a guarantee, or a step) after `within` s."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"{what}: not so in {within:g} s"
+        await asyncio.sleep(0.05)
+
+
+async def next_event(events: AsyncIterator[WatchEvent[Any]], why: str, within: float = 30.0) -> Any:
+    """The watch's next event within `within` s, else a failure naming `why`."""
+    try:
+        return await asyncio.wait_for(anext(events), within)
+    except TimeoutError:
+        raise AssertionError(f"{why}: no event within {within:g} s") from None
+
+
+ONCE = "a client watch gets every change once, in order, across server deaths and restarts"
 
 
 async def write_until(
@@ -77,19 +89,26 @@ async def test_watch_has_no_gap_and_no_duplicate_across_kill_9_and_restart(
             watching = asyncio.create_task(watch())
             writing = asyncio.create_task(write_until(writer, uid, acknowledged, stop))
             for enough in (50, 100):
-                await until(partial(has_at_least, acknowledged, enough))
+                await until(partial(has_at_least, acknowledged, enough), f"{enough} writes")
                 await asyncio.to_thread(server.kill)
                 await asyncio.sleep(0.3)
                 await asyncio.to_thread(server.start)
-            await until(lambda: len(acknowledged) >= 150)
+            await until(lambda: len(acknowledged) >= 150, "150 writes")
             stop.set()
             await writing
             last = acknowledged[-1]
-            await until(lambda: bool(seen) and seen[-1] >= last)
+            await until(
+                lambda: bool(seen) and seen[-1] >= last,
+                f"{ONCE}: the watch reached {last} (it got up to {seen[-1:]}, "
+                f"{'alive' if not watching.done() else 'ended'})",
+            )
             watching.cancel()
             # Every change once, in order, with no gap: this job is the only writer.
-            assert seen == list(range(created.revision + 1, last + 1))
-            assert set(acknowledged) <= set(seen)
+            expected = list(range(created.revision + 1, last + 1))
+            gaps = sorted(set(expected) - set(seen))
+            twice = sorted({r for r in seen if seen.count(r) > 1})
+            assert seen == expected, f"{ONCE}: missing {gaps[:10]}, twice {twice[:10]}"
+            assert set(acknowledged) <= set(seen), f"{ONCE}: an acknowledged write was not seen"
     finally:
         server.stop()
 
@@ -101,13 +120,16 @@ async def test_watch_resumes_across_a_graceful_restart(databases: Databases, uid
             created = await client.map_imports.create(mi.MapImport(import_request_id=uid))
             events = client.map_imports.watch([uid], start_revision=created.revision)
             first = await client.map_imports.update(progress(uid, 1))
-            event = await anext(events)
-            assert (event.type, event.revision) == (EventType.CHANGE, first.revision)
+            why = "a client watch resumes across a graceful restart with the next change"
+            event = await next_event(events, why)
+            assert (event.type, event.revision) == (EventType.CHANGE, first.revision), why
             await asyncio.to_thread(server.restart)
             second = await client.map_imports.update(progress(uid, 2), timeout=30)
-            event = await anext(events)
-            assert (event.type, event.revision) == (EventType.CHANGE, second.revision)
-            assert event.job is not None and event.job.meta_data.progress == 2
+            event = await next_event(events, why)
+            assert (event.type, event.revision) == (EventType.CHANGE, second.revision), (
+                f"{why}: got {event.type} at {event.revision}, wrote {second.revision}"
+            )
+            assert event.job is not None and event.job.meta_data.progress == 2, why
             await events.aclose()
     finally:
         server.stop()
@@ -122,16 +144,18 @@ async def test_watch_behind_the_history_resyncs_explicitly(databases: Databases,
             created = await client.map_imports.create(mi.MapImport(import_request_id=uid))
             for value in range(1, 20):
                 last = await client.map_imports.update(progress(uid, value))
-            async with asyncio.timeout(30):
-                while True:  # until a compaction has run, the changes are still sent
-                    events = client.map_imports.watch([uid], start_revision=created.revision)
-                    first = await anext(events)
-                    if first.type is not EventType.CHANGE:
-                        break
-                    await events.aclose()
-                    await asyncio.sleep(0.2)
-            kinds = [first.type] + [(await anext(events)).type for _ in range(2)]
-            assert kinds == [EventType.RESYNC, EventType.STATE, EventType.SYNCED]
+            why = "a client watch behind the kept history resyncs: RESYNC, STATE, SYNCED"
+            deadline = asyncio.get_running_loop().time() + 30
+            while True:  # until a compaction has run, the changes are still sent
+                events = client.map_imports.watch([uid], start_revision=created.revision)
+                first = await next_event(events, why)
+                if first.type is not EventType.CHANGE:
+                    break
+                await events.aclose()
+                assert asyncio.get_running_loop().time() < deadline, f"{why}: never compacted"
+                await asyncio.sleep(0.2)
+            kinds = [first.type] + [(await next_event(events, why)).type for _ in range(2)]
+            assert kinds == [EventType.RESYNC, EventType.STATE, EventType.SYNCED], f"{why}: {kinds}"
             await events.aclose()
             state = await client.map_imports.get(uid)
             assert state.revision == last.revision
