@@ -25,7 +25,7 @@ from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import delivery_pb2 as dl
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.watch import Backoff, EventType, Retry, WatchResumer
-from tests.conftest import sqlite_url
+from tests.conftest import Databases
 from tests.restkit import keyed_server
 from tests.serverproc import ROOT, ServerProcess, free_port
 
@@ -372,8 +372,8 @@ def test_unreachable_server_is_unavailable() -> None:
     assert caught.value.code == Code.UNAVAILABLE
 
 
-def test_api_key_and_metadata_are_sent_on_every_call(tmp_path: Path) -> None:
-    with keyed_server(sqlite_url(tmp_path), {"rw": ("acme", ["read", "write"])}) as keyed:
+def test_api_key_and_metadata_are_sent_on_every_call(databases: Databases) -> None:
+    with keyed_server(databases.new("keyed"), {"rw": ("acme", ["read", "write"])}) as keyed:
         with Client(keyed.server.address, api_key=keyed.keys["rw"]) as client:
             created = client.map_imports.create(mi.MapImport(import_request_id="a"))
             assert client.map_imports.get("a") == created

@@ -21,7 +21,6 @@ from jobstatus.v1 import (
     map_import_pb2,
     watch_pb2,
 )
-from tests.conftest import sqlite_url
 from tests.serverproc import ServerProcess
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
@@ -74,9 +73,9 @@ def symbols() -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def reflected(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """Reflection does not depend on the database: one SQLite server."""
-    proc = ServerProcess(sqlite_url(tmp_path_factory.mktemp("reflection"))).start()
+def reflected(database_url: str) -> Iterator[ServerProcess]:
+    """On SQLite and on PostgreSQL (conftest's `database_url`)."""
+    proc = ServerProcess(database_url).start()
     yield proc
     proc.stop()
 

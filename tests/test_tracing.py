@@ -186,6 +186,7 @@ def test_tracing_is_off_unless_an_exporter_is_named() -> None:
 
 
 def test_an_unknown_exporter_refuses_to_start(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # SQLite only: the server refuses this setting before it opens any database.
     url = f"sqlite:///{tmp_path_factory.mktemp('otel') / 'jobstatus.db'}"
     proc = ServerProcess(url, extra_env={"OTEL_TRACES_EXPORTER": "zipkin"})
     with pytest.raises(RuntimeError, match="server did not start") as failed:
