@@ -8,11 +8,19 @@ Every answer is a status other than INTERNAL and UNKNOWN, or an HTTP code below
 500; no refusal carries a traceback or an exception's class name; the store's
 revision moves only by the writes that were answered OK; the server is SERVING
 at the end and its log has no traceback.
+
+Reproducible: a failing example is saved in hypothesis's example database (EXAMPLES,
+under .hypothesis/, which git ignores) and replayed first by the next run; the failure
+prints it, and a `@reproduce_failure` line (print_blob). `pytest --hypothesis-seed=N`
+replays a whole run's draws. The grpcurl junk, drawn up front, is drawn from
+JOBSTATUS_FUZZ_SEED (random when unset), which every failure of it prints.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import random
 import re
 import subprocess
 import sys
@@ -31,8 +39,9 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 from jobstatus.v1 import catalog_import_pb2, dataset_pb2, delivery_pb2, map_import_pb2
 from tests.conftest import Stubs
@@ -54,12 +63,18 @@ METHODS: list[MethodDescriptor] = [
     for method in module.DESCRIPTOR.services_by_name[name].methods
 ]
 WRITES = ("Create", "Update", "Start")
+# Failing examples, kept between runs (see the module's docstring).
+EXAMPLES = DirectoryBasedExampleDatabase(
+    Path(__file__).resolve().parents[1] / ".hypothesis" / "examples"
+)
 FUZZ = settings(
     max_examples=600,
     deadline=None,
-    database=None,
+    database=EXAMPLES,
+    print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
+JUNK_SEED = int(os.environ.get("JOBSTATUS_FUZZ_SEED") or random.randrange(2**32))
 
 
 def path_of(method: MethodDescriptor) -> str:
@@ -258,18 +273,20 @@ def grpcurl(server: ServerProcess, method: MethodDescriptor, body: str) -> tuple
 def test_junk_json_through_grpcurl(fuzzed: Fuzzed) -> None:
     cases: list[tuple[MethodDescriptor, str]] = []
 
+    @seed(JUNK_SEED)
     @settings(max_examples=24, deadline=None, database=None)
     @given(case=junk_json())
     def collect(case: tuple[MethodDescriptor, str]) -> None:
         cases.append(case)
 
     collect()
+    replay = f"(replay these cases: JOBSTATUS_FUZZ_SEED={JUNK_SEED})"
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda c: grpcurl(fuzzed.server, *c), cases))
     for (method, body), (code, output) in zip(cases, results, strict=True):
         # grpcurl exits 64 + the status code: 66 UNKNOWN, 77 INTERNAL.
-        assert code not in (64 + 2, 64 + 13), (method.name, body, output)
-        assert "Traceback" not in output and "<class " not in output, (body, output)
+        assert code not in (64 + 2, 64 + 13), (replay, method.name, body, output)
+        assert "Traceback" not in output and "<class " not in output, (replay, body, output)
         if code == 0 and method.name.startswith(WRITES):
             fuzzed.tally.ok_writes += 1
 

@@ -1,7 +1,10 @@
 """schemathesis against GET /openapi.json of a real server with API keys: every
 operation (but the endless SSE stream) is called with generated input; no answer
 is a 5xx, and every answer conforms to the document (status, content type,
-headers, body schema). Bounded: a few examples per operation."""
+headers, body schema). Bounded: a few examples per operation. A failing example is
+kept in hypothesis's example database (test_fuzz.EXAMPLES, under .hypothesis/, which
+git ignores) and replayed first by the next run; the failure prints a
+`@reproduce_failure` line, and `pytest --hypothesis-seed=N` replays a run."""
 
 from __future__ import annotations
 
@@ -14,17 +17,17 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from jobstatus_server import sse
-from tests.conftest import sqlite_url
+from tests.conftest import Databases
 from tests.restkit import Keyed, keyed_server
+from tests.test_fuzz import EXAMPLES
 
 KEYS = {"reader": ("acme", ["read"])}
 
 
 @pytest.fixture(scope="module")
-def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyed]:
-    with keyed_server(
-        sqlite_url(tmp_path_factory.mktemp("keyed")), KEYS, "--dataset-rate-interval", "0"
-    ) as server:
+def keyed(databases: Databases) -> Iterator[Keyed]:
+    """On SQLite and on PostgreSQL (conftest's `databases`)."""
+    with keyed_server(databases.new("keyed"), KEYS, "--dataset-rate-interval", "0") as server:
         yield server
 
 
@@ -47,7 +50,8 @@ def test_every_answer_conforms(api_schema: Any, keyed: Keyed, mode: Any) -> None
     @settings(
         max_examples=120,
         deadline=None,
-        database=None,
+        database=EXAMPLES,
+        print_blob=True,
         suppress_health_check=list(HealthCheck),
     )
     def check(case: Any) -> None:
