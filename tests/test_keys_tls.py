@@ -27,8 +27,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.v1 import map_import_pb2_grpc as mi_grpc
+from jobstatus.v1 import watch_pb2
+from jobstatus_server import auth
 from jobstatus_server.main import main
-from tests.conftest import sqlite_url
+from tests.conftest import Stubs, sqlite_url
 from tests.restkit import db_path
 from tests.serverproc import ROOT, ServerProcess, free_port
 
@@ -289,3 +291,50 @@ def test_grpc_over_tls_with_a_client_certificate(tls_server: ServerProcess, pki:
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     with grpc.insecure_channel(tls_server.address) as channel, pytest.raises(grpc.RpcError):
         health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+
+
+# --- the open server's tenant --------------------------------------------------------------
+
+
+def test_the_open_servers_jobs_are_tenant_defaults_and_its_watches_end_with_the_first_key(
+    tmp_path: Path,
+) -> None:
+    url = sqlite_url(tmp_path)
+    proc = ServerProcess(url).start()
+    stubs = Stubs.connect(proc.address)
+    try:
+        stubs.maps.CreateMapImport(
+            mi.CreateMapImportRequest(map_import=mi.MapImport(import_request_id="made-open")),
+            timeout=10,
+        )
+        stream = stubs.maps.WatchMapImportStatus(
+            mi.WatchMapImportStatusRequest(import_request_ids=["made-open"]), timeout=10
+        )
+        events = iter(stream)
+        first = [next(events).type, next(events).type]
+        assert first == [watch_pb2.WATCH_EVENT_TYPE_STATE, watch_pb2.WATCH_EVENT_TYPE_SYNCED]
+        _, secret = auth.create_key(url, "default", ["read"], "first")
+        with pytest.raises(grpc.RpcError) as ended:
+            left = list(stream)  # ends within the key refresh, or at the call's deadline
+            pytest.fail(f"a watch opened while the server was open ended cleanly: {left}")
+        assert isinstance(ended.value, grpc.Call)
+        assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED, (
+            "a watch opened while the server was open went on after a key became active "
+            f"(ended {ended.value.code()})"
+        )
+        try:
+            got = stubs.maps.GetMapImportStatus(
+                mi.GetMapImportStatusRequest(import_request_id="made-open"),
+                metadata=(("x-api-key", secret),),
+                timeout=10,
+            )
+        except grpc.RpcError as error:
+            assert isinstance(error, grpc.Call)
+            pytest.fail(
+                "a job made while the server was open is not tenant default's: a key of "
+                f"tenant default could not read it ({error.code()}: {error.details()})"
+            )
+        assert got.map_import.import_request_id == "made-open"
+    finally:
+        stubs.channel.close()
+        proc.stop()
