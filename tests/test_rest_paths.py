@@ -258,8 +258,16 @@ def test_map_import_body(stubs: Stubs, http: httpx.Client, uid: str, status: str
     v1 = _get(http, f"/api/v1/map/import/status/{uid}")
 
     expected = {"importRequestId": uid, "status": status, "metaData": EMPTY_META, **extra}
+    keys = ("importRequestId", "status", "error", "metaData")
+    assert set(v2) <= set(keys), f"the map import body's documented keys are {keys}, not {list(v2)}"
+    assert v2.get("status") == status, (
+        f"the v2 map status is spelled {status}, not {v2.get('status')}"
+    )
     assert v2 == expected
-    assert list(v2) == [k for k in ("importRequestId", "status", "error", "metaData") if k in v2]
+    assert list(v2) == [k for k in keys if k in v2]
+    assert v1.get("status") == v1_status, (
+        f"the v1 map path reports status {status} as {v1_status}, not {v1.get('status')}"
+    )
     assert v1 == {**expected, "status": v1_status}
 
 
@@ -436,9 +444,16 @@ def test_unknown_delivery_answers_404_delivery_not_found(http: httpx.Client, uid
     assert uid in body["error"]["message"]
 
 
-def test_delivery_source_is_validated(http: httpx.Client, uid: str) -> None:
-    body = _get(http, f"/api/v1/delivery/preparedDelivery/{uid}?source=disk", 400)
-    assert body == {
+@pytest.mark.parametrize("source", ["disk", "", "CACHE", "cache%00"])
+def test_delivery_source_is_validated(http: httpx.Client, uid: str, source: str) -> None:
+    """`source` is remote or cache, spelled so (an empty one is not left out: NestJS's
+    IsOptional passes only a missing value)."""
+    response = http.get(f"/api/v1/delivery/preparedDelivery/{uid}?source={source}")
+    assert response.status_code == 400, (
+        f"the delivery path's source is remote or cache, else 400: {source!r} answered "
+        f"{response.status_code}"
+    )
+    assert _get(http, f"/api/v1/delivery/preparedDelivery/{uid}?source={source}", 400) == {
         "statusCode": 400,
         "message": ["source must be one of the following values: remote, cache"],
         "error": "Bad Request",

@@ -627,8 +627,10 @@ def test_bad_request_is_invalid_argument(
     failure = fails(lambda: call(stubs, existing))
 
     assert failure.code == grpc.StatusCode.INVALID_ARGUMENT, failure
-    assert field in failure.fields, failure
-    assert failure.bad_request is not None
+    assert failure.bad_request is not None, "INVALID_ARGUMENT carries a BadRequest detail"
+    assert field in failure.fields, (
+        f"INVALID_ARGUMENT's BadRequest names the bad field {field}, not {failure.fields}"
+    )
     assert all(v.description for v in failure.bad_request.field_violations)
     assert len(failure.message) < 2000, "the message should not echo a huge value"
     assert _snapshot(stubs) == before
