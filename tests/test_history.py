@@ -263,12 +263,19 @@ def test_compaction_is_told_not_hidden(databases: Databases) -> None:
         written = _map_job(stubs, new, 8)  # 10 more changes: only the last 4 are kept
         request = mi.GetMapImportHistoryRequest(import_request_id=new)
         page = stubs.maps.GetMapImportHistory(request)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 20  # compaction runs every 0.2 s
         settled = written[-1].revision - 4 + 1  # the oldest of the 4 changes kept at last
-        while page.oldest_revision != settled:  # compaction runs in the background, in steps
-            assert time.monotonic() < deadline, "the event log was never compacted"
+        while page.oldest_revision < settled:  # compaction runs in the background, in steps
+            assert time.monotonic() < deadline, (
+                f"--history-count 4 kept more than 4 changes: the history still starts at "
+                f"{page.oldest_revision}, not {settled}"
+            )
             time.sleep(0.1)
             page = stubs.maps.GetMapImportHistory(request)
+        assert page.oldest_revision == settled, (
+            f"--history-count 4 kept {written[-1].revision - page.oldest_revision + 1} "
+            f"changes, not 4"
+        )
         assert page.truncated
         kept = [j.revision for j in written if j.revision >= page.oldest_revision]
         assert [c.revision for c in page.changes] == kept
@@ -329,3 +336,69 @@ def test_the_client_reads_the_history_sync_and_async(server: ServerProcess, uid:
             return [c.revision for c in got.changes]
 
     assert asyncio.run(read()) == [v.revision for v in versions]
+
+
+AGE = 4.0  # --history-age of the compaction-by-age test: seconds of changes kept
+
+
+def test_compaction_by_age_drops_old_changes_and_keeps_recent_ones(databases: Databases) -> None:
+    # A count far beyond what the test writes: only --history-age can compact anything.
+    server = ServerProcess(
+        databases.new("compact-age"),
+        ["--history-count", "100000", "--history-age", str(AGE), "--compact-interval", "0.2"],
+    ).start()
+    stubs = Stubs.connect(server.address)
+    try:
+        old = f"old-{uuid.uuid4().hex[:8]}"
+        written = _map_job(stubs, old, 1)  # the database's first three changes
+        last_old = written[-1]
+        request = mi.GetMapImportHistoryRequest(import_request_id=old)
+        # Compaction runs every 0.2 s; each old change is due to go AGE s after it was made.
+        deadline = time.monotonic() + AGE + 15
+        page = stubs.maps.GetMapImportHistory(request)
+        while page.oldest_revision <= last_old.revision:
+            assert time.monotonic() < deadline, (
+                f"changes older than --history-age {AGE} s were never compacted "
+                f"(history still starts at revision {page.oldest_revision})"
+            )
+            time.sleep(0.1)
+            page = stubs.maps.GetMapImportHistory(request)
+        # The server's own clock, now: a write made after the compaction was seen.
+        probe = stubs.maps.CreateMapImport(
+            mi.CreateMapImportRequest(
+                map_import=mi.MapImport(import_request_id=f"probe-{uuid.uuid4().hex[:8]}")
+            )
+        ).map_import
+        age = probe.update_time.ToDatetime(UTC) - last_old.update_time.ToDatetime(UTC)
+        assert age.total_seconds() >= AGE, (
+            f"a change {age.total_seconds():.2f} s old was compacted, though --history-age "
+            f"keeps {AGE} s of changes"
+        )
+        assert page.truncated, "a compacted job's history does not say it was truncated"
+        assert list(page.changes) == [], "a compacted job's history still lists its changes"
+        assert page.oldest_revision == last_old.revision + 1, (
+            f"compaction by age cut the history at {page.oldest_revision - 1}, not at the "
+            f"last change older than --history-age ({last_old.revision})"
+        )
+        # A watch from a compacted revision: OUT_OF_RANGE, naming where the history starts.
+        watch = stubs.maps.WatchMapImportStatus(
+            mi.WatchMapImportStatusRequest(start_revision=written[0].revision), timeout=10
+        )
+        failure = fails(lambda: next(iter(watch)))
+        assert failure.code == grpc.StatusCode.OUT_OF_RANGE, (
+            f"a watch from compacted revision {written[0].revision} was not refused: {failure}"
+        )
+        assert failure.metadata["oldest_revision"] == str(last_old.revision + 1)
+        # Recent changes stay: several compactions later the probe's history is whole.
+        time.sleep(1.0)
+        kept = stubs.maps.GetMapImportHistory(
+            mi.GetMapImportHistoryRequest(import_request_id=probe.import_request_id)
+        )
+        assert [c.map_import for c in kept.changes] == [probe], (
+            "a change younger than --history-age was compacted"
+        )
+        assert not kept.truncated, "a change younger than --history-age was compacted"
+        assert kept.oldest_revision == last_old.revision + 1
+    finally:
+        stubs.channel.close()
+        server.stop()
