@@ -14,10 +14,11 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2
 from google.protobuf.message import Message
 
 from jobstatus.v1 import catalog_import_pb2 as cat
@@ -25,6 +26,7 @@ from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import delivery_pb2 as dl
 from jobstatus.v1 import errors_pb2 as er
 from jobstatus.v1 import map_import_pb2 as mi
+from jobstatus.v1 import watch_pb2
 from tests.conftest import Stubs
 from tests.rpcerrors import fails
 from tests.serverproc import ServerProcess
@@ -370,7 +372,10 @@ def test_forbidden_transition_is_refused(
 
     failure = fails(lambda: kind.move(stubs, job_id, target))
 
-    assert failure.code == grpc.StatusCode.FAILED_PRECONDITION, failure
+    assert failure.code == grpc.StatusCode.FAILED_PRECONDITION, (
+        f"{kind.name} {source} -> {target}, a transition the design forbids, was not refused: "
+        f"{failure}"
+    )
     listed = failure.metadata.get("allowed")
     assert listed is not None, failure
     names = listed.split(",") if listed else []
@@ -392,6 +397,69 @@ def test_allowed_transition_is_taken(
     assert kind.spelling(moved) == target
     assert int(getattr(moved, "revision")) > before  # noqa: B009
     assert kind.get(stubs, job_id) == moved
+
+
+# The design's settled statuses: a watch with until_settled ends at them, and only them.
+SETTLED = {
+    MAP.name: "Cancel Error Done Expired Archived",
+    DELIVERY.name: "done error delete",
+    CATALOG.name: "SUCCESS FAILURE ABORTED",
+}
+
+
+def _watch_until_settled(stubs: Stubs, kind: Lifecycle, job_id: str) -> grpc.CallIterator[Any]:
+    """A watch of one job with until_settled, heartbeats as often as the server allows."""
+    beat = duration_pb2.Duration(nanos=500_000_000)
+    if kind is MAP:
+        return stubs.maps.WatchMapImportStatus(
+            mi.WatchMapImportStatusRequest(
+                import_request_ids=[job_id], until_settled=True, heartbeat_interval=beat
+            ),
+            timeout=20,
+        )
+    if kind is DELIVERY:
+        return stubs.deliveries.WatchPreparedDeliveryStatus(
+            dl.WatchPreparedDeliveryStatusRequest(
+                catalog_ids=[job_id], until_settled=True, heartbeat_interval=beat
+            ),
+            timeout=20,
+        )
+    return stubs.catalog.WatchImportStatus(
+        cat.WatchImportStatusRequest(ids=[job_id], until_settled=True, heartbeat_interval=beat),
+        timeout=20,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "status"), [(k, s) for k in LIFECYCLES for s in k.stored], ids=_pair_id
+)
+def test_until_settled_ends_at_the_settled_statuses_only(
+    stubs: Stubs, parked: Parked, kind: Lifecycle, status: str
+) -> None:
+    job_id = kind.job_id(parked(kind, status))
+    settled = status in SETTLED[kind.name].split()
+    seen: list[int] = []
+    stream = _watch_until_settled(stubs, kind, job_id)
+    try:
+        for event in stream:
+            seen.append(int(getattr(event, "type")))  # noqa: B009
+            if seen[-1] == watch_pb2.WATCH_EVENT_TYPE_HEARTBEAT:
+                break  # still open once idle: the job is not settled
+    except grpc.RpcError as error:
+        raise AssertionError(f"the watch failed with {error.code()} after {seen}") from error
+    finally:
+        stream.cancel()  # type: ignore[no-untyped-call]
+    state = [watch_pb2.WATCH_EVENT_TYPE_STATE, watch_pb2.WATCH_EVENT_TYPE_SYNCED]
+    if settled:
+        assert seen == state, (
+            f"a watch until_settled of a {kind.name} in {status}, a settled status, "
+            f"did not end after its state: saw {seen}"
+        )
+    else:
+        assert seen == [*state, watch_pb2.WATCH_EVENT_TYPE_HEARTBEAT], (
+            f"a watch until_settled of a {kind.name} in {status}, not a settled status, "
+            f"did not stay open: saw {seen}"
+        )
 
 
 @pytest.mark.parametrize(
@@ -605,6 +673,26 @@ def test_map_import_error_keeps_its_reason(stubs: Stubs, uid: str) -> None:
     assert _map_get(stubs, uid) == failed
 
 
+def test_map_import_error_needs_a_message(stubs: Stubs, uid: str) -> None:
+    stubs.maps.CreateMapImport(
+        mi.CreateMapImportRequest(map_import=mi.MapImport(import_request_id=uid))
+    )
+    before = _map_get(stubs, uid)
+    silent = mi.MapImport(
+        import_request_id=uid,
+        status=mi.MAP_IMPORT_STATUS_ERROR,
+        error=er.Error(error_code=er.ERROR_CODE_MAP_B_BOX_IS_INVALID),
+    )
+
+    failure = fails(lambda: _map_update(stubs, silent, "status", "error"))
+
+    assert failure.code == grpc.StatusCode.FAILED_PRECONDITION, (
+        f"a map import went to Error without error.message: {failure}"
+    )
+    assert failure.info is not None and failure.info.reason == "ERROR_REQUIRES_MESSAGE"
+    assert _map_get(stubs, uid) == before, "a refused move to Error changed the job"
+
+
 # --- prepared delivery --------------------------------------------------------------
 
 
@@ -660,6 +748,40 @@ def test_delivery_full_lifecycle(stubs: Stubs, uid: str) -> None:
     assert done.HasField("expire_time")
     assert done.expire_time.seconds > done.update_time.seconds
     assert _delivery(stubs, uid) == done
+
+
+def test_a_done_delivery_keeps_its_expire_time_through_later_writes(stubs: Stubs, uid: str) -> None:
+    stubs.deliveries.CreatePreparedDelivery(
+        dl.CreatePreparedDeliveryRequest(prepared_delivery=dl.PreparedDelivery(catalog_id=uid))
+    )
+    done = _delivery_update(
+        stubs,
+        dl.PreparedDelivery(
+            catalog_id=uid, status=dl.PREPARED_DELIVERY_STATUS_DONE, artifacts=_artifacts(uid)
+        ),
+        "status",
+        "artifacts",
+    )
+    assert done.HasField("expire_time")
+    # Writes a done delivery allows: its artifacts replaced, then the status named again.
+    replaced = _delivery_update(
+        stubs, dl.PreparedDelivery(catalog_id=uid, artifacts=_artifacts(uid)[1:]), "artifacts"
+    )
+    again = _delivery_update(
+        stubs,
+        dl.PreparedDelivery(catalog_id=uid, status=dl.PREPARED_DELIVERY_STATUS_DONE),
+        "status",
+    )
+    for later in (replaced, again):
+        assert later.status == dl.PREPARED_DELIVERY_STATUS_DONE
+        assert later.update_time.ToDatetime() > done.update_time.ToDatetime()
+        assert later.expire_time == done.expire_time, (
+            "a write to a done delivery moved its expire_time: the cache lifetime counts "
+            f"from when it became done ({done.expire_time.ToJsonString()}), "
+            f"not from its last write ({later.expire_time.ToJsonString()})"
+        )
+    assert replaced.size == 1000 and replaced.revision > done.revision
+    assert _delivery(stubs, uid) == again
 
 
 def test_delivery_error_needs_an_error_code(stubs: Stubs, uid: str) -> None:
@@ -726,7 +848,9 @@ def test_delivery_error_then_start_and_delete_then_start(stubs: Stubs, uid: str)
         "status",
     )
     assert again.status == dl.PREPARED_DELIVERY_STATUS_START
-    assert again.error.error_code == er.ERROR_CODE_UNSPECIFIED
+    assert again.error.error_code == er.ERROR_CODE_UNSPECIFIED, (
+        "a delivery restarted from error still carries the old error"
+    )
     assert again.revision > failed.revision
 
     _delivery_update(
@@ -784,7 +908,9 @@ def test_catalog_import_lifecycle_and_blocking(stubs: Stubs) -> None:
     assert running.status == cat.CATALOG_IMPORT_STATUS_IN_PROGRESS
 
     second = _catalog_new(stubs, synonyms)
-    assert second.status == cat.CATALOG_IMPORT_STATUS_BLOCKED
+    assert second.status == cat.CATALOG_IMPORT_STATUS_BLOCKED, (
+        "a catalog import created while one of its type runs was not BLOCKED"
+    )
     assert second.id != first.id
     other_type = _catalog_new(stubs, cat.CATALOG_IMPORT_TYPE_CONFIGURATION)
     assert other_type.status == cat.CATALOG_IMPORT_STATUS_WAITING
@@ -903,8 +1029,10 @@ def test_dataset_import_lifecycle(stubs: Stubs) -> None:
 
     fetched = _step(stubs, dataset_id, FETCH, SUCCESS, "fetched 120 rows")
     run = fetched.latest_run
-    assert run.status == RUNNING
-    assert [s.name for s in run.steps] == [FETCH, IMPORT]
+    assert run.status == RUNNING, "a dataset run ended after its fetch step, before import"
+    assert [s.name for s in run.steps] == [FETCH, IMPORT], (
+        "a fetch step's success did not start the import step"
+    )
     assert run.steps[0].status == SUCCESS
     assert run.steps[0].HasField("end")
     assert [e.detail for e in run.steps[0].entries] == ["downloading", "fetched 120 rows"]
@@ -938,7 +1066,7 @@ def test_dataset_failed_step_fails_the_run(
         _step(stubs, dataset_id, FETCH, SUCCESS)
     failed = _step(stubs, dataset_id, failing, FAILED, "the source answered 500")
     run = failed.latest_run
-    assert run.status == FAILED
+    assert run.status == FAILED, "a failed step did not fail its dataset run"
     assert run.steps[-1].name == failing
     assert run.steps[-1].status == FAILED
     assert run.steps[-1].HasField("end")

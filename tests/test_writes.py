@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
@@ -66,14 +66,25 @@ def server(database_url: str) -> Iterator[ServerProcess]:
 # --- idempotent create ---------------------------------------------------------------
 
 
+def _again(create: Callable[[], mi.MapImport]) -> mi.MapImport:
+    """A create repeated with the first one's request_id: it answers, it does not fail."""
+    try:
+        return create()
+    except grpc.RpcError as error:
+        raise AssertionError(
+            f"a create repeated with its request_id failed with {error.code()} "
+            "instead of returning the job the first one made"
+        ) from error
+
+
 def test_map_import_create_is_idempotent_by_request_id(stubs: Stubs, uid: str) -> None:
     request_id = _rid()
     job = mi.MapImport(import_request_id=uid, meta_data=mi.MapImportMetaData(job_id=7))
 
     first = _create_map(stubs, job, request_id)
-    second = _create_map(stubs, job, request_id)
+    second = _again(lambda: _create_map(stubs, job, request_id))
 
-    assert second == first
+    assert second == first, "a create repeated with its request_id changed the job"
     assert second.revision == first.revision
     assert _get_map(stubs, uid) == first
     assert _map_ids(stubs).count(uid) == 1
@@ -113,7 +124,9 @@ def test_request_id_reused_for_another_id_is_refused(stubs: Stubs, uid: str) -> 
 
     failure = fails(lambda: _create_map(stubs, mi.MapImport(import_request_id=other), request_id))
 
-    assert failure.code == grpc.StatusCode.ALREADY_EXISTS, failure
+    assert failure.code == grpc.StatusCode.ALREADY_EXISTS, (
+        f"a request_id reused to create another job was not refused: {failure}"
+    )
     assert other not in _map_ids(stubs)
     assert _get_map(stubs, uid) == first
 
@@ -251,7 +264,10 @@ def test_stale_expected_revision_is_aborted(stubs: Stubs, uid: str) -> None:
     running = mi.MapImport(import_request_id=uid, status=mi.MAP_IMPORT_STATUS_IN_PROGRESS)
     failure = fails(lambda: _update_map(stubs, running, ["status"], expected=created.revision))
 
-    assert failure.code == grpc.StatusCode.ABORTED, failure
+    assert failure.code == grpc.StatusCode.ABORTED, (
+        f"an update with a stale expected_revision was not ABORTED: {failure}"
+    )
+    assert failure.info is not None and failure.info.reason == "REVISION_MISMATCH", failure
     assert _get_map(stubs, uid) == moved
     again = _update_map(stubs, running, ["status"], expected=moved.revision)
     assert again.status == mi.MAP_IMPORT_STATUS_IN_PROGRESS
