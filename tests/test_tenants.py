@@ -804,20 +804,39 @@ def test_a_revoked_key_is_refused_on_every_transport(
 
 
 def test_a_request_id_is_its_own_tenants(keyed: Keyed, stubs: Stubs) -> None:
+    """A create's request id makes it idempotent within a tenant only."""
     request_id = f"req-{uuid.uuid4().hex[:8]}"
-    made = {}
+    made: dict[str, str] = {}
     for tenant in ("alpha", "beta"):
         job_id = f"{tenant}-{uuid.uuid4().hex[:8]}"
-        made[tenant] = stubs.maps.CreateMapImport(
-            mi.CreateMapImportRequest(
-                request_id=request_id, map_import=mi.MapImport(import_request_id=job_id)
-            ),
-            metadata=metadata(keyed.keys[f"{tenant}-admin"]),
-        ).map_import.import_request_id
+        try:
+            made[tenant] = stubs.maps.CreateMapImport(
+                mi.CreateMapImportRequest(
+                    request_id=request_id, map_import=mi.MapImport(import_request_id=job_id)
+                ),
+                metadata=metadata(keyed.keys[f"{tenant}-admin"]),
+            ).map_import.import_request_id
+        except grpc.RpcError as error:
+            assert isinstance(error, grpc.Call)
+            pytest.fail(
+                f"tenant {tenant}'s create with request id {request_id}, used by another "
+                f"tenant, was refused: {error.code()} {error.details()}"
+            )
         assert made[tenant] == job_id, (
             f"tenant {tenant}'s create with request id {request_id} (used by the other "
             f"tenant) answered job {made[tenant]!r}, not its own {job_id!r}"
         )
+    datasets = {
+        tenant: stubs.datasets.CreateDataset(
+            ds.CreateDatasetRequest(request_id=request_id, dataset=ds.Dataset()),
+            metadata=metadata(keyed.keys[f"{tenant}-admin"]),
+        ).dataset.dataset_id
+        for tenant in ("alpha", "beta")
+    }
+    assert datasets["alpha"] != datasets["beta"], (
+        f"tenant beta's create with request id {request_id} answered tenant alpha's "
+        f"dataset {datasets['alpha']}"
+    )
     code = _code(
         lambda: stubs.maps.GetMapImportStatus(
             mi.GetMapImportStatusRequest(import_request_id=made["alpha"]),
