@@ -262,7 +262,9 @@ def test_done_map_import_becomes_expired_by_itself(
     listed = stubs.maps.ListMapImports(
         mi.ListMapImportsRequest(statuses=[mi.MAP_IMPORT_STATUS_EXPIRED], page_size=1000)
     )
-    assert list(listed.map_imports) == [expired]
+    assert list(listed.map_imports) == [expired], (
+        "a map import other than the due Done one became Expired"
+    )
     assert _revision_now(stubs, uid) > expired.revision
     # the timer has run since the others' dates: they are untouched
     for role in ("lasting", "running"):
