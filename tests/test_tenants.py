@@ -524,11 +524,21 @@ def test_the_same_id_in_two_tenants_is_two_jobs(keyed: Keyed, stubs: Stubs) -> N
         ("alpha", mi.MAP_IMPORT_STATUS_START),
         ("beta", mi.MAP_IMPORT_STATUS_CANCEL),
     ):
+        md = metadata(keyed.keys[f"{tenant}-read"])
         got = stubs.maps.GetMapImportStatus(
-            mi.GetMapImportStatusRequest(import_request_id=job_id),
-            metadata=metadata(keyed.keys[f"{tenant}-read"]),
+            mi.GetMapImportStatusRequest(import_request_id=job_id), metadata=md
         )
-        assert got.map_import.status == status
+        assert got.map_import.status == status, (
+            f"tenant {tenant}'s job {job_id} has status {got.map_import.status}: the other "
+            "tenant's job with the same id changed it"
+        )
+        # A list reads the jobs' rows, not the view: the update's row of the other tenant.
+        listed = stubs.maps.ListMapImports(mi.ListMapImportsRequest(page_size=1000), metadata=md)
+        statuses = [j.status for j in listed.map_imports if j.import_request_id == job_id]
+        assert statuses == [status], (
+            f"tenant {tenant}'s list shows job {job_id} with statuses {statuses}, not "
+            f"[{status}]: an update of the other tenant's job with the same id reached it"
+        )
 
 
 # --- watches: later, resumed and all-jobs changes of another tenant --------------------------

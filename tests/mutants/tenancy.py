@@ -15,6 +15,7 @@ RESUMED = (
     f"{TENANTS}::test_a_watch_resumed_from_the_ring_gets_none_of_another_tenants_changes",
     f"{TENANTS}::test_an_sse_watch_gets_none_of_another_tenants_changes",
 )
+SAME_ID = (f"{TENANTS}::test_the_same_id_in_two_tenants_is_two_jobs",)
 REVOKED = (f"{TENANTS}::test_a_revoked_key_is_refused_on_every_transport",)
 OPEN = (
     "tests/test_keys_tls.py::"
@@ -167,5 +168,24 @@ MUTANTS: list[Mutant] = [
         ),
         replace="",
         tests=(f"{TENANTS}::test_a_key_is_refused_on_another_tenants_cluster",),
+    ),
+    Mutant(
+        name="tenancy-update-any-tenant",
+        guarantee="an update changes only its own tenant's job, not a same-id job of another",
+        file=STORE,
+        find='.where(_key("w_"))',
+        replace=(
+            '.where((JOB.c.kind == bindparam("w_kind")) & (JOB.c.job_id == bindparam("w_job_id")))'
+        ),
+        tests=SAME_ID,
+    ),
+    Mutant(
+        name="tenancy-pg-update-any-tenant",
+        guarantee="an update changes only its own tenant's job, not a same-id job (PostgreSQL)",
+        file=STORE,
+        find="WHERE job.tenant = last.tenant AND job.kind = last.kind",
+        replace="WHERE job.kind = last.kind",
+        tests=SAME_ID,
+        databases=("postgresql",),
     ),
 ]
