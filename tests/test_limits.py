@@ -192,6 +192,9 @@ def test_request_and_header_size(keyed: Keyed) -> None:
         head = "an HTTP request line and headers are at most --max-header-bytes (4096)"
         http_refused(client.get("/healthz", headers={"x-junk": "y" * 5000}), "header_bytes", head)
         assert client.get("/healthz", headers={"x-junk": "y" * 3000}).status_code == 200, head
+        # The request line counts: a query of 5,000 bytes is beyond the limit.
+        long_query = client.get("/healthz", params={"q": "y" * 5000})
+        http_refused(long_query, "header_bytes", head + " (the request line counts)")
         # Counted together: three headers of 2,000 bytes each are beyond the limit.
         many = [(f"x-junk-{n}", "y" * 2000) for n in range(3)]
         http_refused(client.get("/healthz", headers=many), "header_bytes", head + " together")
@@ -225,6 +228,11 @@ def test_concurrent_calls(keyed: Keyed) -> None:
     """Key a's one call in progress (a read waiting for a revision to come) is its limit."""
     a, b = keyed.keys["a"], keyed.keys["b"]
     stubs = channel(keyed)
+    # A job the view holds: its REST read is answered as the request arrives.
+    _write(stubs, keyed, "c-ready")
+    ready = "/api/v2/map/import/status/c-ready"
+    with keyed.http() as client:
+        assert client.get(ready, headers={"x-api-key": a}).status_code == 200
     ahead = _current(stubs, b) + 1
     waiting = stubs.maps.GetMapImportStatus.future(
         mi.GetMapImportStatusRequest(import_request_id="c-wait", min_revision=ahead),
@@ -267,6 +275,11 @@ def test_concurrent_calls(keyed: Keyed) -> None:
         path = "/api/v2/map/import/status/c-wait"
         calls = "a caller's concurrent calls are counted on both transports together"
         http_refused(client.get(path, headers={"x-api-key": a}), "concurrent_calls", calls)
+        http_refused(
+            client.get(ready, headers={"x-api-key": a}),
+            "concurrent_calls",
+            "a read the view answers at once counts against its caller's concurrent calls",
+        )
         assert client.get(path, headers={"x-api-key": b}).status_code == 200, (
             "another caller's call is not refused by a's limit"
         )

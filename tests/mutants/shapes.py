@@ -45,6 +45,22 @@ MUTANTS: list[Mutant] = [
         tests=(T_CALLS,),
     ),
     Mutant(
+        name="shapes-ready-read-admitted-past-limit",
+        guarantee="a read the view answers at once counts against its caller's concurrent calls",
+        file=LIMITS,
+        find="return calls.get(caller_id(key_id, address), 0) < self.max_concurrent_calls",
+        replace="return calls.get(caller_id(key_id, address), 0) <= self.max_concurrent_calls",
+        tests=(T_CALLS,),
+    ),
+    Mutant(
+        name="shapes-request-line-not-counted",
+        guarantee="an HTTP request line counts toward --max-header-bytes",
+        file=LIMITS,
+        find="        self._head_bytes += len(url)\n",
+        replace="",
+        tests=(T_SIZES,),
+    ),
+    Mutant(
         name="shapes-grpc-request-bytes-boundary",
         guarantee="a gRPC request of exactly --max-request-bytes is served",
         file=INTERCEPTOR,
