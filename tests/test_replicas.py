@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import grpc
+import httpx
 import psycopg
 import pytest
 from google.protobuf import duration_pb2, field_mask_pb2
@@ -349,13 +350,91 @@ def test_postgresql_restart_loses_no_acknowledged_write_and_watchers_resume(
 # --- a lost NOTIFY ----------------------------------------------------------------------
 
 
+@dataclass
+class Lone:
+    """One replica on a database of its own."""
+
+    url: str
+    conninfo: str
+    server: ServerProcess
+
+
 @pytest.fixture(scope="module")
-def lone(pg_cluster: PgCluster) -> Iterator[tuple[str, ServerProcess]]:
-    """One replica on a database of its own, and the database's URL."""
+def lone(pg_cluster: PgCluster) -> Iterator[Lone]:
     url = pg_cluster.database("lost_notify")
     server = ServerProcess(url, ["--grace", "1"]).start()
-    yield url, server
+    yield Lone(url, pg_cluster.conninfo(make_url(url).database or ""), server)
     server.stop()
+
+
+def _commit_unheard(conninfo: str, job_id: str, progress: int) -> int:
+    """Commit a change of map import `job_id` (created when missing: START, else
+    IN_PROGRESS) with `progress`, straight into the database as another replica would,
+    but with no NOTIFY: the replica learns of it only from its poll of the event log
+    (once a second), or when its own next commit finds a gap before it. Its revision."""
+    with psycopg.connect(conninfo) as conn:  # one transaction, committed on leaving
+        row = conn.execute(
+            "SELECT value FROM counter WHERE name = 'revision' FOR UPDATE"
+        ).fetchone()
+        assert row is not None
+        revision = int(str(row[0])) + 1
+        found = conn.execute(
+            "SELECT data FROM job WHERE tenant = 'default' AND kind = 'map_import' AND job_id = %s",
+            (job_id,),
+        ).fetchone()
+        if found is None:
+            job = mi.MapImport(import_request_id=job_id, status=mi.MAP_IMPORT_STATUS_START)
+        else:
+            job = mi.MapImport.FromString(bytes(found[0]))
+            job.status = IN_PROGRESS
+        job.meta_data.progress = progress
+        job.revision = revision
+        data = job.SerializeToString()
+        if found is None:
+            conn.execute(
+                "INSERT INTO job (tenant, kind, job_id, status, revision, create_revision,"
+                " data) VALUES ('default', 'map_import', %s, %s, %s, %s, %s)",
+                (job_id, job.status, revision, revision, data),
+            )
+        else:
+            conn.execute(
+                "UPDATE job SET status = %s, revision = %s, data = %s"
+                " WHERE tenant = 'default' AND kind = 'map_import' AND job_id = %s",
+                (job.status, revision, data, job_id),
+            )
+        conn.execute(
+            "INSERT INTO event (revision, tenant, kind, job_id, status, created_at, data)"
+            " VALUES (%s, 'default', 'map_import', %s, %s, %s, %s)",
+            (revision, job_id, job.status, time.time(), data),
+        )
+        conn.execute("UPDATE counter SET value = %s WHERE name = 'revision'", (revision,))
+    return revision
+
+
+def _progress(stub: mi_grpc.MapImportServiceStub, job_id: str, progress: int) -> int:
+    """Set the job's progress on this replica; the revision of the write."""
+    request = mi.UpdateMapImportRequest(
+        map_import=mi.MapImport(
+            import_request_id=job_id,
+            status=IN_PROGRESS,
+            meta_data=mi.MapImportMetaData(progress=progress),
+        ),
+        update_mask=field_mask_pb2.FieldMask(paths=["status", "meta_data.progress"]),
+    )
+    return int(stub.UpdateMapImport(request, timeout=10).map_import.revision)
+
+
+def _get(stub: mi_grpc.MapImportServiceStub, job_id: str, min_revision: int = 0) -> mi.MapImport:
+    """Get the job; a failure is an assertion naming what the read waited for."""
+    request = mi.GetMapImportStatusRequest(import_request_id=job_id, min_revision=min_revision)
+    try:
+        return stub.GetMapImportStatus(request, timeout=10).map_import
+    except grpc.RpcError as error:
+        assert isinstance(error, grpc.Call)
+        raise AssertionError(
+            f"Get of {job_id} with min_revision {min_revision} failed with "
+            f"{error.code().name} ({error.details()}): the replica's view never reached it"
+        ) from None
 
 
 def _unheard_commit(url: str) -> tuple[int, str]:
@@ -375,12 +454,12 @@ def _unheard_commit(url: str) -> tuple[int, str]:
 
 
 def test_a_commit_whose_notify_is_lost_reaches_watch_and_get_by_the_poll(
-    lone: tuple[str, ServerProcess],
+    lone: Lone,
 ) -> None:
     """NOTIFY is only a wake-up: a replica that never hears of another's commit still
     publishes it within a few poll intervals (the hub polls the event log every
     second), to its watchers and to its view (Get with min_revision)."""
-    url, server = lone
+    url, server = lone.url, lone.server
     channel, stub = _stub(server.address)
     try:
         # The replica's own commit first: it is at that revision, with a watch open.
@@ -422,5 +501,102 @@ def test_a_commit_whose_notify_is_lost_reaches_watch_and_get_by_the_poll(
                 f"with {error.code().name}: the replica's view never reached it"
             ) from None
         assert got.revision == revision, got
+    finally:
+        channel.close()
+
+
+def test_a_read_on_the_writing_replica_sees_its_write_while_its_hub_is_behind(
+    lone: Lone,
+) -> None:
+    """Read-your-writes: another replica's commit is not heard of (no NOTIFY), then this
+    replica writes: its commit waits behind the unheard one in the hub, and a Get sent
+    right after the answer must show the write, not the state before it."""
+    channel, stub = _stub(lone.server.address)
+    try:
+        _create(stub, "ryw")
+        for round in range(1, 21):
+            _commit_unheard(lone.conninfo, f"ryw-other-{round}", 0)
+            written = _progress(stub, "ryw", round)
+            got = _get(stub, "ryw")
+            assert (got.revision, got.meta_data.progress) == (written, round), (
+                f"read-your-writes broken: a Get right after the write of revision {written} "
+                f"(progress {round}) answered revision {got.revision} "
+                f"(progress {got.meta_data.progress})"
+            )
+    finally:
+        channel.close()
+
+
+def test_the_hub_publishes_an_unheard_commit_before_the_replicas_own_next_one(
+    lone: Lone,
+) -> None:
+    """Never past a gap: when this replica's commit comes right after another replica's
+    commit it has not heard of, its watchers get the other's change first, then its own;
+    none is skipped."""
+    channel, stub = _stub(lone.server.address)
+    try:
+        start = _create(stub, "gap")
+        request = mi.WatchMapImportStatusRequest(
+            start_revision=start, heartbeat_interval=duration_pb2.Duration(seconds=1)
+        )
+        stream = stub.WatchMapImportStatus(request, timeout=30)
+        expected: list[tuple[int, str]] = []
+        for round in range(1, 6):
+            other = f"gap-other-{round}"
+            expected.append((_commit_unheard(lone.conninfo, other, 0), other))
+            expected.append((_progress(stub, "gap", round), "gap"))
+        received: list[tuple[int, str]] = []
+        try:
+            for event in stream:
+                if event.type == CHANGE:
+                    received.append((event.revision, event.map_import.import_request_id))
+                # A heartbeat names the hub's revision: everything up to it was sent.
+                if len(received) >= len(expected) or (
+                    event.type == HEARTBEAT and event.revision >= expected[-1][0]
+                ):
+                    break
+        except grpc.RpcError as error:
+            assert isinstance(error, grpc.Call)
+            raise AssertionError(
+                f"the watch ended with {error.code().name} after {received}; expected {expected}"
+            ) from None
+        finally:
+            stream.cancel()  # type: ignore[no-untyped-call]
+        assert received == expected, (
+            "the hub published this replica's commit past another replica's unheard one "
+            f"(a gap): the watch got {received}, expected {expected}"
+        )
+    finally:
+        channel.close()
+
+
+def test_min_revision_waits_for_a_commit_the_replica_has_not_heard_of(lone: Lone) -> None:
+    """A read with min_revision (gRPC) or X-Min-Revision (REST) of a change committed
+    elsewhere, not yet heard of here, waits until the replica has it (its poll), and
+    never answers the older state its view holds."""
+    channel, stub = _stub(lone.server.address)
+    try:
+        _create(stub, "minrev")
+        assert _get(stub, "minrev").meta_data.progress == 0  # the view holds the job
+        for progress in (7, 8):
+            revision = _commit_unheard(lone.conninfo, "minrev", progress)
+            got = _get(stub, "minrev", min_revision=revision)
+            assert (got.revision, got.meta_data.progress) == (revision, progress), (
+                f"Get with min_revision {revision} answered revision {got.revision} "
+                f"(progress {got.meta_data.progress}): older than the revision asked for"
+            )
+        for progress in (9, 10):
+            revision = _commit_unheard(lone.conninfo, "minrev", progress)
+            answer = httpx.get(
+                f"{lone.server.http_url}/api/v2/map/import/status/minrev",
+                headers={"X-Min-Revision": str(revision)},
+                timeout=10,
+            )
+            assert answer.status_code == 200, answer.text
+            shown = answer.json()["metaData"]["progress"]
+            assert shown == progress, (
+                f"GET with X-Min-Revision {revision} answered progress {shown}, the state "
+                f"before that revision (progress {progress})"
+            )
     finally:
         channel.close()

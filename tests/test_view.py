@@ -426,6 +426,46 @@ async def test_a_job_read_ahead_of_the_feed_is_not_evicted_back_in_time(tmp_path
         await writer.close()
 
 
+async def test_the_feed_never_moves_a_job_back_to_an_older_revision(tmp_path: Path) -> None:
+    """Monotonic reads: a replica's view read a job from the database ahead of its
+    change feed; when the feed's older changes of that job arrive, the view keeps the
+    newer state it already answered (no budget pressure here: nothing is evicted)."""
+    url = f"sqlite:///{tmp_path / 'monotonic.db'}"
+    writer, replica = Store(url), Store(url)
+    await writer.start()
+    await replica.start()
+
+    async def write(progress: int) -> int:
+        def put(tx: Tx) -> int:
+            job = mi.MapImport(
+                import_request_id="mono",
+                status=mi.MAP_IMPORT_STATUS_START,
+                meta_data=mi.MapImportMetaData(progress=progress),
+            )
+            return int(tx.put(MAP_IMPORT, "default", job, created=progress == 0).revision)
+
+        return await writer.transact(put)
+
+    try:
+        for progress in range(4):
+            newest = await write(progress)
+        view = View(replica)
+        view.start(0)
+        first = await view.get(MAP_IMPORT, "default", "mono")
+        assert first is not None and first.revision == newest
+        for revision in range(1, newest + 1):
+            view.apply(await replica.events_after(revision - 1, 1))
+            again = await view.get(MAP_IMPORT, "default", "mono")
+            assert again is not None and again.revision == newest, (
+                f"the view answered revision {newest} of the job, then revision "
+                f"{again and again.revision} after the feed's older change {revision}: "
+                "a read went back in time"
+            )
+    finally:
+        await replica.close()
+        await writer.close()
+
+
 def _labelled(http: httpx.Client, name: str, labels: str) -> float:
     found = re.search(
         rf"^{re.escape(name)}\{{{re.escape(labels)}\}} (\S+)$",

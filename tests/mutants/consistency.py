@@ -13,6 +13,9 @@ VIEW = "server/jobstatus_server/view.py"
 WATCH = "server/jobstatus_server/watch.py"
 REPLICAS = "tests/test_replicas.py"
 WRITER = "tests/test_sqlite_writer.py"
+VIEWS = "tests/test_view.py"
+PG_STORE = "tests/test_pg_store.py"
+REST = "server/jobstatus_server/rest.py"
 
 MUTANTS: list[Mutant] = [
     Mutant(
@@ -31,5 +34,100 @@ MUTANTS: list[Mutant] = [
         "MAX_GROUP = 128",
         "MAX_GROUP = 1",
         (f"{WRITER}::test_concurrent_writes_share_commits_and_each_is_acknowledged_once",),
+    ),
+    Mutant(
+        "consistency-read-ignores-own-writes",
+        "a Get right after a write on the same server shows that write",
+        VIEW,
+        "need = self.store.revision",
+        "need = 0",
+        (f"{REPLICAS}::test_a_read_on_the_writing_replica_sees_its_write_while_its_hub_is_behind",),
+        ("postgresql",),
+    ),
+    Mutant(
+        "consistency-min-revision-ignored",
+        "a read with min_revision waits for that revision rather than answer older state",
+        VIEW,
+        "if min_revision > need:",
+        "if min_revision < need:",
+        (f"{REPLICAS}::test_min_revision_waits_for_a_commit_the_replica_has_not_heard_of",),
+        ("postgresql",),
+    ),
+    Mutant(
+        "consistency-rest-min-revision-ignored",
+        "a REST read with X-Min-Revision waits for that revision rather than answer older state",
+        REST,
+        "if min_revision > need:",
+        "if min_revision < need:",
+        (f"{REPLICAS}::test_min_revision_waits_for_a_commit_the_replica_has_not_heard_of",),
+        ("postgresql",),
+    ),
+    Mutant(
+        "consistency-reached-revision-not-woken",
+        "a read waiting for a revision is answered once the server reaches exactly it",
+        VIEW,
+        "while waiters and waiters[0][0] <= self.revision:",
+        "while waiters and waiters[0][0] < self.revision:",
+        (f"{REPLICAS}::test_min_revision_waits_for_a_commit_the_replica_has_not_heard_of",),
+        ("postgresql",),
+    ),
+    Mutant(
+        "consistency-hub-publishes-past-a-gap",
+        "a replica's watchers get another replica's commit before its own later one, none skipped",
+        WATCH,
+        "if changes[0].revision <= self.revision + 1:",
+        "if changes[0].revision >= self.revision + 1:",
+        (f"{REPLICAS}::test_the_hub_publishes_an_unheard_commit_before_the_replicas_own_next_one",),
+        ("postgresql",),
+    ),
+    Mutant(
+        "consistency-view-keeps-stale-entry",
+        "a Get after an update shows the update, not the job's earlier state",
+        VIEW,
+        "if current is not None and current.revision >= revision:",
+        "if current is not None:",
+        (f"{VIEWS}::test_every_acknowledged_write_is_read_back_under_concurrent_writers",),
+    ),
+    Mutant(
+        "consistency-feed-goes-back-in-time",
+        "a server never answers an older revision of a job than one it already answered",
+        VIEW,
+        "if current is not None and current.revision >= revision:",
+        "if current is not None and current.revision == revision:",
+        (f"{VIEWS}::test_the_feed_never_moves_a_job_back_to_an_older_revision",),
+    ),
+    Mutant(
+        "consistency-evicts-entry-ahead-of-feed",
+        "the view's memory budget never makes a read go back to a job's older state",
+        VIEW,
+        "if e.revision <= self.revision), None)",
+        "if True), None)",
+        (f"{VIEWS}::test_a_job_read_ahead_of_the_feed_is_not_evicted_back_in_time",),
+    ),
+    Mutant(
+        "consistency-group-write-sees-stale-job",
+        "each write of a shared commit is made from the job as the write before it left it",
+        STORE,
+        "        self.loaded[(tenant, kind.name, job_id)] = data",
+        "        self.loaded.setdefault((tenant, kind.name, job_id), data)",
+        (f"{WRITER}::test_writes_to_one_job_in_one_commit_each_see_the_one_before",),
+    ),
+    Mutant(
+        "consistency-guess-unguarded",
+        "a write on one replica never overwrites another replica's newer change of the job",
+        STORE,
+        "SELECT 1 / count(*) FROM bumped",
+        "SELECT count(*) FROM bumped",
+        (f"{PG_STORE}::test_a_guessed_group_commits_alone_and_yields_to_another_replicas_commit",),
+        ("postgresql",),
+    ),
+    Mutant(
+        "consistency-guess-conflict-not-rolled-back",
+        "a write whose guess lost to another replica's commit runs again and succeeds",
+        STORE,
+        "            dbapi.rollback()\n            self._guessing = False",
+        "            self._guessing = False",
+        (f"{PG_STORE}::test_a_guessed_group_commits_alone_and_yields_to_another_replicas_commit",),
+        ("postgresql",),
     ),
 ]
