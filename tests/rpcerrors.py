@@ -19,6 +19,7 @@ class Failure:
     info: error_details_pb2.ErrorInfo | None = None
     bad_request: error_details_pb2.BadRequest | None = None
     precondition: error_details_pb2.PreconditionFailure | None = None
+    retry: error_details_pb2.RetryInfo | None = None
     other_details: list[str] = field(default_factory=list)
 
     @property
@@ -49,6 +50,9 @@ def failure_of(error: grpc.RpcError) -> Failure:
         elif detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
             result.precondition = error_details_pb2.PreconditionFailure()
             detail.Unpack(result.precondition)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            result.retry = error_details_pb2.RetryInfo()
+            detail.Unpack(result.retry)
         else:
             result.other_details.append(detail.type_url)
     return result

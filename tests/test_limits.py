@@ -89,6 +89,8 @@ def refused(result: Any, limit: str, what: str) -> None:
         f"a refusal's ErrorInfo reason is {reason!r}, not LIMIT_EXCEEDED"
     )
     assert result.metadata.get("limit") == limit, f"{what}: refused as {result.metadata}"
+    delay = result.retry.retry_delay.ToTimedelta().total_seconds() if result.retry else None
+    assert delay == 1.0, f"a gRPC limit refusal carries RetryInfo of 1 s, not {delay}"
 
 
 def http_refused(response: httpx.Response, limit: str, what: str) -> None:

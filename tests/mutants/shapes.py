@@ -101,6 +101,14 @@ MUTANTS: list[Mutant] = [
         tests=(T_SIZES,),
     ),
     Mutant(
+        name="shapes-grpc-refusal-without-retry-info",
+        guarantee="a gRPC limit refusal carries RetryInfo",
+        file=LIMITS,
+        find='metadata={"limit": limit, **metadata}, retry_after=1.0',
+        replace='metadata={"limit": limit, **metadata}',
+        tests=(T_STREAMS,),
+    ),
+    Mutant(
         name="shapes-dataset-429-without-retry-after",
         guarantee="the dataset path's 429 says Retry-After",
         file=REST,
