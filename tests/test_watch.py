@@ -722,3 +722,76 @@ async def test_a_shutdown_names_exactly_the_last_revision_received(
             rest.call.cancel()
     finally:
         server.stop()
+
+
+async def test_a_slow_reader_that_lags_gets_every_change_in_order(
+    watch_server: ServerProcess, uid: str
+) -> None:
+    """Large changes keep the slow reader's sends waiting on HTTP/2 flow control while
+    more changes commit: it lags, and reads on from the kept changes as they arrive."""
+    big = "x" * 60_000
+    updates = 60
+    async with (
+        client(watch_server.address) as c,
+        client(watch_server.address, options=[("grpc.http2.bdp_probe", 0)]) as slow_client,
+    ):
+        created = await c.create(uid)
+        slow = slow_client.maps.WatchMapImportStatus(
+            mi.WatchMapImportStatusRequest(
+                import_request_ids=[uid], start_revision=created.revision
+            )
+        )
+
+        async def write() -> list[int]:
+            written = []
+            for n in range(1, updates + 1):
+                written.append((await c.progress(uid, n, footprint=big)).revision)
+            return written
+
+        async def read_slowly() -> list[int]:
+            got: list[int] = []
+            while len(got) < updates:
+                event = await read(slow, f"{ORDER} (a slow reader; got {got})")
+                assert event.type == CHANGE, f"{ORDER}: a {event.type} event after {got}"
+                got.append(event.revision)
+                await asyncio.sleep(0.01)
+            return got
+
+        written, got = await asyncio.gather(write(), read_slowly())
+        slow.cancel()
+        assert got == written, f"{ORDER}: a slow reader got {got}, written {written}"
+
+
+async def test_a_shutdown_during_a_catch_up_names_exactly_the_last_revision_received(
+    databases: Databases, uid: str
+) -> None:
+    """A watch resumed far behind reads its changes ahead in batches: SIGTERM while its
+    client is stalled names the last revision the client got, not the batch's end."""
+    server = start_server(databases.new())
+    big = "x" * 60_000
+    try:
+        async with client(server.address) as c:
+            created = await c.create(uid)
+            written = [(await c.progress(uid, n, footprint=big)).revision for n in range(1, 41)]
+        async with client(server.address, options=[("grpc.http2.bdp_probe", 0)]) as slow_client:
+            slow = slow_client.maps.WatchMapImportStatus(
+                mi.WatchMapImportStatusRequest(
+                    import_request_ids=[uid], start_revision=created.revision
+                )
+            )
+            first = await read(slow, SHUTDOWN)
+            assert first.revision == written[0], f"{FROM_RING}: first change {first.revision}"
+            await asyncio.sleep(0.5)  # the server fills the stalled client's window
+            stopping = asyncio.create_task(asyncio.to_thread(server.terminate))
+            rest, error = await _read_to_the_end(slow, SHUTDOWN)
+            assert await stopping == 0
+        received = [first.revision, *rest]
+        assert error.code() == grpc.StatusCode.UNAVAILABLE, f"{SHUTDOWN}: {error}"
+        assert received == written[: len(received)], f"{ORDER}: received {received}"
+        assert len(received) < len(written), f"{SHUTDOWN}: the client was not stalled"
+        resume = int(error_info(error).metadata["resume_revision"])
+        assert resume == received[-1], (
+            f"{SHUTDOWN}: resume_revision {resume}, last received {received[-1]}"
+        )
+    finally:
+        server.stop()
