@@ -373,3 +373,42 @@ async def test_a_guessed_group_commits_alone_and_yields_to_another_replicas_comm
     progress = [MAP_IMPORT.message.FromString(e.data).meta_data.progress for e in events]
     assert progress == [0, 10, 20, 30, 40, 50]
     assert await first.get(MAP_IMPORT, "default", job_id) == last
+
+
+async def test_a_write_whose_commit_fails_is_not_acknowledged(pg_cluster: PgCluster) -> None:
+    """A write is answered only once its COMMIT succeeded: here PostgreSQL refuses the
+    COMMIT (a deferred constraint trigger, checked at COMMIT, refuses jobs named
+    `doomed-*`); the write fails, no listener (the hub, the view) hears of it, and the
+    next write takes the revision it would have had."""
+    url = pg_cluster.database("doomed")
+    store = Store(url)
+    await store.start()  # migrates
+    with psycopg.connect(_conninfo(pg_cluster, url), autocommit=True) as admin:
+        admin.execute(
+            "CREATE FUNCTION doom() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'refused at COMMIT'; END $$"
+        )
+        admin.execute(
+            "CREATE CONSTRAINT TRIGGER doom AFTER INSERT ON event"
+            " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW"
+            " WHEN (NEW.job_id LIKE 'doomed-%') EXECUTE FUNCTION doom()"
+        )
+    heard: list[int] = []
+    store.on_changes(lambda changes: heard.extend(c.revision for c in changes))
+    try:
+        before = await store.transact(_create("fine-1"))
+        try:
+            revision = await store.transact(_create("doomed-1"))
+        except Exception as error:  # what PostgreSQL said at COMMIT
+            assert "refused at COMMIT" in str(error), error
+        else:
+            raise AssertionError(
+                f"a write whose COMMIT failed was acknowledged with revision {revision}"
+            )
+        assert heard == [before], f"listeners heard of an uncommitted change: {heard}"
+        assert await store.get(MAP_IMPORT, "default", "doomed-1") is None
+        after = await store.transact(_create("fine-2"))
+        assert after == before + 1, (before, after)
+        assert [e.revision for e in await store.events_after(0, 100)] == [before, after]
+    finally:
+        await store.close()

@@ -113,6 +113,19 @@ MUTANTS: list[Mutant] = [
         (f"{WRITER}::test_writes_to_one_job_in_one_commit_each_see_the_one_before",),
     ),
     Mutant(
+        "consistency-ack-before-commit",
+        "a write is acknowledged only once its COMMIT succeeded",
+        STORE,
+        '                self._commit_sent = True\n                cur.execute("COMMIT")\n'
+        "        WRITE_GROUPS.inc()",
+        "                self._commit_sent = True\n"
+        "                self._resolve(group, tx.revision if tx.changed else None, tx.changes)\n"
+        '                cur.execute("COMMIT")\n'
+        "        WRITE_GROUPS.inc()",
+        (f"{PG_STORE}::test_a_write_whose_commit_fails_is_not_acknowledged",),
+        ("postgresql",),
+    ),
+    Mutant(
         "consistency-guess-unguarded",
         "a write on one replica never overwrites another replica's newer change of the job",
         STORE,
