@@ -99,9 +99,14 @@ class Events:
 
 
 @contextmanager
-def watch(http: httpx.Client, query: str, **headers: str) -> Iterator[Events]:
+def watch(
+    http: httpx.Client, query: str, why: str = "a watch is answered with a stream", **headers: str
+) -> Iterator[Events]:
     with http.stream("GET", f"/api/v1/watch/map_import?{query}", headers=headers) as response:
-        assert response.status_code == 200
+        status = response.status_code
+        assert status == 200, (
+            f"{why}: ?{query} with {headers} answered {status}: {response.read()!r}"
+        )
         assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
         yield Events(response)
 
@@ -164,7 +169,8 @@ def test_resume_with_last_event_id_yields_exactly_the_missed_events(
         _create(stubs, f"noise-{uuid.uuid4().hex[:8]}")
     expected_progress = list(range(3, 9))
 
-    with watch(http, f"ids={','.join(jobs)}&heartbeat=0.5", **{"last-event-id": last}) as events:
+    query = f"ids={','.join(jobs)}&heartbeat=0.5"
+    with watch(http, query, RESUMES, **{"last-event-id": last}) as events:
         resumed = events.until("heartbeat", RESUMES)
         saw = events.saw()
     changes = resumed[:-1]
@@ -323,7 +329,8 @@ def test_a_resume_point_past_the_history_answers_410(
     assert before is not None, f"{COMPACTED}: a resume from {kept - 2} (oldest kept {kept}) ran"
     assert before["metadata"]["oldest_revision"] == str(kept), f"{COMPACTED}: {before}"
     # Resuming just before the oldest kept revision gets every change from it on.
-    with watch(http, f"ids={uid}&heartbeat=0.5", **{"last-event-id": str(kept - 1)}) as events:
+    query = f"ids={uid}&heartbeat=0.5"
+    with watch(http, query, COMPACTED, **{"last-event-id": str(kept - 1)}) as events:
         changes = events.until("heartbeat", COMPACTED)[:-1]
     expected = [r for r in written if r >= kept]
     assert [int(e["id"]) for e in changes] == expected, (

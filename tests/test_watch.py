@@ -752,7 +752,7 @@ async def test_a_slow_reader_that_lags_gets_every_change_in_order(
             got: list[int] = []
             while len(got) < updates:
                 event = await read(slow, f"{ORDER} (a slow reader; got {got})")
-                assert event.type == CHANGE, f"{ORDER}: a {event.type} event after {got}"
+                assert event.type == CHANGE, f"{ORDER}: {show(event)} after {got}"
                 got.append(event.revision)
                 await asyncio.sleep(0.01)
             return got
