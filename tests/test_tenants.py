@@ -893,3 +893,32 @@ def test_a_key_is_refused_on_another_tenants_cluster(
             f"a key of tenant beta was answered on tenant alpha's cluster host: "
             f"{other.status_code} {other.text}"
         )
+
+
+def test_one_keys_watch_streams_do_not_count_against_another_tenants(
+    databases: Databases,
+) -> None:
+    url = databases.new("tenants-streams")
+    with keyed_server(url, KEYS, "--max-streams-per-key", "2") as server:
+        stubs = Stubs.connect(server.server.address)
+        opened: list[Any] = []
+        try:
+            alpha, beta = server.keys["alpha-read"], server.keys["beta-read"]
+            for _ in range(2):
+                opened.append(_watch_maps(stubs, alpha, []))
+                _grpc_until(opened[-1], lambda e: e.type == SYNCED, "alpha's synced marker")
+            opened.append(_watch_maps(stubs, alpha, []))
+            code = _code(lambda: next(iter(opened[-1])))
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, (
+                f"a key's third watch with --max-streams-per-key 2 answered {code}"
+            )
+            opened.append(_watch_maps(stubs, beta, []))
+            code = _code(lambda: next(iter(opened[-1])))
+            assert code == OK, (
+                f"tenant beta's first watch was refused ({code}) because tenant alpha's key "
+                "has its most streams open: one key's streams counted against another's"
+            )
+        finally:
+            for stream in opened:
+                stream.cancel()
+            stubs.channel.close()

@@ -188,4 +188,12 @@ MUTANTS: list[Mutant] = [
         tests=SAME_ID,
         databases=("postgresql",),
     ),
+    Mutant(
+        name="tenancy-streams-counted-per-address",
+        guarantee="one key's watch streams do not count against another tenant's key",
+        file="server/jobstatus_server/limits.py",
+        find="        owner = caller_id(caller.key_id, address)\n        if self._by_owner",
+        replace='        owner = caller_id("", address)\n        if self._by_owner',
+        tests=(f"{TENANTS}::test_one_keys_watch_streams_do_not_count_against_another_tenants",),
+    ),
 ]
