@@ -110,6 +110,7 @@ def pytest(
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "PYTHONPATH")}
     env["PYTHONPATH"] = os.pathsep.join(str(copy / p) for p in ("server", "client", "."))
     env["JOBSTATUS_TEST_DATABASES"] = ",".join(databases)
+    env["COLUMNS"] = "1000"  # pytest's summary line keeps the assertion's message whole
     command = [
         str(ROOT / ".venv" / "bin" / "python"),
         "-m",
