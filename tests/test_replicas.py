@@ -5,6 +5,11 @@ replica the change was written on: in steady state, when a replica dies by
 SIGKILL (its clients resume on another replica from their last revision),
 and when PostgreSQL restarts under load (no acknowledged write is lost,
 health goes NOT_SERVING and back, watchers carry on).
+
+And one replica that does not hear of another's commit (its NOTIFY lost: made by
+a Store that notifies elsewhere, or straight in SQL): its poll still publishes it
+to watchers and reads; its own next commit waits behind it (never past a gap);
+its reads still see its own writes; min_revision / X-Min-Revision wait for it.
 """
 
 from __future__ import annotations
