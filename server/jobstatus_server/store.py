@@ -703,6 +703,7 @@ class Store:
                     known = self.known(keys)  # type: ignore[arg-type]
             self._committer.submit(self._commit_whole, group, known)
             return
+        cur = None
         try:
             conn = self._held_connection()
             dbapi = conn.connection.dbapi_connection
@@ -722,7 +723,11 @@ class Store:
                 raise
         except Exception:
             # Busy, lost, or a statement refused: the commit thread runs the group again
-            # with `_commit`'s handling of each (wait, UNAVAILABLE, one by one).
+            # with `_commit`'s handling of each (wait, UNAVAILABLE, one by one). The cursor
+            # is closed first, here: freed later on the loop, it would wait for the
+            # connection's mutex while the commit thread holds it in a busy BEGIN.
+            if cur is not None:
+                cur.close()
             self._committer.submit(self._commit_apart, group)
             return
         self._committer.submit(self._commit_group, group, tx, cur)
