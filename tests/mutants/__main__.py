@@ -92,7 +92,8 @@ def copy_checkout(target: Path) -> None:
             (target / name).symlink_to(ROOT / name)
 
 
-FAILED = re.compile(r"^(FAILED|ERROR) .*$|^E\s+.+$", re.MULTILINE)
+# pytest's short summary names a test (path::name); a captured log line does not.
+FAILED = re.compile(r"^(FAILED|ERROR) tests/\S+.*$|^E\s+.+$", re.MULTILINE)
 
 
 def first_failure(output: str) -> str:
