@@ -47,13 +47,13 @@ class Reader(Generic[T]):
         return item
 
     async def take_until(
-        self, done: Callable[[list[T]], bool], within: float, expect: str, why: str
+        self, done: Callable[[T], bool], within: float, expect: str, why: str
     ) -> list[T]:
-        """Items until `done(items)` holds for the items taken by this call; one deadline
-        for all of them."""
+        """Items up to the first for which `done(item)` holds (it is called once per item,
+        so it may count); one deadline for all of them."""
         deadline = time.monotonic() + within
         taken: list[T] = []
-        while not done(taken):
+        while not taken or not done(taken[-1]):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(
