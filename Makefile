@@ -77,6 +77,7 @@ lint: $(STAMP) $(BUF) checkgenerate ## ruff, mypy, buf lint and buf format
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy server client/jobstatus tests bench
+	$(VENV)/bin/lint-imports
 	cd proto && ../$(BUF) lint && ../$(BUF) format -d --exit-code
 
 .PHONY: breaking

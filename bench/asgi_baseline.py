@@ -3,9 +3,9 @@
 It returns the body and headers that jobstatus answered for the map import in the same
 run, so the bytes on the wire are the same. It is a plain ASGI callable (no framework,
 no routing, no middleware, no store), served by the same server software with the same
-options as jobstatus's HTTP listener: `jobstatus_server.http.http_server` builds both
+options as jobstatus's HTTP listener: `jobstatus_server.http_api.app.http_server` builds both
 (uvicorn, httptools, no access log, lifespan off), on the same event loop
-(`jobstatus_server.loop`: uvloop). What is left between the two is what jobstatus
+(`jobstatus_server.composition.loop`: uvloop). What is left between the two is what jobstatus
 adds: routing, metrics, auth, the read from the view, and the gRPC server sharing
 its event loop.
 
@@ -26,8 +26,8 @@ from typing import Any, cast
 from starlette.applications import Starlette
 
 from bench import READY
-from jobstatus_server.http import http_server
-from jobstatus_server.loop import run
+from jobstatus_server.composition.loop import run
+from jobstatus_server.http_api.app import http_server
 
 Scope = dict[str, Any]
 

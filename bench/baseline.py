@@ -11,7 +11,7 @@ it says what jobstatus adds:
   the broadcaster hands it, from a plain asyncio queue per stream.
 
 No interceptor, no validation, no storage. It runs with the same gRPC server options
-as jobstatus, on the same event loop (`jobstatus_server.loop`: uvloop).
+as jobstatus, on the same event loop (`jobstatus_server.composition.loop`: uvloop).
 Run: python -m bench.baseline --port PORT --answer FILE, where FILE
 holds a serialized jobstatus.v1.MapImport; it is read on the first request (so that
 the baseline can start before jobstatus made that job: bench/servers.py).
@@ -32,9 +32,9 @@ from bench import READY
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.v1 import map_import_pb2_grpc as mi_grpc
 from jobstatus.v1 import watch_pb2
-from jobstatus_server.config import Settings
-from jobstatus_server.loop import run
-from jobstatus_server.server import grpc_options
+from jobstatus_server.composition.config import Settings
+from jobstatus_server.composition.loop import run
+from jobstatus_server.composition.server import grpc_options
 
 Context = grpc.aio.ServicerContext[Any, Any]
 Queue = asyncio.Queue[mi.WatchMapImportStatusResponse]

@@ -16,9 +16,9 @@ from functools import partial
 from typing import Any
 
 from bench import jobs, workers
+from bench.harness import Bench, cpu_window
 from bench.results import Row, percentile
 from bench.servers import create_jobs, running_subject, subject_pid
-from bench.suite import Bench, cpu_window
 
 BASELINE = "1 gRPC watch stream"
 

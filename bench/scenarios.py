@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bench import jobs, workers, wrk
+from bench.harness import Bench, cpu_window
 from bench.procstat import cpu_seconds, rss_bytes
 from bench.results import Row, Target, median, percentile
 from bench.servers import (
@@ -32,7 +33,6 @@ from bench.servers import (
     running_subject,
     subject_pid,
 )
-from bench.suite import Bench, cpu_window
 from jobstatus.v1 import map_import_pb2 as mi
 
 T = TypeVar("T")
@@ -46,7 +46,7 @@ def _split(items: Sequence[T], parts: int) -> list[list[T]]:
     return [part for part in split if part]
 
 
-def _alternate(
+def alternate(
     rounds: int, subject: Callable[[], T], baseline: Callable[[], T]
 ) -> tuple[list[T], list[T]]:
     """Measure jobstatus and the baseline `rounds` times each, in ABBA order."""
@@ -83,7 +83,7 @@ class Unary:
     errors: int
 
 
-def _unary_once(
+def unary_once(
     bench: Bench, server: Endpoint, method: str, slots: list[list[bytes]], seconds: float
 ) -> Unary:
     parts = _split(slots, bench.sizes.unary_procs)
@@ -111,7 +111,7 @@ def _unary_once(
     )
 
 
-def _unary_rows(
+def unary_rows(
     scenario: str,
     case: str,
     ours: list[Unary],
@@ -175,18 +175,18 @@ def _unary_cases(
     rows: list[Row] = []
     missed: list[tuple[str, list[list[bytes]], list[Row]]] = []
     for case, slots in cases:
-        ours, theirs = _alternate(
+        ours, theirs = alternate(
             sizes.rounds,
-            partial(_unary_once, bench, subject, method, slots, sizes.unary_seconds),
-            partial(_unary_once, bench, baseline, method, slots, sizes.unary_seconds),
+            partial(unary_once, bench, subject, method, slots, sizes.unary_seconds),
+            partial(unary_once, bench, baseline, method, slots, sizes.unary_seconds),
         )
-        case_rows = _unary_rows(scenario, case, ours, theirs, metric, qps_target, cpu_target)
+        case_rows = unary_rows(scenario, case, ours, theirs, metric, qps_target, cpu_target)
         rows += case_rows
         if any(row.met is False for row in case_rows):
             missed.append((case, slots, case_rows))
     if missed:
         case, slots, case_rows = missed[-1]
-        again = partial(_unary_once, bench, subject, method, slots, sizes.profile_seconds)
+        again = partial(unary_once, bench, subject, method, slots, sizes.profile_seconds)
         bench.profile(scenario, case, subject.pid, case_rows, again)
     return rows
 
@@ -356,7 +356,7 @@ def core_write(bench: Bench) -> list[Row]:
         directory = bench.workdir / f"core-{synchronous.lower()}"
         directory.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{directory / 'core.db'}"
-        ours, theirs = _alternate(
+        ours, theirs = alternate(
             sizes.rounds,
             partial(_core_once, bench, url, synchronous, sizes.core_seconds),
             partial(_raw_once, bench, directory, synchronous),
@@ -386,7 +386,7 @@ def core_write_pg(bench: Bench) -> list[Row]:
     sizes = bench.sizes
     cluster = bench.postgres()
     core_url, raw_url = cluster.database("core"), cluster.database("raw")
-    ours, theirs = _alternate(
+    ours, theirs = alternate(
         sizes.rounds,
         partial(_core_once, bench, core_url, "FULL", sizes.core_seconds),
         partial(_raw_pg_once, bench, raw_url),
@@ -516,7 +516,7 @@ def _fanout_case(bench: Bench, streams: int) -> list[Row]:
         try:
             change = partial(_fanout_once, bench, job_id=job_id, progress=progress, shares=shares)
             again = partial(change, subject, ours_writer)
-            ours, theirs = _alternate(
+            ours, theirs = alternate(
                 sizes.fanout_changes, again, partial(change, baseline, their_writer)
             )
             rows = _fanout_rows(case, streams, ours, theirs, memory, opening)
@@ -676,7 +676,7 @@ def watch_sustained(bench: Bench) -> list[Row]:
         _open(bench, subject, groups)
         _open(bench, baseline, groups)
         half = sizes.sustained_seconds / 2
-        ours, theirs = _alternate(
+        ours, theirs = alternate(
             2,
             partial(_sustained_once, bench, subject, ids, procs, half),
             partial(_sustained_once, bench, baseline, ids, procs, half),
@@ -927,7 +927,7 @@ def rest_map_status(bench: Bench) -> list[Row]:
         rows: list[Row] = []
         missed: list[tuple[int, list[Row]]] = []
         for connections in sizes.rest_connections:
-            ours, theirs = _alternate(
+            ours, theirs = alternate(
                 sizes.rounds,
                 partial(_rest_once, bench, subject, connections, sizes.rest_seconds),
                 partial(_rest_once, bench, baseline, connections, sizes.rest_seconds),

@@ -6,7 +6,7 @@ Tracing on is the costly end of what a user would switch on: OTEL_TRACES_EXPORTE
 every call sampled (the callers send no trace context, so each call starts a trace), and
 the spans batched, encoded and sent over OTLP/HTTP to a receiver in the bench process
 (tests/otlp.py), as they would be to a collector. Off, the server runs none of it
-(server/jobstatus_server/tracing.py): that is the baseline.
+(server/jobstatus_server/observability/tracing.py): that is the baseline.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from functools import partial
 from pathlib import Path
 
 from bench import jobs, workers
+from bench.harness import Bench
 from bench.results import Row
-from bench.scenarios import Endpoint, _alternate, _unary_once, _unary_rows
+from bench.scenarios import Endpoint, alternate, unary_once, unary_rows
 from bench.servers import create_jobs, get, running_subject, subject_pid
-from bench.suite import Bench
 from jobstatus.v1 import map_import_pb2 as mi
 from tests.otlp import Receiver, receiver
 from tests.serverproc import ServerProcess
@@ -62,13 +62,13 @@ def unary_get_traced(bench: Bench) -> list[Row]:
         raw = mi.GetMapImportStatusRequest(import_request_id=job_id).SerializeToString()
         slots = [[raw]] * concurrency
         seconds = bench.sizes.unary_seconds
-        traced, plain = _alternate(
+        traced, plain = alternate(
             bench.sizes.rounds,
-            partial(_unary_once, bench, endpoints[0], workers.GET, slots, seconds),
-            partial(_unary_once, bench, endpoints[1], workers.GET, slots, seconds),
+            partial(unary_once, bench, endpoints[0], workers.GET, slots, seconds),
+            partial(unary_once, bench, endpoints[1], workers.GET, slots, seconds),
         )
         case = f"concurrency {concurrency}"
-        rows = _unary_rows(
+        rows = unary_rows(
             "unary_get_traced", case, traced, plain, "GetMapImportStatus", None, None
         )
         exported = sink.count

@@ -432,9 +432,10 @@ async def core_updates(
 ) -> dict[str, float]:
     """`writers` asyncio tasks calling Core.update on a Store in this process, each on a
     job of its own, for `warmup` + `seconds`; counts the updates of the last `seconds`."""
-    from jobstatus_server.core import DEFAULT_TENANT, Core
-    from jobstatus_server.kinds import MAP_IMPORT
-    from jobstatus_server.store import Store
+    from jobstatus_server.contract.kinds import MAP_IMPORT
+    from jobstatus_server.contract.tenants import DEFAULT_TENANT
+    from jobstatus_server.state.store import Store
+    from jobstatus_server.usecases.jobs import Core
 
     store = Store(database_url, synchronous)
     await store.start()
@@ -478,7 +479,7 @@ async def raw_updates(
 
 
 def _raw_updates(path: str, synchronous: str, warmup: float, seconds: float) -> dict[str, float]:
-    from jobstatus_server.migrations import upgrade
+    from jobstatus_server.state.migrations import upgrade
 
     upgrade(f"sqlite:///{path}")
     conn = sqlite3.connect(path, isolation_level=None)
@@ -534,8 +535,8 @@ async def raw_pg_updates(
 def _raw_pg_updates(database_url: str, warmup: float, seconds: float) -> dict[str, float]:
     import psycopg
 
-    from jobstatus_server.migrations import upgrade
-    from jobstatus_server.notify import conninfo
+    from jobstatus_server.state.migrations import upgrade
+    from jobstatus_server.state.notify import conninfo
 
     upgrade(database_url)
     job_id = "raw-0000"

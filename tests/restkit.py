@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import httpx
 
-from jobstatus_server import auth
+from jobstatus_server.access import auth
 from tests.conftest import Stubs
 from tests.serverproc import ServerProcess
 

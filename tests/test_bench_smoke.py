@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from bench import suite, wrk
+from bench import harness, suite, wrk
 
 ROOT = Path(__file__).resolve().parent.parent
 # Every scenario at tiny sizes is a few minutes of work, more on a loaded machine: the
@@ -133,7 +133,7 @@ def test_rows_are_sane(smoke: dict[str, Any]) -> None:
 
 def test_unary_rows_per_concurrency(smoke: dict[str, Any]) -> None:
     cases = {row["case"] for row in smoke["rows"] if row["scenario"] == "unary_get"}
-    assert cases == {f"concurrency {c}" for c in suite.SMOKE.unary_concurrency}
+    assert cases == {f"concurrency {c}" for c in harness.SMOKE.unary_concurrency}
 
 
 def test_todo_scenarios_are_skipped_out_loud(smoke: dict[str, Any]) -> None:
@@ -151,7 +151,7 @@ def _rows(smoke: dict[str, Any], scenario: str) -> list[dict[str, Any]]:
 def test_rest_rows_measured_both_without_errors(smoke: dict[str, Any]) -> None:
     rows = _rows(smoke, "rest_map_status")
     assert {row["case"] for row in rows} == {
-        f"{c} connection{'s' if c > 1 else ''}" for c in suite.SMOKE.rest_connections
+        f"{c} connection{'s' if c > 1 else ''}" for c in harness.SMOKE.rest_connections
     }
     for row in rows:
         assert row["load_cpu"] is not None and row["load_cpu"] > 0  # the load tool's CPU
@@ -161,7 +161,7 @@ def test_rest_rows_measured_both_without_errors(smoke: dict[str, Any]) -> None:
 
 def test_postgresql_rows(smoke: dict[str, Any]) -> None:
     cases = {row["case"] for row in _rows(smoke, "durable_updates_pg")}
-    assert cases == {f"{c} writer{'s' if c > 1 else ''}" for c in suite.SMOKE.write_concurrency}
+    assert cases == {f"{c} writer{'s' if c > 1 else ''}" for c in harness.SMOKE.write_concurrency}
     [core] = _rows(smoke, "core_write_pg")
     assert core["baseline_name"] == "raw psycopg, 1 writer"
     replicas = _rows(smoke, "cross_replica_latency")

@@ -28,7 +28,7 @@ from jobstatus.v1 import catalog_import_pb2 as cat
 from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import errors_pb2
 from jobstatus.v1 import map_import_pb2 as mi
-from jobstatus_server.dashboard import ID_KEYS
+from jobstatus_server.http_api.dashboard import ID_KEYS
 from tests.browser import Browser
 from tests.conftest import Stubs, sqlite_url
 from tests.restkit import keyed_server

@@ -9,7 +9,7 @@ from google.protobuf import field_mask_pb2
 from bench.jobs import map_import
 from jobstatus.v1 import delivery_pb2 as dl
 from jobstatus.v1 import map_import_pb2 as mi
-from jobstatus_server.core import _merger
+from jobstatus_server.usecases.jobs import _merger
 
 MAP_MASKS = [
     ("status",),

@@ -11,11 +11,12 @@ import pytest
 from google.protobuf.message import Message
 
 from jobstatus.v1 import map_import_pb2 as mi
-from jobstatus_server.core import DEFAULT_TENANT, Core
-from jobstatus_server.errors import OutOfRange
-from jobstatus_server.kinds import MAP_IMPORT
-from jobstatus_server.store import Store
-from jobstatus_server.watch import Hub, WatchSettings
+from jobstatus_server.contract.errors import OutOfRange
+from jobstatus_server.contract.kinds import MAP_IMPORT
+from jobstatus_server.contract.tenants import DEFAULT_TENANT
+from jobstatus_server.state.store import Store
+from jobstatus_server.state.watch import Hub, WatchSettings
+from jobstatus_server.usecases.jobs import Core
 from tests.conftest import sqlite_url
 
 

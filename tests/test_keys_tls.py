@@ -28,8 +28,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.v1 import map_import_pb2_grpc as mi_grpc
 from jobstatus.v1 import watch_pb2
-from jobstatus_server import auth
-from jobstatus_server.main import main
+from jobstatus_server.access import auth
+from jobstatus_server.composition.main import main
 from tests.conftest import Stubs, sqlite_url
 from tests.restkit import db_path
 from tests.serverproc import ROOT, ServerProcess, free_port

@@ -21,9 +21,9 @@ from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import delivery_pb2 as dl
 from jobstatus.v1 import errors_pb2
 from jobstatus.v1 import map_import_pb2 as mi
-from jobstatus_server import kinds
-from jobstatus_server.errors import FailedPrecondition, FieldViolation, InvalidArgument
-from jobstatus_server.kinds import (
+from jobstatus_server.contract import kinds
+from jobstatus_server.contract.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from jobstatus_server.contract.kinds import (
     CATALOG_IMPORT,
     DATASET,
     DELIVERY,

@@ -19,8 +19,8 @@ from sqlmodel import SQLModel
 
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.v1 import map_import_pb2_grpc as mi_grpc
-from jobstatus_server import models  # noqa: F401  (registers the tables)
-from jobstatus_server.migrations import config, upgrade
+from jobstatus_server.state import models  # noqa: F401  (registers the tables)
+from jobstatus_server.state.migrations import config, upgrade
 from tests.conftest import Databases
 from tests.pg import PgCluster
 from tests.serverproc import ROOT, ServerProcess
@@ -171,7 +171,8 @@ def test_replicas_upgrading_at_once_on_postgresql_take_turns(pg_cluster: PgClust
     lock, most such runs fail on a duplicate table)."""
     url = pg_cluster.database("concurrent")
     code = (
-        "import sys, jobstatus_server.models; from jobstatus_server.migrations import upgrade; "
+        "import sys, jobstatus_server.state.models; "
+        "from jobstatus_server.state.migrations import upgrade; "
         "print('ready', flush=True); sys.stdin.readline(); upgrade(sys.argv[1])"
     )
     processes = [

@@ -16,7 +16,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from jobstatus_server import sse
+from jobstatus_server.http_api import sse
 from tests.conftest import Databases
 from tests.restkit import Keyed, keyed_server
 from tests.test_fuzz import EXAMPLES

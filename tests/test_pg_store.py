@@ -25,10 +25,10 @@ from prometheus_client import REGISTRY
 from sqlalchemy.engine import make_url
 
 from jobstatus.v1 import map_import_pb2 as mi
-from jobstatus_server.core import Core
-from jobstatus_server.errors import Unavailable
-from jobstatus_server.kinds import MAP_IMPORT
-from jobstatus_server.store import Known, Store, Tx
+from jobstatus_server.contract.errors import Unavailable
+from jobstatus_server.contract.kinds import MAP_IMPORT
+from jobstatus_server.state.store import Known, Store, Tx
+from jobstatus_server.usecases.jobs import Core
 from tests.pg import PgCluster
 from tests.serverproc import ROOT
 

@@ -19,8 +19,8 @@ from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import delivery_pb2 as dl
 from jobstatus.v1 import errors_pb2
 from jobstatus.v1 import map_import_pb2 as mi
-from jobstatus_server import rest
-from jobstatus_server.render import Key, Shape
+from jobstatus_server.contract.render import Key, Shape
+from jobstatus_server.http_api import rest
 
 WHEN = timestamp_pb2.Timestamp()
 WHEN.FromDatetime(datetime(2026, 3, 1, 12, 30, 5, tzinfo=UTC))

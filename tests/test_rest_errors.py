@@ -20,7 +20,7 @@ import pytest
 from jobstatus.v1 import catalog_import_pb2 as cat
 from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import map_import_pb2 as mi
-from jobstatus_server import auth
+from jobstatus_server.access import auth
 from tests.conftest import Databases, Stubs
 from tests.restkit import Keyed, keyed_server, metadata
 from tests.rpcerrors import fails

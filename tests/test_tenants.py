@@ -23,7 +23,7 @@ from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import delivery_pb2 as dl
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.v1 import watch_pb2
-from jobstatus_server import auth
+from jobstatus_server.access import auth
 from tests.conftest import Databases, Stubs
 from tests.restkit import Keyed, keyed_server, metadata, sse_events
 

@@ -14,7 +14,7 @@ import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from jobstatus.v1 import map_import_pb2 as mi
-from jobstatus_server import tracing
+from jobstatus_server.observability import tracing
 from tests.conftest import Stubs
 from tests.otlp import Receiver, receiver
 from tests.serverproc import ServerProcess

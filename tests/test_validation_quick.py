@@ -19,8 +19,8 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from jobstatus_server import validation
-from jobstatus_server.services import SERVICES
+from jobstatus_server.contract import validation
+from jobstatus_server.grpc_api.services import SERVICES
 
 REQUEST_TYPES = sorted(
     {

@@ -26,9 +26,9 @@ from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import delivery_pb2 as dl
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.v1 import options_pb2
-from jobstatus_server import validation
-from jobstatus_server.errors import FieldViolation, InvalidArgument
-from jobstatus_server.validation import (
+from jobstatus_server.contract import validation
+from jobstatus_server.contract.errors import FieldViolation, InvalidArgument
+from jobstatus_server.contract.validation import (
     MAX_DURATION_SECONDS,
     MAX_TIMESTAMP_SECONDS,
     MIN_TIMESTAMP_SECONDS,

@@ -1,4 +1,4 @@
-"""The in-memory view behind Get and the documented REST paths (server/jobstatus_server/view.py).
+"""The in-memory view behind Get and the documented REST paths (state/view.py).
 
 - read-your-writes on one process, under concurrent writers, over gRPC and REST;
 - with replicas on PostgreSQL: a read carrying the revision a write returned on
@@ -29,9 +29,9 @@ from sqlalchemy import create_engine, text
 from jobstatus.v1 import catalog_import_pb2 as cat
 from jobstatus.v1 import delivery_pb2 as dl
 from jobstatus.v1 import map_import_pb2 as mi
-from jobstatus_server.kinds import MAP_IMPORT
-from jobstatus_server.store import Store, Tx
-from jobstatus_server.view import View
+from jobstatus_server.contract.kinds import MAP_IMPORT
+from jobstatus_server.state.store import Store, Tx
+from jobstatus_server.state.view import View
 from tests.conftest import Databases, Stubs
 from tests.pg import PgCluster
 from tests.serverproc import ServerProcess

@@ -11,7 +11,7 @@ from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import delivery_pb2 as dl
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.v1 import watch_pb2
-from jobstatus_server.watch import encode_event, wire
+from jobstatus_server.contract.wire import encode_event, wire
 
 RESPONSES: list[tuple[type[Message], str, Message]] = [
     (mi.WatchMapImportStatusResponse, "map_import", map_import("job-1", 42)),

@@ -1,5 +1,5 @@
 import sys
 
-from jobstatus_server.main import main
+from jobstatus_server.composition.main import main
 
 sys.exit(main())

@@ -18,7 +18,7 @@ class Mutant:
 
     name: str  # unique slug, e.g. "watch-ignores-tenant"
     guarantee: str  # the promise the change breaks, as a user would state it
-    file: str  # path from the checkout's root, e.g. "server/jobstatus_server/watch.py"
+    file: str  # path from the checkout's root, e.g. "server/jobstatus_server/state/watch.py"
     find: str  # exact text that occurs exactly once in `file`
     replace: str  # what `find` becomes
     tests: tuple[str, ...]  # pytest node ids (path::name, or a path) that must fail

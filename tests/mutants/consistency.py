@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from tests.mutants import Mutant
 
-STORE = "server/jobstatus_server/store.py"
-VIEW = "server/jobstatus_server/view.py"
-WATCH = "server/jobstatus_server/watch.py"
+STORE = "server/jobstatus_server/state/store.py"
+VIEW = "server/jobstatus_server/state/view.py"
+WATCH = "server/jobstatus_server/state/watch.py"
 REPLICAS = "tests/test_replicas.py"
 WRITER = "tests/test_sqlite_writer.py"
 VIEWS = "tests/test_view.py"
 PG_STORE = "tests/test_pg_store.py"
-REST = "server/jobstatus_server/rest.py"
+REST = "server/jobstatus_server/http_api/rest.py"
 
 MUTANTS: list[Mutant] = [
     Mutant(

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from tests.mutants import Mutant
 
-STORE = "server/jobstatus_server/store.py"
-KINDS = "server/jobstatus_server/kinds.py"
-CORE = "server/jobstatus_server/core.py"
+STORE = "server/jobstatus_server/state/store.py"
+KINDS = "server/jobstatus_server/contract/kinds.py"
+CORE = "server/jobstatus_server/usecases/jobs.py"
 HISTORY = "tests/test_history.py"
 LIFECYCLE = "tests/test_lifecycle.py"
 WRITES = "tests/test_writes.py"

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from tests.mutants import Mutant
 
-LIMITS = "server/jobstatus_server/limits.py"
-INTERCEPTOR = "server/jobstatus_server/interceptor.py"
-REST = "server/jobstatus_server/rest.py"
-RENDER = "server/jobstatus_server/render.py"
-ERRORS = "server/jobstatus_server/errors.py"
+LIMITS = "server/jobstatus_server/access/limits.py"
+INTERCEPTOR = "server/jobstatus_server/grpc_api/interceptor.py"
+REST = "server/jobstatus_server/http_api/rest.py"
+RENDER = "server/jobstatus_server/contract/render.py"
+ERRORS = "server/jobstatus_server/contract/errors.py"
 
 T_STREAMS = "tests/test_limits.py::test_watch_streams_per_key_and_per_connection[sqlite]"
 T_SIZES = "tests/test_limits.py::test_request_and_header_size[sqlite]"

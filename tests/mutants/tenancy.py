@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from tests.mutants import Mutant
 
-AUTH = "server/jobstatus_server/auth.py"
-INTERCEPTOR = "server/jobstatus_server/interceptor.py"
-REST = "server/jobstatus_server/rest.py"
-SSE = "server/jobstatus_server/sse.py"
-STORE = "server/jobstatus_server/store.py"
-WATCH = "server/jobstatus_server/watch.py"
+AUTH = "server/jobstatus_server/access/auth.py"
+INTERCEPTOR = "server/jobstatus_server/grpc_api/interceptor.py"
+REST = "server/jobstatus_server/http_api/rest.py"
+SSE = "server/jobstatus_server/http_api/sse.py"
+STORE = "server/jobstatus_server/state/store.py"
+WATCH = "server/jobstatus_server/state/watch.py"
 TENANTS = "tests/test_tenants.py"
 RESUMED = (
     f"{TENANTS}::test_a_watch_resumed_from_the_ring_gets_none_of_another_tenants_changes",
@@ -191,7 +191,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         name="tenancy-streams-counted-per-address",
         guarantee="one key's watch streams do not count against another tenant's key",
-        file="server/jobstatus_server/limits.py",
+        file="server/jobstatus_server/access/limits.py",
         find="        owner = caller_id(caller.key_id, address)\n        if self._by_owner",
         replace='        owner = caller_id("", address)\n        if self._by_owner',
         tests=(f"{TENANTS}::test_one_keys_watch_streams_do_not_count_against_another_tenants",),

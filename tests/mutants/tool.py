@@ -56,19 +56,23 @@ PACKAGE = "jobstatus_server"
 
 @dataclass(frozen=True)
 class Module:
-    path: str  # from the package's parent, e.g. "jobstatus_server/kinds.py"
+    path: str  # from the package's parent, e.g. "jobstatus_server/contract/kinds.py"
     names: tuple[str, ...]  # mutmut mutant name globs to run
 
 
 MODULES: dict[str, Module] = {
-    "kinds": Module("jobstatus_server/kinds.py", ("jobstatus_server.kinds.*",)),
-    "validation": Module("jobstatus_server/validation.py", ("jobstatus_server.validation.*",)),
-    "render": Module("jobstatus_server/render.py", ("jobstatus_server.render.*",)),
+    "kinds": Module("jobstatus_server/contract/kinds.py", ("jobstatus_server.contract.kinds.*",)),
+    "validation": Module(
+        "jobstatus_server/contract/validation.py", ("jobstatus_server.contract.validation.*",)
+    ),
+    "render": Module(
+        "jobstatus_server/contract/render.py", ("jobstatus_server.contract.render.*",)
+    ),
     "watch (wire)": Module(
-        "jobstatus_server/watch.py",
+        "jobstatus_server/state/watch.py",
         (
-            "jobstatus_server.watch.x_encode_event__mutmut_*",
-            "jobstatus_server.watch.x_wire__mutmut_*",
+            "jobstatus_server.state.watch.x_encode_event__mutmut_*",
+            "jobstatus_server.state.watch.x_wire__mutmut_*",
         ),
     ),
 }

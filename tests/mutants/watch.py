@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from tests.mutants import Mutant
 
-HUB = "server/jobstatus_server/watch.py"
-SSE = "server/jobstatus_server/sse.py"
-SERVER = "server/jobstatus_server/server.py"
+HUB = "server/jobstatus_server/state/watch.py"
+SSE = "server/jobstatus_server/http_api/sse.py"
+SERVER = "server/jobstatus_server/composition/server.py"
 WATCH = "tests/test_watch.py::"
 SSE_TESTS = "tests/test_sse.py::"
 

@@ -16,22 +16,24 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from jobstatus_server import dashboard, openapi, reflect, tracing
-from jobstatus_server.auth import Authenticator, is_loopback
-from jobstatus_server.config import Settings
-from jobstatus_server.core import Core
-from jobstatus_server.errors import Unavailable, quiet_client_faults
-from jobstatus_server.history import HistoryRoute
-from jobstatus_server.http import HttpServer, Lean, http_server, make_app
-from jobstatus_server.interceptor import GenericOnly, Rpc
-from jobstatus_server.limits import CallerLimits, Guard, limited_protocol
-from jobstatus_server.metrics import HUB_LAG, STORAGE_UP
-from jobstatus_server.rest import Limits, Rest
-from jobstatus_server.services import SERVICE_NAMES, add_services
-from jobstatus_server.sse import Watch
-from jobstatus_server.store import Store
-from jobstatus_server.view import View
-from jobstatus_server.watch import Hub, WatchSettings
+from jobstatus_server.access.auth import Authenticator, is_loopback
+from jobstatus_server.access.limits import CallerLimits, Guard, limited_protocol
+from jobstatus_server.composition.config import Settings
+from jobstatus_server.contract.errors import Unavailable, quiet_client_faults
+from jobstatus_server.grpc_api import reflect
+from jobstatus_server.grpc_api.interceptor import GenericOnly, Rpc
+from jobstatus_server.grpc_api.services import SERVICE_NAMES, add_services
+from jobstatus_server.http_api import dashboard, openapi
+from jobstatus_server.http_api.app import HttpServer, Lean, http_server, make_app
+from jobstatus_server.http_api.history import HistoryRoute
+from jobstatus_server.http_api.rest import Limits, Rest
+from jobstatus_server.http_api.sse import Watch
+from jobstatus_server.observability import tracing
+from jobstatus_server.observability.metrics import HUB_LAG, STORAGE_UP
+from jobstatus_server.state.store import Store
+from jobstatus_server.state.view import View
+from jobstatus_server.state.watch import Hub, WatchSettings
+from jobstatus_server.usecases.jobs import Core
 
 log = logging.getLogger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -114,7 +116,8 @@ class Server:
             raise Refused(str(error)) from None
         self.store = Store(self.settings.database_url, self.settings.sqlite_synchronous)
         if self.tracing is not None:
-            self.tracing.instrument_store(self.store)
+            system = "sqlite" if self.store.is_sqlite else "postgresql"
+            self.store = self.tracing.traced(self.store, "store", {"db.system": system})
         await self.store.start()
         self.auth = Authenticator(self.store, self.settings.key_refresh)
         await self.auth.start()

@@ -38,16 +38,17 @@ from typing import Any
 from google.protobuf.message import Message
 
 from jobstatus.v1 import watch_pb2
-from jobstatus_server.errors import (
+from jobstatus_server.contract.errors import (
     JobStatusError,
     NotFound,
     OutOfRange,
     ResourceExhausted,
     Unavailable,
 )
-from jobstatus_server.kinds import Kind, varint
-from jobstatus_server.metrics import HUB_REVISION, WATCH_CUTOFFS, WATCH_STREAMS
-from jobstatus_server.store import Change, Snapshot, Store
+from jobstatus_server.contract.kinds import Kind
+from jobstatus_server.contract.wire import Respond, encode_event, wire
+from jobstatus_server.observability.metrics import HUB_REVISION, WATCH_CUTOFFS, WATCH_STREAMS
+from jobstatus_server.state.store import Change, Snapshot, Store
 
 log = logging.getLogger(__name__)
 
@@ -55,27 +56,6 @@ STATE = watch_pb2.WATCH_EVENT_TYPE_STATE
 SYNCED = watch_pb2.WATCH_EVENT_TYPE_SYNCED
 CHANGE = watch_pb2.WATCH_EVENT_TYPE_CHANGE
 HEARTBEAT = watch_pb2.WATCH_EVENT_TYPE_HEARTBEAT
-
-# Builds the kind's response message: (type, revision, job or None).
-Respond = Callable[[int, int, Message | None], Any]
-
-
-def encode_event(event_type: int, revision: int, job: bytes | None) -> bytes:
-    """A Watch*Response of any kind, serialized: byte for byte what SerializeToString
-    gives (fields in number order, zero scalars left out, the job as its own bytes)."""
-    head = (b"\x08" + varint(event_type) if event_type else b"") + (
-        b"\x10" + varint(revision) if revision else b""
-    )
-    if job is None:
-        return head
-    return head + b"\x1a" + varint(len(job)) + job
-
-
-def wire(event_type: int, revision: int, job: Message | None) -> bytes:
-    """The responder of gRPC watch streams: events as ready-serialized bytes. The hub
-    recognizes it and builds STATE and CHANGE events from the job's stored bytes,
-    once per change for every stream."""
-    return encode_event(event_type, revision, None if job is None else job.SerializeToString())
 
 
 @dataclass

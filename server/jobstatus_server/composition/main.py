@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from jobstatus_server import config
+from jobstatus_server.composition import config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,15 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     settings = config.from_arguments(args)
     if args.command == "db":
-        from jobstatus_server.migrations import upgrade
+        from jobstatus_server.state.migrations import upgrade
 
         upgrade(settings.database_url)
         print(f"jobstatus: database at {settings.database_url} is up to date")
         return 0
     if args.command == "keys":
         return _keys(args, settings.database_url)
-    from jobstatus_server.loop import run
-    from jobstatus_server.server import serve
+    from jobstatus_server.composition.loop import run
+    from jobstatus_server.composition.server import serve
 
     return run(serve(settings))
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 def _keys(args: argparse.Namespace, url: str) -> int:
     from datetime import UTC, datetime
 
-    from jobstatus_server import auth
+    from jobstatus_server.access import auth
 
     def when(stamp: float | None) -> str:
         if stamp is None:

@@ -32,13 +32,13 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 if TYPE_CHECKING:
     import grpc
     from opentelemetry.sdk.trace import TracerProvider
 
-    from jobstatus_server.store import Store
+T = TypeVar("T")
 
 # OTLP names the protocol-neutral exporter; this server ships the http/protobuf one.
 ALIASES = {"otlp": "otlp_proto_http"}
@@ -85,36 +85,62 @@ class Tracing:
             exclude_spans=["receive", "send"],
         )
 
-    def instrument_store(self, store: Store) -> None:
-        """A child span around each of the store's operations (its public coroutine
-        methods), made only inside a traced request: background work (compaction,
-        timers, health checks) makes no root spans of its own."""
-        from opentelemetry import trace
-
-        tracer = self.provider.get_tracer("jobstatus_server.store")
-        system = "sqlite" if store.is_sqlite else "postgresql"
-
-        def traced(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
-            span_name = f"store.{name}"
-
-            @functools.wraps(method)
-            async def call(*args: Any, **kwargs: Any) -> Any:
-                if not trace.get_current_span().is_recording():
-                    return await method(*args, **kwargs)
-                with tracer.start_as_current_span(
-                    span_name, kind=trace.SpanKind.INTERNAL, attributes={"db.system": system}
-                ):
-                    return await method(*args, **kwargs)
-
-            return call
-
-        for name, method in inspect.getmembers(store, inspect.iscoroutinefunction):
-            if not name.startswith("_") and name not in ("start", "close"):
-                setattr(store, name, traced(name, method))
+    def traced(self, target: T, name: str, attributes: Mapping[str, str]) -> T:
+        """`target` seen through a Traced proxy: a child span named `name.method` around
+        each of its public coroutine methods (but start and close), made only inside a
+        traced request, so background work (compaction, timers, health checks) makes no
+        root spans of its own. Composition hands the proxy to the target's users; the
+        target itself is not changed."""
+        return cast(
+            T,
+            Traced(target, self.provider.get_tracer(f"jobstatus_server.{name}"), name, attributes),
+        )
 
     def shutdown(self) -> None:
         """Export what is left (the batch processor's queue) and stop."""
         self.provider.shutdown()
+
+
+class Traced:
+    """A proxy of one object whose public coroutine methods run in a child span.
+
+    Every other attribute, read or set, is the target's own."""
+
+    def __init__(self, target: Any, tracer: Any, name: str, attributes: Mapping[str, str]) -> None:
+        object.__setattr__(self, "_target", target)
+        methods = {}
+        for method_name, method in inspect.getmembers(target, inspect.iscoroutinefunction):
+            if not method_name.startswith("_") and method_name not in ("start", "close"):
+                methods[method_name] = _span_around(
+                    method, tracer, f"{name}.{method_name}", dict(attributes)
+                )
+        object.__setattr__(self, "_methods", methods)
+
+    def __getattr__(self, name: str) -> Any:
+        methods: dict[str, Any] = object.__getattribute__(self, "_methods")
+        if name in methods:
+            return methods[name]
+        return getattr(object.__getattribute__(self, "_target"), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(object.__getattribute__(self, "_target"), name, value)
+
+
+def _span_around(
+    method: Callable[..., Any], tracer: Any, span_name: str, attributes: dict[str, str]
+) -> Callable[..., Any]:
+    from opentelemetry import trace
+
+    @functools.wraps(method)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        if not trace.get_current_span().is_recording():
+            return await method(*args, **kwargs)
+        with tracer.start_as_current_span(
+            span_name, kind=trace.SpanKind.INTERNAL, attributes=attributes
+        ):
+            return await method(*args, **kwargs)
+
+    return call
 
 
 def _exporter(name: str, environ: Mapping[str, str]) -> Any:

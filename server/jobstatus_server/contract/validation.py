@@ -23,7 +23,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from jobstatus.v1 import options_pb2
-from jobstatus_server.errors import FieldViolation, InvalidArgument
+from jobstatus_server.contract.errors import FieldViolation, InvalidArgument
 
 DEFAULT_MAX_LEN = 1024
 DEFAULT_MAX_ITEMS = 1000

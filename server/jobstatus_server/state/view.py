@@ -37,9 +37,10 @@ from typing import Any
 
 import grpc
 
-from jobstatus_server.errors import JobStatusError, NotFound
-from jobstatus_server.kinds import KINDS, RESPONSE_TAG, Kind, job_response
-from jobstatus_server.metrics import (
+from jobstatus_server.contract.errors import JobStatusError, NotFound
+from jobstatus_server.contract.kinds import KINDS, Kind
+from jobstatus_server.contract.wire import RESPONSE_TAG, job_response
+from jobstatus_server.observability.metrics import (
     VIEW_BYTES,
     VIEW_EVICTIONS,
     VIEW_HITS,
@@ -48,7 +49,7 @@ from jobstatus_server.metrics import (
     VIEW_REVISION,
     Count,
 )
-from jobstatus_server.store import Change, Known, Store
+from jobstatus_server.state.store import Change, Known, Store
 
 Key = tuple[str, str, str]  # (kind, tenant, job id)
 ENTRY_OVERHEAD = 400  # bytes an entry costs beyond its payloads (objects, dict slots)

@@ -32,14 +32,17 @@ from jobstatus.v1 import (
 from jobstatus.v1 import (
     map_import_pb2_grpc as mi_grpc,
 )
-from jobstatus_server.auth import CALLER
-from jobstatus_server.core import Core
-from jobstatus_server.history import Page, history
-from jobstatus_server.interceptor import Rpc
-from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind
-from jobstatus_server.validation import compile_all
-from jobstatus_server.view import View, response_bytes
-from jobstatus_server.watch import Hub, Respond, wire
+from jobstatus_server.access.auth import CALLER
+from jobstatus_server.contract.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind
+from jobstatus_server.contract.validation import compile_all
+from jobstatus_server.contract.wire import (
+    wire,
+)
+from jobstatus_server.grpc_api.interceptor import Rpc
+from jobstatus_server.state.view import View, response_bytes
+from jobstatus_server.state.watch import Hub
+from jobstatus_server.usecases.history import Page, history
+from jobstatus_server.usecases.jobs import Core
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -57,23 +60,6 @@ SERVICE_NAMES = tuple(
 def tenant_of(context: Context) -> str:
     """The caller's tenant, as the method's wrapper authenticated it (interceptor.py)."""
     return CALLER.get().tenant
-
-
-def _responder(response: type[Message], field: str) -> Respond:
-    """How one kind's watch events are built; one function per kind, so events share it."""
-
-    def respond(event_type: int, revision: int, job: Message | None) -> Message:
-        if job is None:
-            return response(type=event_type, revision=revision)
-        return response(**{"type": event_type, "revision": revision, field: job})
-
-    return respond
-
-
-RESPOND_MAP = _responder(mi.WatchMapImportStatusResponse, "map_import")
-RESPOND_DELIVERY = _responder(dl.WatchPreparedDeliveryStatusResponse, "prepared_delivery")
-RESPOND_DATASET = _responder(ds.WatchDatasetStatusResponse, "dataset")
-RESPOND_CATALOG = _responder(cat.WatchImportStatusResponse, "catalog_import")
 
 
 R = TypeVar("R", bound=Message)

@@ -25,9 +25,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from jobstatus_server.limits import CallerLimits
-from jobstatus_server.metrics import HTTP_REQUESTS, HTTP_SECONDS, VIEW_HITS, Tally, flush_tallies
-from jobstatus_server.rest import Json, Path, Ready, start_message
+from jobstatus_server.access.limits import CallerLimits
+from jobstatus_server.http_api.rest import Json, Path, Ready, start_message
+from jobstatus_server.observability.metrics import (
+    HTTP_REQUESTS,
+    HTTP_SECONDS,
+    VIEW_HITS,
+    Tally,
+    flush_tallies,
+)
 
 _CONVERTER = re.compile(r":\w+}")  # `{id:path}` is labelled `{id}`
 

@@ -13,9 +13,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from jobstatus_server import history, rest, sse
-from jobstatus_server.auth import Authenticator
-from jobstatus_server.kinds import KINDS
+from jobstatus_server.access.auth import Authenticator
+from jobstatus_server.contract.kinds import KINDS
+from jobstatus_server.http_api import rest, sse
+from jobstatus_server.usecases import history
 
 PATH = "/openapi.json"
 REF = "#/components/schemas/"

@@ -43,9 +43,10 @@ from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import delivery_pb2 as dl
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.v1 import watch_pb2
-from jobstatus_server import params
-from jobstatus_server.auth import READ, Authenticator, bearer
-from jobstatus_server.errors import (
+from jobstatus_server.access.auth import READ, Authenticator, bearer
+from jobstatus_server.access.limits import HTTP, CallerLimits
+from jobstatus_server.access.limits import Stream as LimitedStream
+from jobstatus_server.contract.errors import (
     FieldViolation,
     InvalidArgument,
     JobStatusError,
@@ -53,20 +54,20 @@ from jobstatus_server.errors import (
     OutOfRange,
     refusals,
 )
-from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind
-from jobstatus_server.limits import HTTP, CallerLimits
-from jobstatus_server.limits import Stream as LimitedStream
-from jobstatus_server.metrics import HTTP_WATCH_STREAMS
-from jobstatus_server.render import Shape
-from jobstatus_server.rest import CATALOG_BODY, DATASET_RUN, DELIVERY_BODY, MAP_V2
-from jobstatus_server.services import (
+from jobstatus_server.contract.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind
+from jobstatus_server.contract.render import Shape
+from jobstatus_server.contract.validation import violations_of
+from jobstatus_server.contract.wire import (
     RESPOND_CATALOG,
     RESPOND_DATASET,
     RESPOND_DELIVERY,
     RESPOND_MAP,
+    Respond,
 )
-from jobstatus_server.validation import violations_of
-from jobstatus_server.watch import Hub, Respond
+from jobstatus_server.http_api import params
+from jobstatus_server.http_api.rest import CATALOG_BODY, DATASET_RUN, DELIVERY_BODY, MAP_V2
+from jobstatus_server.observability.metrics import HTTP_WATCH_STREAMS
+from jobstatus_server.state.watch import Hub
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from starlette.routing import BaseRoute, Route
 
 from jobstatus.live import SUCCEEDED
 from jobstatus.spelling import spelling
-from jobstatus_server.auth import Authenticator
-from jobstatus_server.kinds import KINDS
+from jobstatus_server.access.auth import Authenticator
+from jobstatus_server.contract.kinds import KINDS
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -81,7 +81,7 @@ def kinds() -> list[dict[str, Any]]:
 
 
 def _read(name: str) -> bytes:
-    return resources.files("jobstatus_server").joinpath("dashboard", name).read_bytes()
+    return resources.files("jobstatus_server.http_api").joinpath("dashboard", name).read_bytes()
 
 
 def routes(auth: Authenticator) -> list[BaseRoute]:

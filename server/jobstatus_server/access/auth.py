@@ -29,10 +29,10 @@ from typing import Any
 
 from sqlalchemy import Connection, create_engine, insert, pool, select, update
 
-from jobstatus_server.core import DEFAULT_TENANT
-from jobstatus_server.errors import JobStatusError, PermissionDenied, Unauthenticated
-from jobstatus_server.metrics import AUTH_FAILURES
-from jobstatus_server.models import ApiKey
+from jobstatus_server.contract.errors import JobStatusError, PermissionDenied, Unauthenticated
+from jobstatus_server.contract.tenants import DEFAULT_TENANT
+from jobstatus_server.observability.metrics import AUTH_FAILURES
+from jobstatus_server.state.models import ApiKey
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def parse_scopes(text: str) -> tuple[str, ...]:
 
 
 def _admin(url: str, action: Any) -> Any:
-    from jobstatus_server.migrations import upgrade
+    from jobstatus_server.state.migrations import upgrade
 
     upgrade(url)
     engine = create_engine(url, poolclass=pool.NullPool)

@@ -24,10 +24,10 @@ from urllib.parse import parse_qsl
 
 from starlette.types import Scope
 
-from jobstatus_server.errors import NotFound, one_line
-from jobstatus_server.errors import invalid as invalid  # the routes' refusal, re-exported
-from jobstatus_server.kinds import KINDS, Kind
-from jobstatus_server.validation import DEFAULT_MAX_LEN
+from jobstatus_server.contract.errors import NotFound, one_line
+from jobstatus_server.contract.errors import invalid as invalid  # the routes' refusal, re-exported
+from jobstatus_server.contract.kinds import KINDS, Kind
+from jobstatus_server.contract.validation import DEFAULT_MAX_LEN
 
 INT64_MAX = 2**63 - 1
 MAX_QUERY_FIELDS = 100  # query parameters in one request, repeated ones included

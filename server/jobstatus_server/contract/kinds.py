@@ -34,7 +34,7 @@ from jobstatus.v1 import (
 from jobstatus.v1 import (
     map_import_pb2 as map_import,
 )
-from jobstatus_server.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from jobstatus_server.contract.errors import FailedPrecondition, FieldViolation, InvalidArgument
 
 M = TypeVar("M", bound=Message)
 OUTPUT_ONLY = frozenset({"revision", "create_time", "update_time"})
@@ -420,22 +420,3 @@ DATASET = Kind(
 )
 
 KINDS: dict[str, Kind[Any]] = {k.name: k for k in (MAP_IMPORT, DELIVERY, DATASET, CATALOG_IMPORT)}
-
-# Every Get, Create and Update response of the contract holds the job and nothing else,
-# as field 1 (length-delimited: tag 0x0A): its bytes are the job's, behind a prefix.
-RESPONSE_TAG = b"\x0a"
-
-
-def job_response(data: bytes) -> bytes:
-    """The serialized Get/Create/Update response holding the job serialized as `data`."""
-    return RESPONSE_TAG + varint(len(data)) + data
-
-
-def varint(value: int) -> bytes:
-    """`value` (not negative) as a protobuf varint."""
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)

@@ -27,9 +27,9 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from jobstatus_server.auth import Authenticator, Caller, parse_key
-from jobstatus_server.errors import JobStatusError, ResourceExhausted, refusals
-from jobstatus_server.metrics import LIMIT_REFUSALS
+from jobstatus_server.access.auth import Authenticator, Caller, parse_key
+from jobstatus_server.contract.errors import JobStatusError, ResourceExhausted, refusals
+from jobstatus_server.observability.metrics import LIMIT_REFUSALS
 
 GRPC, HTTP = "grpc", "http"
 

@@ -1,4 +1,5 @@
-"""A job's history: its kept changes, oldest first, over gRPC (Get*History) and HTTP.
+"""A job's history: its kept changes, oldest first (gRPC Get*History, and HTTP in
+http_api/history.py).
 
 The history is the event log (store.py), so it reaches back as far as the log is
 kept: compaction (--history-count, --history-age) removes old changes. A page says
@@ -6,15 +7,6 @@ where the kept history starts (`oldest_revision`) and whether the job's earliest
 changes are gone (`truncated`). A page token whose next change may have been
 compacted since it was issued fails with OUT_OF_RANGE instead of skipping
 changes silently.
-
-GET /api/v1/history/{kind}/{id}?page_size=N&page_token=T answers
-
-    {"kind": "map_import", "id": "...", "oldestRevision": 1, "truncated": false,
-     "changes": [{"revision": 3, "time": "2026-...Z", "job": {...}}],
-     "nextPageToken": ""}
-
-with each job in its kind's documented JSON (as the SSE watch renders it), and
-jobstatus's own error body (sse.error_body) otherwise.
 """
 
 from __future__ import annotations
@@ -24,34 +16,24 @@ import binascii
 import hashlib
 import hmac
 import json
-import re
 from dataclasses import dataclass
 from typing import Any, Generic
 
 from google.protobuf import timestamp_pb2
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
 
-from jobstatus_server import params
-from jobstatus_server.auth import READ, Authenticator, bearer
-from jobstatus_server.errors import (
+from jobstatus_server.contract.errors import (
     InvalidArgument,
-    JobStatusError,
     NotFound,
     OutOfRange,
     invalid,
-    refusals,
 )
-from jobstatus_server.kinds import Kind, M
-from jobstatus_server.store import Store
+from jobstatus_server.contract.kinds import Kind, M
+from jobstatus_server.state.store import Store
 
-PATH = "/api/v1/history/{kind}/{id:any}"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 MAX_ID_LEN = 1024  # longer than any job id the contract allows
 _TOKEN_CHECK = 12
-_DIGITS = re.compile(r"[0-9]+")  # as long as params.py lets a value be
 
 
 @dataclass(frozen=True)
@@ -146,73 +128,3 @@ async def history(
     changes = [Change(r, t, kind.message.FromString(d)) for r, t, d in rows[:size]]
     token = encode_token(kind, job_id, rows[size - 1][0]) if len(rows) > size else ""
     return Page(changes, token, oldest, found.created <= found.compacted)
-
-
-def _rfc3339(seconds: float) -> str:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromMicroseconds(round(seconds * 1e6))
-    return str(stamp.ToJsonString())
-
-
-def _page_size(text: str | None) -> int:
-    if text is None or text == "":
-        return 0
-    if _DIGITS.fullmatch(text) is None:
-        raise invalid("page_size", "must be a whole number from 0 (a size past the most is capped)")
-    return min(int(text), MAX_PAGE_SIZE)
-
-
-# What the route reads of a request, parsed before it runs (params.py).
-PARAMS = (
-    params.Param("kind", params.PATH, params.kind),
-    params.Param("page_size", params.QUERY, _page_size, default=0),
-    params.Param("page_token", params.QUERY, default=""),
-    params.Param("x-api-key", params.HEADER),
-    params.Param("authorization", params.HEADER),
-)
-
-
-@dataclass
-class HistoryRoute:
-    """GET /api/v1/history/{kind}/{id}: the history as JSON, with the READ scope."""
-
-    store: Store
-    auth: Authenticator
-
-    async def endpoint(self, request: Request) -> Response:
-        # sse.py renders each kind's documented JSON; it imports the servicers, which
-        # import this module, so it is imported here rather than at the top.
-        from jobstatus_server.sse import FEEDS, error_body
-
-        try:
-            asked = params.parse(request.scope, PARAMS, request.path_params)
-            caller = await self.auth.authenticate(
-                asked["x-api-key"], bearer(asked["authorization"])
-            )
-            self.auth.authorize(caller, READ)
-            kind = asked["kind"]
-            token = asked["page_token"]
-            if len(token) > 512:
-                raise invalid("page_token", "is not a page token of a history")
-            job_id = request.path_params["id"]  # any text: an id no job has is NOT_FOUND
-            page = await history(self.store, kind, caller.tenant, job_id, asked["page_size"], token)
-        except JobStatusError as error:
-            refusals.refused(f"GET {PATH}", error)
-            return JSONResponse(error_body(error), error.http_status)
-        render = FEEDS[kind.name].render
-        return JSONResponse(
-            {
-                "kind": kind.name,
-                "id": job_id,
-                "oldestRevision": page.oldest_revision,
-                "truncated": page.truncated,
-                "changes": [
-                    {"revision": c.revision, "time": _rfc3339(c.time), "job": render(c.job)}
-                    for c in page.changes
-                ],
-                "nextPageToken": page.next_page_token,
-            }
-        )
-
-    def routes(self) -> list[BaseRoute]:
-        return [Route(PATH, self.endpoint, methods=["GET"])]

@@ -90,17 +90,17 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from jobstatus_server.errors import JobStatusError, Unavailable
-from jobstatus_server.kinds import Kind
-from jobstatus_server.metrics import (
+from jobstatus_server.contract.errors import JobStatusError, Unavailable
+from jobstatus_server.contract.kinds import Kind
+from jobstatus_server.observability.metrics import (
     STORE_REVISION,
     WRITE_GROUP_GUESSES,
     WRITE_GROUP_WRITES,
     WRITE_GROUPS,
     WRITES,
 )
-from jobstatus_server.models import Counter, Event, Job
-from jobstatus_server.notify import CHANNEL, Listener, payload
+from jobstatus_server.state.models import Counter, Event, Job
+from jobstatus_server.state.notify import CHANNEL, Listener, payload
 
 log = logging.getLogger(__name__)
 
@@ -559,7 +559,7 @@ class Store:
         return engine
 
     async def start(self) -> None:
-        from jobstatus_server.migrations import upgrade
+        from jobstatus_server.state.migrations import upgrade
 
         await asyncio.to_thread(upgrade, self.url)
         self._writer = self._engine(writer=True)

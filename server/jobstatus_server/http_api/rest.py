@@ -30,20 +30,20 @@ from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import delivery_pb2 as dl
 from jobstatus.v1 import errors_pb2
 from jobstatus.v1 import map_import_pb2 as mi
-from jobstatus_server.auth import OPEN, READ, Authenticator, Caller, bearer, cluster_of
-from jobstatus_server.core import Core
-from jobstatus_server.errors import (
+from jobstatus_server.access.auth import OPEN, READ, Authenticator, Caller, bearer, cluster_of
+from jobstatus_server.access.limits import CallerLimits
+from jobstatus_server.contract.errors import (
     InvalidArgument,
     JobStatusError,
     NotFound,
     PermissionDenied,
     Unauthenticated,
 )
-from jobstatus_server.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind, M
-from jobstatus_server.limits import CallerLimits
-from jobstatus_server.render import Key, Shape
-from jobstatus_server.validation import violations_of
-from jobstatus_server.view import Entry, View
+from jobstatus_server.contract.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind, M
+from jobstatus_server.contract.render import Key, Shape
+from jobstatus_server.contract.validation import violations_of
+from jobstatus_server.state.view import Entry, View
+from jobstatus_server.usecases.jobs import Core
 
 log = logging.getLogger(__name__)
 

@@ -38,17 +38,24 @@ from google.protobuf.message import Message
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
-from jobstatus_server.auth import CALLER, OPEN, Authenticator, Caller, bearer, method_scope
-from jobstatus_server.errors import (
+from jobstatus_server.access.auth import CALLER, OPEN, Authenticator, Caller, bearer, method_scope
+from jobstatus_server.access.limits import (
+    GRPC,
+    CallerLimits,
+    Stream,
+    caller_id,
+    grpc_address,
+    refuse,
+)
+from jobstatus_server.contract.errors import (
     FieldViolation,
     InvalidArgument,
     JobStatusError,
     internal_status,
     refusals,
 )
-from jobstatus_server.limits import GRPC, CallerLimits, Stream, caller_id, grpc_address, refuse
-from jobstatus_server.metrics import RPC_SECONDS, RPCS, Tally
-from jobstatus_server.validation import validate
+from jobstatus_server.contract.validation import validate
+from jobstatus_server.observability.metrics import RPC_SECONDS, RPCS, Tally
 
 log = logging.getLogger(__name__)
 CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}

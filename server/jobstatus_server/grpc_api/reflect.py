@@ -20,7 +20,7 @@ from google.protobuf.descriptor import FileDescriptor
 from grpc_reflection.v1alpha import reflection_pb2_grpc
 from grpc_reflection.v1alpha._async import ReflectionServicer  # what enable_server_reflection uses
 
-from jobstatus_server.interceptor import GenericOnly
+from jobstatus_server.grpc_api.interceptor import GenericOnly
 
 
 class SymbolPool:

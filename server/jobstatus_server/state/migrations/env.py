@@ -11,7 +11,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool, text
 from sqlmodel import SQLModel
 
-from jobstatus_server import models  # noqa: F401  (registers the tables)
+from jobstatus_server.state import models  # noqa: F401  (registers the tables)
 
 MIGRATION_LOCK = 0x6A6F6273_00000001  # "jobs", 1: pg_advisory_lock key of the upgrade
 

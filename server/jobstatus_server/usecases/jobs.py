@@ -25,18 +25,18 @@ from google.protobuf.message import Message
 
 from jobstatus.spelling import spell
 from jobstatus.v1 import dataset_pb2
-from jobstatus_server.errors import (
+from jobstatus_server.contract.errors import (
     Aborted,
     AlreadyExists,
     FailedPrecondition,
     NotFound,
     invalid,
 )
-from jobstatus_server.kinds import DATASET, KINDS, Context, Kind, M, job_response
-from jobstatus_server.store import Store, Tx
+from jobstatus_server.contract.kinds import DATASET, KINDS, Context, Kind, M
+from jobstatus_server.contract.wire import job_response
+from jobstatus_server.state.store import Store, Tx
 
 Flags = list[bool]
-DEFAULT_TENANT = "default"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 _WELL_KNOWN = {"google.protobuf.Timestamp", "google.protobuf.Duration"}
