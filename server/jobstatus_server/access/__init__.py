@@ -1,0 +1,1 @@
+"""Access: credentials (API keys), tenants, scopes and per-caller limits."""

@@ -1,0 +1,1 @@
+"""Composition: configuration, wiring every layer together, start and stop."""

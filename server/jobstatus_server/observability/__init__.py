@@ -1,0 +1,1 @@
+"""Cross-cutting: metrics and tracing. Imports nothing of ours, so every layer may use it."""
