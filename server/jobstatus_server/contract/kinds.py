@@ -34,7 +34,12 @@ from jobstatus.v1 import (
 from jobstatus.v1 import (
     map_import_pb2 as map_import,
 )
-from jobstatus_server.contract.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from jobstatus_server.contract.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
 
 M = TypeVar("M", bound=Message)
 OUTPUT_ONLY = frozenset({"revision", "create_time", "update_time"})
@@ -98,6 +103,15 @@ class Kind(Generic[M]):
             return None
         stamp: timestamp_pb2.Timestamp = getattr(message, "expire_time")  # noqa: B009
         return float(stamp.seconds) + stamp.nanos / 1e9
+
+    def not_found(self, *job_ids: str) -> NotFound:
+        """The error of a job (or of several, by a watch) that does not exist: one
+        message, reason and metadata for every transport."""
+        return NotFound(
+            f"no {self.display} with {self.id_field} {', '.join(map(repr, job_ids))}",
+            reason=self.not_found_reason,
+            metadata={self.id_field: ",".join(job_ids)},
+        )
 
     def check_transition(self, old: int, new: int) -> None:
         if old == new:

@@ -474,7 +474,7 @@ class Rest:
         job_id = request.path_params["importRequestId"]
         entry = await self._get(MAP_IMPORT, caller.tenant, job_id, request)
         if entry is None:
-            error = _not_found(MAP_IMPORT, job_id)
+            error = MAP_IMPORT.not_found(job_id)
             return JSONResponse(MAP_NOT_FOUND.render(mi.MapImport(error=_error(error))))
         return Json(entry.built(render, render))
 
@@ -618,7 +618,7 @@ class Rest:
         job_id = request.path_params["catalogId"]
         entry = await self._get(DELIVERY, caller.tenant, job_id, request)
         if entry is None:
-            error = _not_found(DELIVERY, job_id)
+            error = DELIVERY.not_found(job_id)
             body = DELIVERY_NOT_FOUND.render(dl.PreparedDelivery(error=_error(error)))
             return JSONResponse(body, 404)
         return Json(entry.built(_render_delivery, _render_delivery))
@@ -762,12 +762,6 @@ class Path:
         if len(path) < len(self.prefix) + len(self.suffix) or not path.endswith(self.suffix):
             return None
         return path[len(self.prefix) : -len(self.suffix)]
-
-
-def _not_found(kind: Kind[M], job_id: str) -> NotFound:
-    return NotFound(
-        f"no {kind.display} with {kind.id_field} {job_id!r}", reason=kind.not_found_reason
-    )
 
 
 _ERROR_CODES = by_spelling(errors_pb2.ErrorCode.DESCRIPTOR)

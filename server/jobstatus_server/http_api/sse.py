@@ -50,7 +50,6 @@ from jobstatus_server.contract.errors import (
     FieldViolation,
     InvalidArgument,
     JobStatusError,
-    NotFound,
     OutOfRange,
     refusals,
 )
@@ -350,11 +349,7 @@ class Watch:
         jobs = {job.job_id: job for job in snapshot.jobs}
         missing = sorted(set(ids) - set(jobs)) if until_done else []
         if missing:  # waiting for a job that does not exist would never end
-            raise NotFound(
-                f"no {kind.display} with {kind.id_field} {', '.join(map(repr, missing))}",
-                reason=kind.not_found_reason,
-                metadata={kind.id_field: ",".join(missing)},
-            )
+            raise kind.not_found(*missing)
         return (
             until_done
             and start > 0

@@ -37,7 +37,7 @@ from typing import Any
 
 import grpc
 
-from jobstatus_server.contract.errors import JobStatusError, NotFound
+from jobstatus_server.contract.errors import JobStatusError
 from jobstatus_server.contract.kinds import KINDS, Kind
 from jobstatus_server.contract.wire import RESPONSE_TAG, job_response
 from jobstatus_server.observability.metrics import (
@@ -285,11 +285,7 @@ class View:
         """As `get`, but NotFound for a job that does not exist."""
         entry = await self.get(kind, tenant, job_id, min_revision, remaining)
         if entry is None:
-            raise NotFound(
-                f"no {kind.display} with {kind.id_field} {job_id!r}",
-                reason=kind.not_found_reason,
-                metadata={kind.id_field: job_id},
-            )
+            raise kind.not_found(job_id)
         return entry
 
     async def _fill(self, kind: Kind[Any], key: Key) -> Entry | None:

@@ -40,7 +40,6 @@ from google.protobuf.message import Message
 from jobstatus.v1 import watch_pb2
 from jobstatus_server.contract.errors import (
     JobStatusError,
-    NotFound,
     OutOfRange,
     ResourceExhausted,
     Unavailable,
@@ -458,11 +457,7 @@ class Hub:
             missing = sorted(stream.ids - {job.job_id for job in snapshot.jobs})
             if missing:
                 # Waiting for a job that does not exist would never end.
-                raise NotFound(
-                    f"no {kind.display} with {kind.id_field} {', '.join(map(repr, missing))}",
-                    reason=kind.not_found_reason,
-                    metadata={kind.id_field: ",".join(missing)},
-                )
+                raise kind.not_found(*missing)
         settled: dict[str, bool] = {job_id: False for job_id in stream.ids}
         if start_revision == 0:
             for job in snapshot.jobs:

@@ -11,11 +11,7 @@ changes silently.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import hmac
-import json
 from dataclasses import dataclass
 from typing import Any, Generic
 
@@ -23,17 +19,16 @@ from google.protobuf import timestamp_pb2
 
 from jobstatus_server.contract.errors import (
     InvalidArgument,
-    NotFound,
     OutOfRange,
     invalid,
 )
 from jobstatus_server.contract.kinds import Kind, M
 from jobstatus_server.state.store import Store
+from jobstatus_server.usecases.page_token import PageTokens
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 MAX_ID_LEN = 1024  # longer than any job id the contract allows
-_TOKEN_CHECK = 12
 
 
 @dataclass(frozen=True)
@@ -56,8 +51,7 @@ class Page(Generic[M]):
     truncated: bool
 
 
-def _check(raw: bytes) -> bytes:
-    return hashlib.sha256(b"jobstatus.v1 history token\0" + raw).digest()[:_TOKEN_CHECK]
+HISTORY_TOKENS = PageTokens(b"jobstatus.v1 history token")  # {"k", "j": the job's tag, "a"}
 
 
 def _job_tag(job_id: str) -> str:
@@ -65,27 +59,13 @@ def _job_tag(job_id: str) -> str:
 
 
 def encode_token(kind: Kind[Any], job_id: str, after: int) -> str:
-    raw = json.dumps(
-        {"k": kind.name, "j": _job_tag(job_id), "a": after}, separators=(",", ":")
-    ).encode()
-    return base64.urlsafe_b64encode(_check(raw) + raw).decode().rstrip("=")
+    return HISTORY_TOKENS.encode(kind, {"j": _job_tag(job_id)}, after)
 
 
 def decode_token(token: str, kind: Kind[Any], job_id: str) -> int:
-    data: object = None
-    try:
-        blob = base64.urlsafe_b64decode((token + "=" * (-len(token) % 4)).encode())
-        check, raw = blob[:_TOKEN_CHECK], blob[_TOKEN_CHECK:]
-        if hmac.compare_digest(check, _check(raw)):
-            data = json.loads(raw)
-    except (ValueError, binascii.Error):
-        data = None
-    if (
-        not isinstance(data, dict)
-        or data.get("k") != kind.name
-        or not isinstance(data.get("a"), int)
-        or not 0 <= data["a"] < 2**63  # a revision: an int64
-    ):
+    """Where the page of a history token starts; INVALID_ARGUMENT for any other token."""
+    data = HISTORY_TOKENS.decode(token, kind)
+    if data is None:
         raise invalid("page_token", "is not a page token of a history", "INVALID_PAGE_TOKEN")
     if data.get("j") != _job_tag(job_id):
         raise invalid("page_token", "was issued for another job", "INVALID_PAGE_TOKEN")
@@ -99,11 +79,7 @@ async def history(
     if page_size < 0:
         raise invalid("page_size", "must be 0 or more")
     size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-    not_found = NotFound(
-        f"no {kind.display} with {kind.id_field} {job_id!r}",
-        reason=kind.not_found_reason,
-        metadata={kind.id_field: job_id},
-    )
+    not_found = kind.not_found(job_id)
     if "\x00" in job_id or len(job_id) > MAX_ID_LEN:
         raise not_found  # no job has such an id (and no database is asked for one)
     try:

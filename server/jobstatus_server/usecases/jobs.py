@@ -7,11 +7,6 @@ against the contract's field rules (validation.py).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-import json
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +30,7 @@ from jobstatus_server.contract.errors import (
 from jobstatus_server.contract.kinds import DATASET, KINDS, Context, Kind, M
 from jobstatus_server.contract.wire import job_response
 from jobstatus_server.state.store import Store, Tx
+from jobstatus_server.usecases.page_token import PageTokens
 
 Flags = list[bool]
 DEFAULT_PAGE_SIZE = 50
@@ -170,13 +166,6 @@ class Core:
             now=tx.now,
             delivery_cache_lifetime=self.delivery_cache_lifetime,
             jobs_in=lambda statuses: tx.jobs_in(kind, tenant, statuses),
-        )
-
-    def _not_found(self, kind: Kind[M], job_id: str) -> NotFound:
-        return NotFound(
-            f"no {kind.display} with {kind.id_field} {job_id!r}",
-            reason=kind.not_found_reason,
-            metadata={kind.id_field: job_id},
         )
 
     # --- create ---------------------------------------------------------------
@@ -316,7 +305,7 @@ class Core:
         def run(tx: Tx) -> Any:
             current = tx.load(kind, tenant, job_id)
             if current is None:
-                raise self._not_found(kind, job_id)
+                raise kind.not_found(job_id)
             revision = int(getattr(current, "revision"))  # noqa: B009
             if expected_revision and revision != expected_revision:
                 raise Aborted(
@@ -340,7 +329,7 @@ class Core:
     async def get(self, kind: Kind[M], tenant: str, job_id: str) -> M:
         job = await self.store.get(kind, tenant, job_id)
         if job is None:
-            raise self._not_found(kind, job_id)
+            raise kind.not_found(job_id)
         return job
 
     async def list(
@@ -350,10 +339,10 @@ class Core:
         if 0 in wanted:
             raise invalid("statuses", "cannot hold the unspecified status")
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        after = _decode_token(page_token, kind, wanted) if page_token else 0
+        after = _list_after(page_token, kind, wanted) if page_token else 0
         rows = await self.store.page(kind, tenant, wanted, after, size + 1)
         jobs = [job for _, job in rows[:size]]
-        token = _encode_token(kind, wanted, rows[size - 1][0]) if len(rows) > size else ""
+        token = _list_token(kind, wanted, rows[size - 1][0]) if len(rows) > size else ""
         return jobs, token
 
     # --- time-driven transitions ------------------------------------------------
@@ -493,39 +482,17 @@ def _step_name(step: int) -> str:
     return spell(dataset_pb2.DatasetImportStepName.DESCRIPTOR, step)
 
 
-# A page token is base64url(check + json): the check is a digest of the json, so a
-# token that was cut, edited or made up is refused rather than read from a wrong
-# place. It is not a secret: the list behind a token is the caller's own anyway.
-_TOKEN_CHECK = 12
+LIST_TOKENS = PageTokens(b"jobstatus.v1 page token")  # {"k", "s": the statuses, "a"}
 
 
-def _token_check(raw: bytes) -> bytes:
-    return hashlib.sha256(b"jobstatus.v1 page token\0" + raw).digest()[:_TOKEN_CHECK]
+def _list_token(kind: Kind[M], statuses: list[int], after: int) -> str:
+    return LIST_TOKENS.encode(kind, {"s": statuses}, after)
 
 
-def _encode_token(kind: Kind[M], statuses: list[int], after: int) -> str:
-    raw = json.dumps({"k": kind.name, "s": statuses, "a": after}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(_token_check(raw) + raw).decode().rstrip("=")
-
-
-def _decode_token(token: str, kind: Kind[M], statuses: list[int]) -> int:
-    data: object = None
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        blob = base64.urlsafe_b64decode(padded.encode())
-        check, raw = blob[:_TOKEN_CHECK], blob[_TOKEN_CHECK:]
-        if hmac.compare_digest(check, _token_check(raw)):
-            data = json.loads(raw)
-    except (ValueError, binascii.Error):
-        data = None
-    valid = (
-        isinstance(data, dict)
-        and data.get("k") == kind.name
-        and isinstance(data.get("s"), list)
-        and isinstance(data.get("a"), int)
-        and 0 <= data["a"] < 2**63  # a revision: an int64, as the database keeps it
-    )
-    if not valid or not isinstance(data, dict):
+def _list_after(token: str, kind: Kind[M], statuses: list[int]) -> int:
+    """Where the page of a list token starts; INVALID_ARGUMENT for any other token."""
+    data = LIST_TOKENS.decode(token, kind)
+    if data is None or not isinstance(data.get("s"), list):
         raise invalid("page_token", "is not a page token of this list", "INVALID_PAGE_TOKEN")
     if data["s"] != statuses:
         raise invalid("page_token", "was issued for other statuses", "INVALID_PAGE_TOKEN")
