@@ -11,6 +11,7 @@ from tests.mutants import Mutant
 STORE = "server/jobstatus_server/state/store.py"
 KINDS = "server/jobstatus_server/contract/kinds.py"
 CORE = "server/jobstatus_server/usecases/jobs.py"
+DATASET_RUN = "server/jobstatus_server/contract/dataset_run.py"
 HISTORY = "tests/test_history.py"
 LIFECYCLE = "tests/test_lifecycle.py"
 WRITES = "tests/test_writes.py"
@@ -156,7 +157,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         name="lifecycle-dataset-run-ends-after-fetch",
         guarantee="a dataset run imports after it fetched: fetch, then import",
-        file=CORE,
+        file=DATASET_RUN,
         find="elif step.name == STEP.DATASET_IMPORT_STEP_NAME_IMPORT:",
         replace="elif step.name != STEP.DATASET_IMPORT_STEP_NAME_UNSPECIFIED:",
         tests=(f"{LIFECYCLE}::test_dataset_import_lifecycle",),
@@ -164,9 +165,9 @@ MUTANTS: list[Mutant] = [
     Mutant(
         name="lifecycle-dataset-failed-step-leaves-run-running",
         guarantee="a failed step fails its dataset run",
-        file=CORE,
-        find="                    run.status = DS.DATASET_IMPORT_STATUS_FAILED\n",
-        replace="                    pass\n",
+        file=DATASET_RUN,
+        find="            run.status = DS.DATASET_IMPORT_STATUS_FAILED\n",
+        replace="            pass\n",
         tests=(f"{LIFECYCLE}::test_dataset_failed_step_fails_the_run",),
     ),
     Mutant(

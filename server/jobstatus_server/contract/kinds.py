@@ -1,7 +1,10 @@
 """The four job kinds, described as data: message, lifecycle, settled statuses, rules.
 
-The core, the store and the watch are generic; everything that differs between
-kinds lives here, in one Kind per kind.
+The core, the store, the watch and the servicers are generic; everything that differs
+between kinds lives here, in one Kind per kind: its message, lifecycle and rules, its
+service (the contract's RPC and field names, declared once in the client's table,
+jobstatus/kinds.py), its watch responder, and the writes of its own (a dataset's import
+run, dataset_run.py).
 """
 
 from __future__ import annotations
@@ -9,11 +12,13 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
+from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import message_factory, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor
 from google.protobuf.message import Message
 
@@ -23,23 +28,29 @@ from jobstatus.v1 import (
     catalog_import_pb2 as catalog,
 )
 from jobstatus.v1 import (
+    catalog_import_pb2_grpc,
+    dataset_pb2_grpc,
+    delivery_pb2_grpc,
+    errors_pb2,
+    map_import_pb2_grpc,
+)
+from jobstatus.v1 import (
     dataset_pb2 as dataset,
 )
 from jobstatus.v1 import (
     delivery_pb2 as delivery,
 )
 from jobstatus.v1 import (
-    errors_pb2,
-)
-from jobstatus.v1 import (
     map_import_pb2 as map_import,
 )
+from jobstatus_server.contract import dataset_run
 from jobstatus_server.contract.errors import (
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
 )
+from jobstatus_server.contract.wire import Respond
 
 M = TypeVar("M", bound=Message)
 OUTPUT_ONLY = frozenset({"revision", "create_time", "update_time"})
@@ -63,6 +74,26 @@ def _no_rule(new: Message, old: Message | None, ctx: Context) -> None:
 
 
 @dataclass(frozen=True)
+class Operation:
+    """A write a kind serves beside create and update, by an RPC of its own (a
+    dataset's import run): its request names the job; the change is made in one
+    transaction, as an update's is."""
+
+    job_id: Callable[[Any], str]  # the request's job id
+    expected_revision: Callable[[Any], int]  # the request's expected_revision (0: any)
+    check: Callable[[Any], None]  # what the request must hold, checked before the write
+    change: Callable[[Any, Any, datetime], Message]  # (request, current, now) -> new state
+
+
+def _no_revision(request: Any) -> int:
+    return 0
+
+
+def _no_check(request: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
 class Kind(Generic[M]):
     name: str
     message: type[M]
@@ -73,6 +104,8 @@ class Kind(Generic[M]):
     initial: Sequence[int]  # allowed statuses at creation, the default first
     settled: frozenset[int]
     status_of: Callable[[Message], int]
+    api: client_kinds.Kind[Any]  # the service: RPC and field names (the client's table)
+    servicer: type  # the generated *Servicer base class of the kind's service
     new_id: Callable[[], str] | None = None
     output_only: frozenset[str] = OUTPUT_ONLY
     # Kind-specific rules and derived fields, applied to every new state; may raise.
@@ -81,6 +114,23 @@ class Kind(Generic[M]):
     timed: tuple[int, int] | None = None
     display: str = ""
     generic_update: bool = True
+    # The kind's writes by RPCs of its own, by RPC name.
+    operations: Mapping[str, Operation] = field(default_factory=dict)
+
+    @cached_property
+    def respond(self) -> Respond:
+        """How the kind's watch events are built as messages (type, revision, job or
+        None), for the streams that render them (SSE); gRPC streams send wire.wire's bytes."""
+        method = self.api.service.methods_by_name[self.api.watch_rpc]
+        response = message_factory.GetMessageClass(method.output_type)
+        job_field = self.name
+
+        def respond(event_type: int, revision: int, job: Message | None) -> Message:
+            if job is None:
+                return response(type=event_type, revision=revision)
+            return response(**{"type": event_type, "revision": revision, job_field: job})
+
+        return respond
 
     @property
     def descriptor(self) -> Descriptor:
@@ -210,6 +260,8 @@ MAP_IMPORT = Kind(
     ),
     initial=(_MAP["Start"], _MAP["Draft"], _MAP["Discovered"]),
     settled=client_kinds.MAP_IMPORT.settled,
+    api=client_kinds.MAP_IMPORT,
+    servicer=map_import_pb2_grpc.MapImportServiceServicer,
     status_of=lambda m: int(getattr(m, "status")),  # noqa: B009
     rule=_map_rule,
     timed=(_MAP["Done"], _MAP["Expired"]),
@@ -320,6 +372,8 @@ DELIVERY = Kind(
     ),
     initial=(_DELIVERY["start"], _DELIVERY["pending"]),
     settled=client_kinds.DELIVERY.settled,
+    api=client_kinds.DELIVERY,
+    servicer=delivery_pb2_grpc.DeliveryServiceServicer,
     status_of=lambda m: int(getattr(m, "status")),  # noqa: B009
     output_only=OUTPUT_ONLY | {"size", "url", "expire_time"},
     rule=_delivery_rule,
@@ -402,14 +456,14 @@ CATALOG_IMPORT = Kind(
     ),
     initial=(_CATALOG["WAITING"],),
     settled=client_kinds.CATALOG_IMPORT.settled,
+    api=client_kinds.CATALOG_IMPORT,
+    servicer=catalog_import_pb2_grpc.CatalogImportServiceServicer,
     status_of=lambda m: int(getattr(m, "status")),  # noqa: B009
     new_id=_new_catalog_id,
     rule=_catalog_rule,
 )
 
 # --- dataset import --------------------------------------------------------
-
-S = dataset.DatasetImportStatus
 
 
 def _dataset_status(message: Message) -> int:
@@ -427,10 +481,26 @@ DATASET = Kind(
     transitions={},
     initial=(0,),
     settled=client_kinds.DATASET.settled,
+    api=client_kinds.DATASET,
+    servicer=dataset_pb2_grpc.DatasetServiceServicer,
     status_of=_dataset_status,
     new_id=lambda: str(uuid.uuid4()),
     output_only=OUTPUT_ONLY | {"latest_run", "start_request_id"},
     generic_update=False,
+    operations={
+        "StartDatasetImport": Operation(
+            job_id=attrgetter("dataset_id"),
+            expected_revision=_no_revision,
+            check=_no_check,
+            change=dataset_run.start_run,
+        ),
+        "UpdateDatasetImport": Operation(
+            job_id=attrgetter("dataset_id"),
+            expected_revision=attrgetter("expected_revision"),
+            check=dataset_run.check_step_update,
+            change=dataset_run.update_step,
+        ),
+    },
 )
 
 KINDS: dict[str, Kind[Any]] = {k.name: k for k in (MAP_IMPORT, DELIVERY, DATASET, CATALOG_IMPORT)}

@@ -13,11 +13,6 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from jobstatus.v1 import catalog_import_pb2 as cat
-from jobstatus.v1 import dataset_pb2 as ds
-from jobstatus.v1 import delivery_pb2 as dl
-from jobstatus.v1 import map_import_pb2 as mi
-
 # Every Get, Create and Update response of the contract holds the job and nothing else,
 # as field 1 (length-delimited: tag 0x0A): its bytes are the job's, behind a prefix.
 RESPONSE_TAG = b"\x0a"
@@ -58,20 +53,3 @@ def wire(event_type: int, revision: int, job: Message | None) -> bytes:
     recognizes it and builds STATE and CHANGE events from the job's stored bytes,
     once per change for every stream."""
     return encode_event(event_type, revision, None if job is None else job.SerializeToString())
-
-
-def _responder(response: type[Message], field: str) -> Respond:
-    """How one kind's watch events are built; one function per kind, so events share it."""
-
-    def respond(event_type: int, revision: int, job: Message | None) -> Message:
-        if job is None:
-            return response(type=event_type, revision=revision)
-        return response(**{"type": event_type, "revision": revision, field: job})
-
-    return respond
-
-
-RESPOND_MAP = _responder(mi.WatchMapImportStatusResponse, "map_import")
-RESPOND_DELIVERY = _responder(dl.WatchPreparedDeliveryStatusResponse, "prepared_delivery")
-RESPOND_DATASET = _responder(ds.WatchDatasetStatusResponse, "dataset")
-RESPOND_CATALOG = _responder(cat.WatchImportStatusResponse, "catalog_import")

@@ -1,60 +1,44 @@
-"""The gRPC servicers: translate a request, call the core, translate back."""
+"""The gRPC servicers: one generic servicer, made into each kind's service from the kind
+table (contract/kinds.py). A method translates the request, calls the use case, and
+translates back.
+
+`servicer_class(kind)` names the generic methods with the kind's RPC names, on a
+subclass of the generated `*Servicer` base class; everything that differs between
+kinds (request fields, response types, a kind's own writes) is resolved when the
+servicer is built, so a call does what a hand-written method would.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, TypeVar
+import importlib
+from collections.abc import Callable, Coroutine
+from operator import attrgetter
+from typing import Any, cast
 
 import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
-from jobstatus.v1 import (
-    catalog_import_pb2 as cat,
-)
-from jobstatus.v1 import (
-    catalog_import_pb2_grpc as cat_grpc,
-)
-from jobstatus.v1 import (
-    dataset_pb2 as ds,
-)
-from jobstatus.v1 import (
-    dataset_pb2_grpc as ds_grpc,
-)
-from jobstatus.v1 import (
-    delivery_pb2 as dl,
-)
-from jobstatus.v1 import (
-    delivery_pb2_grpc as dl_grpc,
-)
-from jobstatus.v1 import (
-    map_import_pb2 as mi,
-)
-from jobstatus.v1 import (
-    map_import_pb2_grpc as mi_grpc,
-)
 from jobstatus_server.access.auth import CALLER
-from jobstatus_server.contract.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind
+from jobstatus_server.contract.kinds import KINDS, Kind, Operation
 from jobstatus_server.contract.validation import compile_all
-from jobstatus_server.contract.wire import (
-    wire,
-)
+from jobstatus_server.contract.wire import job_response, wire
 from jobstatus_server.grpc_api.interceptor import Rpc
 from jobstatus_server.state.view import View, response_bytes
 from jobstatus_server.state.watch import Hub
-from jobstatus_server.usecases.history import Page, history
+from jobstatus_server.usecases.history import history
 from jobstatus_server.usecases.jobs import Core
 
 Context = grpc.aio.ServicerContext[Any, Any]
+Method = Callable[[Any, Any, Context], Coroutine[Any, Any, Any]]
 
-SERVICES = (
-    (mi, "MapImportService"),
-    (dl, "DeliveryService"),
-    (ds, "DatasetService"),
-    (cat, "CatalogImportService"),
+# (the generated module, the service's name) of each kind, in the kind table's order.
+SERVICES = tuple(
+    (importlib.import_module(kind.message.__module__), kind.api.service.name)
+    for kind in KINDS.values()
 )
-SERVICE_NAMES = tuple(
-    module.DESCRIPTOR.services_by_name[name].full_name for module, name in SERVICES
-)
+SERVICE_NAMES = tuple(kind.api.service.full_name for kind in KINDS.values())
 
 
 def tenant_of(context: Context) -> str:
@@ -62,338 +46,153 @@ def tenant_of(context: Context) -> str:
     return CALLER.get().tenant
 
 
-R = TypeVar("R", bound=Message)
+def _response_type(kind: Kind[Any], rpc: str) -> type[Message]:
+    method = kind.api.service.methods_by_name[rpc]
+    response: type[Message] = message_factory.GetMessageClass(method.output_type)
+    return response
 
 
-def _history_response(page: Page[Any], response: type[R], change: type[Message], field: str) -> R:
-    """A History RPC's response: each change typed as the kind's Change message."""
-    return response(
-        changes=[
-            change(revision=c.revision, time=c.timestamp(), **{field: c.job}) for c in page.changes
-        ],
-        next_page_token=page.next_page_token,
-        oldest_revision=page.oldest_revision,
-        truncated=page.truncated,
-    )
+class KindService:
+    """The RPCs of one kind's service. Create, Update, Get and a kind's own writes answer
+    with the job as field 1 of their response (wire.job_response): bytes, passed
+    through by the interceptor."""
 
-
-async def _watch(
-    hub: Hub,
-    kind: Kind[Any],
-    ids: Sequence[str],
-    request: Any,
-    context: Context,
-) -> None:
-    # Headers go out at once: a client waiting for the stream must not hang.
-    await context.send_initial_metadata(())
-    heartbeat = (
-        request.heartbeat_interval.ToTimedelta().total_seconds()
-        if request.HasField("heartbeat_interval")
-        else hub.settings.heartbeat
-    )
-    await hub.watch(
-        kind,
-        tenant_of(context),
-        ids,
-        request.start_revision,
-        request.until_settled,
-        heartbeat,
-        context.write,
-        wire,  # ready-serialized bytes, built once per change for every stream
-    )
-
-
-class MapImportService(mi_grpc.MapImportServiceServicer):
-    def __init__(self, core: Core, hub: Hub, view: View) -> None:
+    def __init__(self, kind: Kind[Any], core: Core, hub: Hub, view: View) -> None:
+        self.kind = kind
         self.core = core
         self.hub = hub
         self.view = view
+        api = kind.api
+        self.job_of = attrgetter(kind.name)  # the job in a Create or Update request
+        self.id_of = attrgetter(kind.id_field)  # the job's id in a Get or History request
+        self.ids_of = attrgetter(api.watch_ids_field)
+        self.list_response = _response_type(kind, api.list_rpc)
+        self.page_of = attrgetter(api.list_field)
+        self.history_response = _response_type(kind, api.history_rpc)
+        # The history's change message: the type of the response's `changes`.
+        changes = self.history_response.DESCRIPTOR.fields_by_name["changes"]
+        self.change_type = message_factory.GetMessageClass(cast(Descriptor, changes.message_type))
 
-    async def CreateMapImport(
-        self, request: mi.CreateMapImportRequest, context: Context
-    ) -> mi.CreateMapImportResponse:
+    async def create(self, request: Any, context: Context) -> bytes:
         job = await self.core.create(
-            MAP_IMPORT, tenant_of(context), request.request_id, request.map_import
+            self.kind, tenant_of(context), request.request_id, self.job_of(request)
         )
-        return mi.CreateMapImportResponse(map_import=job)
+        return job_response(job.SerializeToString())
 
-    async def UpdateMapImport(  # type: ignore[override]  # bytes pass through (interceptor.py)
-        self, request: mi.UpdateMapImportRequest, context: Context
-    ) -> bytes:
+    async def update(self, request: Any, context: Context) -> bytes:
         return await self.core.update_response(  # the stored bytes pass through
-            MAP_IMPORT,
+            self.kind,
             tenant_of(context),
-            request.map_import,
+            self.job_of(request),
             request.update_mask,
             request.expected_revision,
         )
 
-    async def GetMapImportStatus(  # type: ignore[override]  # bytes pass through (interceptor.py)
-        self, request: mi.GetMapImportStatusRequest, context: Context
-    ) -> bytes:
+    async def get(self, request: Any, context: Context) -> bytes:
         entry = await self.view.require(
-            MAP_IMPORT,
+            self.kind,
             tenant_of(context),
-            request.import_request_id,
+            self.id_of(request),
             request.min_revision,
             context.time_remaining(),
         )
         return response_bytes(entry)  # the response, serialized once per change
 
-    async def ListMapImports(
-        self, request: mi.ListMapImportsRequest, context: Context
-    ) -> mi.ListMapImportsResponse:
+    async def list(self, request: Any, context: Context) -> Message:
         jobs, token = await self.core.list(
-            MAP_IMPORT, tenant_of(context), request.page_size, request.page_token, request.statuses
-        )
-        return mi.ListMapImportsResponse(map_imports=jobs, next_page_token=token)
-
-    async def GetMapImportHistory(
-        self, request: mi.GetMapImportHistoryRequest, context: Context
-    ) -> mi.GetMapImportHistoryResponse:
-        return _history_response(
-            await history(
-                self.core.store,
-                MAP_IMPORT,
-                tenant_of(context),
-                request.import_request_id,
-                request.page_size,
-                request.page_token,
-            ),
-            mi.GetMapImportHistoryResponse,
-            mi.MapImportChange,
-            "map_import",
-        )
-
-    async def WatchMapImportStatus(  # type: ignore[override]
-        self, request: mi.WatchMapImportStatusRequest, context: Context
-    ) -> None:
-        await _watch(self.hub, MAP_IMPORT, request.import_request_ids, request, context)
-
-
-class DeliveryService(dl_grpc.DeliveryServiceServicer):
-    def __init__(self, core: Core, hub: Hub, view: View) -> None:
-        self.core = core
-        self.hub = hub
-        self.view = view
-
-    async def CreatePreparedDelivery(
-        self, request: dl.CreatePreparedDeliveryRequest, context: Context
-    ) -> dl.CreatePreparedDeliveryResponse:
-        job = await self.core.create(
-            DELIVERY, tenant_of(context), request.request_id, request.prepared_delivery
-        )
-        return dl.CreatePreparedDeliveryResponse(prepared_delivery=job)
-
-    async def UpdatePreparedDelivery(  # type: ignore[override]  # bytes pass through (interceptor.py)
-        self, request: dl.UpdatePreparedDeliveryRequest, context: Context
-    ) -> bytes:
-        return await self.core.update_response(  # the stored bytes pass through
-            DELIVERY,
-            tenant_of(context),
-            request.prepared_delivery,
-            request.update_mask,
-            request.expected_revision,
-        )
-
-    async def GetPreparedDeliveryStatus(  # type: ignore[override]  # bytes pass through (interceptor.py)
-        self, request: dl.GetPreparedDeliveryStatusRequest, context: Context
-    ) -> bytes:
-        entry = await self.view.require(
-            DELIVERY,
-            tenant_of(context),
-            request.catalog_id,
-            request.min_revision,
-            context.time_remaining(),
-        )
-        return response_bytes(entry)  # the response, serialized once per change
-
-    async def ListPreparedDeliveries(
-        self, request: dl.ListPreparedDeliveriesRequest, context: Context
-    ) -> dl.ListPreparedDeliveriesResponse:
-        jobs, token = await self.core.list(
-            DELIVERY, tenant_of(context), request.page_size, request.page_token, request.statuses
-        )
-        return dl.ListPreparedDeliveriesResponse(prepared_deliveries=jobs, next_page_token=token)
-
-    async def GetPreparedDeliveryHistory(
-        self, request: dl.GetPreparedDeliveryHistoryRequest, context: Context
-    ) -> dl.GetPreparedDeliveryHistoryResponse:
-        return _history_response(
-            await history(
-                self.core.store,
-                DELIVERY,
-                tenant_of(context),
-                request.catalog_id,
-                request.page_size,
-                request.page_token,
-            ),
-            dl.GetPreparedDeliveryHistoryResponse,
-            dl.PreparedDeliveryChange,
-            "prepared_delivery",
-        )
-
-    async def WatchPreparedDeliveryStatus(  # type: ignore[override]
-        self, request: dl.WatchPreparedDeliveryStatusRequest, context: Context
-    ) -> None:
-        await _watch(self.hub, DELIVERY, request.catalog_ids, request, context)
-
-
-class DatasetService(ds_grpc.DatasetServiceServicer):
-    def __init__(self, core: Core, hub: Hub, view: View) -> None:
-        self.core = core
-        self.hub = hub
-        self.view = view
-
-    async def CreateDataset(
-        self, request: ds.CreateDatasetRequest, context: Context
-    ) -> ds.CreateDatasetResponse:
-        job = await self.core.create(
-            DATASET, tenant_of(context), request.request_id, request.dataset
-        )
-        return ds.CreateDatasetResponse(dataset=job)
-
-    async def StartDatasetImport(
-        self, request: ds.StartDatasetImportRequest, context: Context
-    ) -> ds.StartDatasetImportResponse:
-        job = await self.core.start_dataset_import(
-            tenant_of(context), request.dataset_id, request.request_id
-        )
-        return ds.StartDatasetImportResponse(dataset=job)
-
-    async def UpdateDatasetImport(
-        self, request: ds.UpdateDatasetImportRequest, context: Context
-    ) -> ds.UpdateDatasetImportResponse:
-        job = await self.core.update_dataset_import(tenant_of(context), request)
-        return ds.UpdateDatasetImportResponse(dataset=job)
-
-    async def GetDatasetStatus(  # type: ignore[override]  # bytes pass through (interceptor.py)
-        self, request: ds.GetDatasetStatusRequest, context: Context
-    ) -> bytes:
-        entry = await self.view.require(
-            DATASET,
-            tenant_of(context),
-            request.dataset_id,
-            request.min_revision,
-            context.time_remaining(),
-        )
-        return response_bytes(entry)  # the response, serialized once per change
-
-    async def ListDatasets(
-        self, request: ds.ListDatasetsRequest, context: Context
-    ) -> ds.ListDatasetsResponse:
-        jobs, token = await self.core.list(
-            DATASET, tenant_of(context), request.page_size, request.page_token, request.statuses
-        )
-        return ds.ListDatasetsResponse(datasets=jobs, next_page_token=token)
-
-    async def GetDatasetHistory(
-        self, request: ds.GetDatasetHistoryRequest, context: Context
-    ) -> ds.GetDatasetHistoryResponse:
-        return _history_response(
-            await history(
-                self.core.store,
-                DATASET,
-                tenant_of(context),
-                request.dataset_id,
-                request.page_size,
-                request.page_token,
-            ),
-            ds.GetDatasetHistoryResponse,
-            ds.DatasetChange,
-            "dataset",
-        )
-
-    async def WatchDatasetStatus(  # type: ignore[override]
-        self, request: ds.WatchDatasetStatusRequest, context: Context
-    ) -> None:
-        await _watch(self.hub, DATASET, request.dataset_ids, request, context)
-
-
-class CatalogImportService(cat_grpc.CatalogImportServiceServicer):
-    def __init__(self, core: Core, hub: Hub, view: View) -> None:
-        self.core = core
-        self.hub = hub
-        self.view = view
-
-    async def CreateImport(
-        self, request: cat.CreateImportRequest, context: Context
-    ) -> cat.CreateImportResponse:
-        job = await self.core.create(
-            CATALOG_IMPORT, tenant_of(context), request.request_id, request.catalog_import
-        )
-        return cat.CreateImportResponse(catalog_import=job)
-
-    async def UpdateImport(  # type: ignore[override]  # bytes pass through (interceptor.py)
-        self, request: cat.UpdateImportRequest, context: Context
-    ) -> bytes:
-        return await self.core.update_response(  # the stored bytes pass through
-            CATALOG_IMPORT,
-            tenant_of(context),
-            request.catalog_import,
-            request.update_mask,
-            request.expected_revision,
-        )
-
-    async def GetImportStatus(  # type: ignore[override]  # bytes pass through (interceptor.py)
-        self, request: cat.GetImportStatusRequest, context: Context
-    ) -> bytes:
-        entry = await self.view.require(
-            CATALOG_IMPORT,
-            tenant_of(context),
-            request.id,
-            request.min_revision,
-            context.time_remaining(),
-        )
-        return response_bytes(entry)  # the response, serialized once per change
-
-    async def ListImports(
-        self, request: cat.ListImportsRequest, context: Context
-    ) -> cat.ListImportsResponse:
-        jobs, token = await self.core.list(
-            CATALOG_IMPORT,
+            self.kind,
             tenant_of(context),
             request.page_size,
             request.page_token,
             request.statuses,
         )
-        return cat.ListImportsResponse(catalog_imports=jobs, next_page_token=token)
+        response = self.list_response(next_page_token=token)
+        self.page_of(response).extend(jobs)
+        return response
 
-    async def GetImportHistory(
-        self, request: cat.GetImportHistoryRequest, context: Context
-    ) -> cat.GetImportHistoryResponse:
-        return _history_response(
-            await history(
-                self.core.store,
-                CATALOG_IMPORT,
-                tenant_of(context),
-                request.id,
-                request.page_size,
-                request.page_token,
-            ),
-            cat.GetImportHistoryResponse,
-            cat.CatalogImportChange,
-            "catalog_import",
+    async def history(self, request: Any, context: Context) -> Message:
+        page = await history(
+            self.core.store,
+            self.kind,
+            tenant_of(context),
+            self.id_of(request),
+            request.page_size,
+            request.page_token,
+        )
+        change, job_field = self.change_type, self.kind.name
+        return self.history_response(
+            changes=[
+                change(revision=c.revision, time=c.timestamp(), **{job_field: c.job})
+                for c in page.changes
+            ],
+            next_page_token=page.next_page_token,
+            oldest_revision=page.oldest_revision,
+            truncated=page.truncated,
         )
 
-    async def WatchImportStatus(  # type: ignore[override]
-        self, request: cat.WatchImportStatusRequest, context: Context
-    ) -> None:
-        await _watch(self.hub, CATALOG_IMPORT, request.ids, request, context)
+    async def watch(self, request: Any, context: Context) -> None:
+        # Headers go out at once: a client waiting for the stream must not hang.
+        await context.send_initial_metadata(())
+        heartbeat = (
+            request.heartbeat_interval.ToTimedelta().total_seconds()
+            if request.HasField("heartbeat_interval")
+            else self.hub.settings.heartbeat
+        )
+        await self.hub.watch(
+            self.kind,
+            tenant_of(context),
+            self.ids_of(request),
+            request.start_revision,
+            request.until_settled,
+            heartbeat,
+            context.write,
+            wire,  # ready-serialized bytes, built once per change for every stream
+        )
+
+
+def _operation(operation: Operation) -> Method:
+    """The method of a kind's own write (kinds.Operation), answered as the job."""
+
+    async def method(self: KindService, request: Any, context: Context) -> bytes:
+        job = await self.core.apply(self.kind, operation, tenant_of(context), request)
+        return job_response(job.SerializeToString())
+
+    return method
+
+
+def servicer_class(kind: Kind[Any]) -> type[KindService]:
+    """The kind's servicer: the generated base class, its RPCs the generic methods."""
+    api = kind.api
+    methods: dict[str, Method] = {
+        api.create_rpc: KindService.create,
+        api.get_rpc: KindService.get,
+        api.list_rpc: KindService.list,
+        api.history_rpc: KindService.history,
+        api.watch_rpc: KindService.watch,
+    }
+    if api.update_rpc:
+        methods[api.update_rpc] = KindService.update
+    for rpc, operation in kind.operations.items():
+        methods[rpc] = _operation(operation)
+    served = {method.name for method in api.service.methods}
+    if set(methods) != served:
+        raise ValueError(f"{api.service.full_name}: serves {sorted(served)}, not {sorted(methods)}")
+    for rpc in (api.create_rpc, api.update_rpc, api.get_rpc, *kind.operations):
+        if rpc:  # answered as wire.job_response: the job, as the response's only field, 1
+            fields = _response_type(kind, rpc).DESCRIPTOR.fields
+            if [(f.number, f.message_type) for f in fields] != [(1, kind.descriptor)]:
+                raise ValueError(f"{rpc}'s response is not the job alone, as field 1")
+    return type(api.service.name, (KindService, kind.servicer), methods)
+
+
+SERVICERS = {kind.name: servicer_class(kind) for kind in KINDS.values()}
 
 
 def add_services(server: grpc.aio.Server, core: Core, hub: Hub, view: View, rpc: Rpc) -> None:
     """Register every jobstatus service, each method wrapped once (interceptor.py)."""
     compile_all(  # the validation rules of every request type, compiled now, not per call
-        method.input_type
-        for module, name in SERVICES
-        for method in module.DESCRIPTOR.services_by_name[name].methods
+        method.input_type for kind in KINDS.values() for method in kind.api.service.methods
     )
-    for module, servicer in (
-        (mi, MapImportService(core, hub, view)),
-        (dl, DeliveryService(core, hub, view)),
-        (ds, DatasetService(core, hub, view)),
-        (cat, CatalogImportService(core, hub, view)),
-    ):
-        name = type(servicer).__name__
-        rpc.add_service(server, servicer, module.DESCRIPTOR.services_by_name[name])
+    for kind in KINDS.values():
+        servicer = SERVICERS[kind.name](kind, core, hub, view)
+        rpc.add_service(server, servicer, kind.api.service)

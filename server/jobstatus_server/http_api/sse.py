@@ -56,13 +56,7 @@ from jobstatus_server.contract.errors import (
 from jobstatus_server.contract.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind
 from jobstatus_server.contract.render import Shape
 from jobstatus_server.contract.validation import violations_of
-from jobstatus_server.contract.wire import (
-    RESPOND_CATALOG,
-    RESPOND_DATASET,
-    RESPOND_DELIVERY,
-    RESPOND_MAP,
-    Respond,
-)
+from jobstatus_server.contract.wire import Respond
 from jobstatus_server.http_api import params
 from jobstatus_server.http_api.rest import CATALOG_BODY, DATASET_RUN, DELIVERY_BODY, MAP_V2
 from jobstatus_server.observability.metrics import HTTP_WATCH_STREAMS
@@ -110,10 +104,10 @@ class Feed:
 
 
 FEEDS: dict[str, Feed] = {
-    MAP_IMPORT.name: Feed(RESPOND_MAP, MAP_V2, MAP_V2.render),
-    DELIVERY.name: Feed(RESPOND_DELIVERY, DELIVERY_BODY, DELIVERY_BODY.render),
-    DATASET.name: Feed(RESPOND_DATASET, DATASET_RUN, _dataset),
-    CATALOG_IMPORT.name: Feed(RESPOND_CATALOG, CATALOG_BODY, CATALOG_BODY.render),
+    MAP_IMPORT.name: Feed(MAP_IMPORT.respond, MAP_V2, MAP_V2.render),
+    DELIVERY.name: Feed(DELIVERY.respond, DELIVERY_BODY, DELIVERY_BODY.render),
+    DATASET.name: Feed(DATASET.respond, DATASET_RUN, _dataset),
+    CATALOG_IMPORT.name: Feed(CATALOG_IMPORT.respond, CATALOG_BODY, CATALOG_BODY.render),
 }
 
 

@@ -1,13 +1,13 @@
 """The application core: create, update, read and expire jobs of any kind.
 
 Transports call these functions and translate; the rules of each kind come
-from kinds.py, the storage from store.py. Requests reach the core validated
+from the kind table (contract/kinds.py: lifecycles, rules, a kind's own writes such
+as a dataset's import run), the storage from store.py. Requests reach the core validated
 against the contract's field rules (validation.py).
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,16 +18,13 @@ from google.protobuf import field_mask_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from jobstatus.spelling import spell
-from jobstatus.v1 import dataset_pb2
 from jobstatus_server.contract.errors import (
     Aborted,
     AlreadyExists,
-    FailedPrecondition,
     NotFound,
     invalid,
 )
-from jobstatus_server.contract.kinds import DATASET, KINDS, Context, Kind, M
+from jobstatus_server.contract.kinds import KINDS, Context, Kind, M, Operation
 from jobstatus_server.contract.wire import job_response
 from jobstatus_server.state.store import Store, Tx
 from jobstatus_server.usecases.page_token import PageTokens
@@ -36,9 +33,6 @@ Flags = list[bool]
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 _WELL_KNOWN = {"google.protobuf.Timestamp", "google.protobuf.Duration"}
-
-DS = dataset_pb2.DatasetImportStatus
-STEP = dataset_pb2.DatasetImportStepName
 
 
 def _leaf_paths(message: Message, prefix: str = "") -> Iterator[str]:
@@ -380,106 +374,20 @@ class Core:
 
         return mutate
 
-    # --- dataset imports ----------------------------------------------------------
+    # --- a kind's own writes (kinds.Operation: a dataset's import run) --------------
 
-    async def start_dataset_import(
-        self, tenant: str, dataset_id: str, request_id: str
-    ) -> dataset_pb2.Dataset:
-        def mutate(current: dataset_pb2.Dataset, tx: Tx) -> dataset_pb2.Dataset:
-            run = current.latest_run
-            if request_id and current.start_request_id == request_id:
-                return current
-            if (
-                current.HasField("latest_run")
-                and run.status == DS.DATASET_IMPORT_STATUS_IN_PROGRESS
-            ):
-                raise FailedPrecondition(
-                    f"dataset {dataset_id!r} has an import in progress (run {run.id})",
-                    reason="IMPORT_IN_PROGRESS",
-                    metadata={"run_id": run.id},
-                    subject="latest_run",
-                )
-            new = dataset_pb2.Dataset()
-            new.CopyFrom(current)
-            new.latest_run.Clear()
-            new.latest_run.id = str(uuid.uuid4())
-            new.latest_run.status = DS.DATASET_IMPORT_STATUS_IN_PROGRESS
-            step = new.latest_run.steps.add(
-                name=STEP.DATASET_IMPORT_STEP_NAME_FETCH,
-                status=DS.DATASET_IMPORT_STATUS_IN_PROGRESS,
-            )
-            step.start.FromDatetime(tx.now)
-            new.start_request_id = request_id
-            return new
+    async def apply(self, kind: Kind[M], operation: Operation, tenant: str, request: Any) -> M:
+        """Make the change `operation` describes for `request`, in one transaction."""
+        operation.check(request)
 
-        return await self.modify(DATASET, tenant, dataset_id, mutate)
-
-    async def update_dataset_import(
-        self, tenant: str, request: dataset_pb2.UpdateDatasetImportRequest
-    ) -> dataset_pb2.Dataset:
-        if request.step_status == DS.DATASET_IMPORT_STATUS_IN_PROGRESS:
-            raise invalid("step_status", "a step ends in success or failed")
-        if not request.entries and not request.step_status:
-            raise invalid("entries", "give log entries, a step_status, or both")
-
-        def mutate(current: dataset_pb2.Dataset, tx: Tx) -> dataset_pb2.Dataset:
-            if not current.HasField("latest_run"):
-                raise FailedPrecondition(
-                    f"dataset {request.dataset_id!r} has no import run",
-                    reason="NO_IMPORT_RUN",
-                    subject="latest_run",
-                )
-            new = dataset_pb2.Dataset()
-            new.CopyFrom(current)
-            run = new.latest_run
-            if request.run_id and request.run_id != run.id:
-                raise FailedPrecondition(
-                    f"run {request.run_id!r} is not the latest run ({run.id})",
-                    reason="RUN_NOT_LATEST",
-                    metadata={"latest_run_id": run.id},
-                    subject="run_id",
-                )
-            step = run.steps[-1]
-            if step.name != request.step or step.status != DS.DATASET_IMPORT_STATUS_IN_PROGRESS:
-                running = (
-                    _step_name(step.name)
-                    if step.status == DS.DATASET_IMPORT_STATUS_IN_PROGRESS
-                    else "none"
-                )
-                raise FailedPrecondition(
-                    f"step {_step_name(request.step)} is not running; "
-                    f"the running step is {running}",
-                    reason="STEP_NOT_RUNNING",
-                    metadata={"running_step": running},
-                    subject="step",
-                )
-            for entry in request.entries:
-                added = step.entries.add()
-                added.CopyFrom(entry)
-                if not added.HasField("created_at"):
-                    added.created_at.FromDatetime(tx.now)
-            if request.step_status:
-                step.status = request.step_status
-                step.end.FromDatetime(tx.now)
-                if request.step_status == DS.DATASET_IMPORT_STATUS_FAILED:
-                    run.status = DS.DATASET_IMPORT_STATUS_FAILED
-                elif step.name == STEP.DATASET_IMPORT_STEP_NAME_IMPORT:
-                    run.status = DS.DATASET_IMPORT_STATUS_SUCCESS
-                else:
-                    following = run.steps.add(
-                        name=STEP.DATASET_IMPORT_STEP_NAME_IMPORT,
-                        status=DS.DATASET_IMPORT_STATUS_IN_PROGRESS,
-                    )
-                    following.start.FromDatetime(tx.now)
+        def mutate(current: M, tx: Tx) -> M:
+            new = operation.change(request, current, tx.now)
+            assert isinstance(new, kind.message)
             return new
 
         return await self.modify(
-            DATASET, tenant, request.dataset_id, mutate, request.expected_revision
+            kind, tenant, operation.job_id(request), mutate, operation.expected_revision(request)
         )
-
-
-def _step_name(step: int) -> str:
-    return spell(dataset_pb2.DatasetImportStepName.DESCRIPTOR, step)
 
 
 LIST_TOKENS = PageTokens(b"jobstatus.v1 page token")  # {"k", "s": the statuses, "a"}
