@@ -15,7 +15,7 @@ REPLICAS = "tests/test_replicas.py"
 WRITER = "tests/test_sqlite_writer.py"
 VIEWS = "tests/test_view.py"
 PG_STORE = "tests/test_pg_store.py"
-REST = "server/jobstatus_server/http_api/rest.py"
+FAST_PATH = "server/jobstatus_server/http_api/fast_path.py"
 
 MUTANTS: list[Mutant] = [
     Mutant(
@@ -56,7 +56,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "consistency-rest-min-revision-ignored",
         "a REST read with X-Min-Revision waits for that revision rather than answer older state",
-        REST,
+        FAST_PATH,
         "if min_revision > need:",
         "if min_revision < need:",
         (f"{REPLICAS}::test_min_revision_waits_for_a_commit_the_replica_has_not_heard_of",),

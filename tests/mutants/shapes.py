@@ -10,6 +10,9 @@ from __future__ import annotations
 from tests.mutants import Mutant
 
 LIMITS = "server/jobstatus_server/access/limits.py"
+HTTP_APP = "server/jobstatus_server/http_api/app.py"
+FAST_PATH = "server/jobstatus_server/http_api/fast_path.py"
+ERROR_BODY = "server/jobstatus_server/http_api/error_body.py"
 INTERCEPTOR = "server/jobstatus_server/grpc_api/interceptor.py"
 REST = "server/jobstatus_server/http_api/rest.py"
 RENDER = "server/jobstatus_server/contract/render.py"
@@ -55,7 +58,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         name="shapes-request-line-not-counted",
         guarantee="an HTTP request line counts toward --max-header-bytes",
-        file=LIMITS,
+        file=HTTP_APP,
         find="        self._head_bytes += len(url)\n",
         replace="",
         tests=(T_SIZES,),
@@ -71,7 +74,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         name="shapes-http-body-bytes-boundary",
         guarantee="an HTTP body of exactly --max-request-bytes is not refused",
-        file=LIMITS,
+        file=FAST_PATH,
         find="not value.isdigit() or int(value) > self.limits.max_request_bytes",
         replace="not value.isdigit() or int(value) >= self.limits.max_request_bytes",
         tests=(T_SIZES,),
@@ -79,7 +82,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         name="shapes-header-bytes-not-summed",
         guarantee="an HTTP request's headers together are at most --max-header-bytes",
-        file=LIMITS,
+        file=HTTP_APP,
         find="self._head_bytes += len(name) + len(value) + 4",
         replace="self._head_bytes = len(name) + len(value) + 4",
         tests=(T_SIZES,),
@@ -87,7 +90,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         name="shapes-429-without-retry-after",
         guarantee="a limit's 429 says Retry-After",
-        file=LIMITS,
+        file=ERROR_BODY,
         find='        (b"retry-after", b"1"),\n',
         replace="",
         tests=(T_SIZES,),

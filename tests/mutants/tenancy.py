@@ -7,6 +7,7 @@ from tests.mutants import Mutant
 AUTH = "server/jobstatus_server/access/auth.py"
 INTERCEPTOR = "server/jobstatus_server/grpc_api/interceptor.py"
 REST = "server/jobstatus_server/http_api/rest.py"
+FAST_PATH = "server/jobstatus_server/http_api/fast_path.py"
 SSE = "server/jobstatus_server/http_api/sse.py"
 STORE = "server/jobstatus_server/state/store.py"
 WATCH = "server/jobstatus_server/state/watch.py"
@@ -71,7 +72,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         name="tenancy-rest-fast-path-scope",
         guarantee="a REST read needs the read scope, on the fast path too",
-        file=REST,
+        file=FAST_PATH,
         find=(
             "            known = auth.known(presented)\n"
             "            if known is None or READ not in known.scopes:"
@@ -153,7 +154,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         name="tenancy-catalog-cluster-fast-path",
         guarantee="a key is refused on another tenant's cluster host (fast path)",
-        file=REST,
+        file=FAST_PATH,
         find="(cluster != caller.tenant or not auth.knows_tenant(cluster))",
         replace="(not auth.knows_tenant(cluster))",
         tests=(f"{TENANTS}::test_a_key_is_refused_on_another_tenants_cluster",),

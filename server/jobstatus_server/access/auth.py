@@ -8,7 +8,8 @@ a SHA-256 hash of the secret (a random 256-bit secret needs no slow hash).
 While no key has ever been active, the server is open: every caller is the
 tenant `default` with both scopes (the server only allows that on loopback,
 unless told otherwise). Once a key is active, every call needs one, until
-the server restarts.
+the server restarts. How a call presents its key (the key's form, the headers that
+carry it) is credentials.py.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 
 from sqlalchemy import Connection, create_engine, insert, pool, select, update
 
+from jobstatus_server.access.credentials import KEY_PREFIX, parse_key
 from jobstatus_server.contract.errors import JobStatusError, PermissionDenied, Unauthenticated
 from jobstatus_server.contract.tenants import DEFAULT_TENANT
 from jobstatus_server.observability.metrics import AUTH_FAILURES
@@ -40,10 +42,8 @@ API_KEY = ApiKey.__table__  # type: ignore[attr-defined]
 READ = "read"
 WRITE = "write"
 SCOPES = (READ, WRITE)
-KEY_PREFIX = "jsk"
 # A tenant is a DNS label, so that a host name can name it (`acme.example.com`).
 TENANT = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_KEY = re.compile(r"^jsk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 # The gRPC methods that only read; every other jobstatus method writes.
 _READ_PREFIXES = ("Get", "List", "Watch")
 
@@ -78,21 +78,6 @@ def method_scope(method: str) -> str:
 
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def parse_key(presented: str) -> tuple[str, str] | None:
-    """(key id, secret) of a well-formed key, else None."""
-    match = _KEY.match(presented.strip())
-    return (match.group(1), match.group(2)) if match else None
-
-
-def bearer(authorization: str | None) -> str | None:
-    """The token of an `Authorization: Bearer <token>` value; any other value is returned
-    as it is, so that it counts as a credential, and not a valid one."""
-    if authorization is None:
-        return None
-    scheme, _, token = authorization.strip().partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else authorization
 
 
 def cluster_of(host: str) -> str | None:

@@ -11,6 +11,9 @@ Each refusal is RESOURCE_EXHAUSTED on gRPC and 429 on HTTP, counted in
 `jobstatus_limit_refusals{transport,limit}`. A caller is its API key; on the
 open server (no keys), its IP address.
 
+The HTTP side of these limits (the outermost ASGI layer, the request head's bound)
+is http_api/fast_path.py and http_api/app.py.
+
 Open streams are also where a revoked key is caught: after every re-read of the
 keys, each open stream whose key is gone, revoked or lost its scope is ended
 (UNAUTHENTICATED or PERMISSION_DENIED), within --key-refresh seconds.
@@ -18,17 +21,12 @@ keys, each open stream whose key is gone, revoked or lost its scope is ended
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-import httptools
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-from jobstatus_server.access.auth import Authenticator, Caller, parse_key
-from jobstatus_server.contract.errors import JobStatusError, ResourceExhausted, refusals
+from jobstatus_server.access.auth import Authenticator, Caller
+from jobstatus_server.contract.errors import JobStatusError, ResourceExhausted
 from jobstatus_server.observability.metrics import LIMIT_REFUSALS
 
 GRPC, HTTP = "grpc", "http"
@@ -164,166 +162,3 @@ class CallerLimits:
             calls[owner] = count
         else:
             del calls[owner]
-
-
-# --- HTTP -------------------------------------------------------------------------------
-
-
-def _presented_key_id(headers: list[tuple[bytes, bytes]], query: bytes) -> str:
-    """The key id of the first well-formed key the request carries, unverified: enough to
-    count its calls (a forged id is refused at once by the route's authentication)."""
-    for name, value in headers:
-        if name in (b"x-api-key", b"api-key", b"authorization"):
-            text = value.decode("latin-1")
-            parsed = parse_key(text.split(" ", 1)[-1])
-            if parsed is not None:
-                return parsed[0]
-    if b"jsk_" in query:
-        start = query.index(b"jsk_")
-        parsed = parse_key(query[start : start + 100].split(b"&", 1)[0].decode("latin-1"))
-        if parsed is not None:
-            return parsed[0]
-    return ""
-
-
-def http_refusal(error: ResourceExhausted) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    body = json.dumps(
-        {
-            "error": {
-                "code": error.code.name,
-                "reason": error.reason,
-                "message": error.message,
-                "metadata": dict(error.metadata),
-            }
-        }
-    ).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"retry-after", b"1"),
-    ]
-    return 429, headers, body
-
-
-class Guard:
-    """The outermost ASGI layer: a body declared too large and too many concurrent
-    requests of one caller answer 429 before any route runs. A request counts until
-    its response starts, so an open SSE stream does not hold a slot (streams have
-    their own limits)."""
-
-    def __init__(self, app: Any, limits: CallerLimits, lean: Any = None) -> None:
-        self.app = app
-        self.limits = limits
-        # The documented REST paths (http.Lean), answered here when no layer (tracing)
-        # sits between this Guard and them.
-        self.lean = lean
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        lean = self.lean
-        if lean is not None and scope["type"] == "http" and scope["method"] == "GET":
-            # A documented path the view answers at once: its ready messages.
-            ready = lean.ready(scope, self.limits)
-            if ready is not None:
-                await send(ready[0])
-                await send(ready[1])
-                return
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers: list[tuple[bytes, bytes]] = scope["headers"]
-        for name, value in headers:
-            if name == b"content-length" and (
-                not value.isdigit() or int(value) > self.limits.max_request_bytes
-            ):
-                await self._refuse(
-                    send,
-                    refuse(
-                        HTTP,
-                        "request_bytes",
-                        f"a request body is at most {self.limits.max_request_bytes} bytes",
-                    ),
-                )
-                return
-        client = scope.get("client") or ("", 0)
-        owner = caller_id(_presented_key_id(headers, scope.get("query_string", b"")), client[0])
-        try:
-            self.limits.begin_call(HTTP, owner)
-        except ResourceExhausted as error:
-            refusals.refused(f"{scope['method']} {scope['path'][:100]!r}", error)
-            await self._refuse(send, error)
-            return
-        if lean is not None and scope["method"] == "GET":
-            found = lean.find(scope["path"])
-            if found is not None:
-                await lean.answer_counted(
-                    found[0], found[1], scope, receive, send, self.limits.end_call, owner
-                )
-                return
-        counted = [True]
-
-        async def started(message: Any) -> None:
-            if counted[0] and message["type"] == "http.response.start":
-                counted[0] = False
-                self.limits.end_call(owner)
-            await send(message)
-
-        try:
-            await self.app(scope, receive, started)
-        finally:
-            if counted[0]:
-                self.limits.end_call(owner)
-
-    @staticmethod
-    async def _refuse(send: Any, error: ResourceExhausted) -> None:
-        status, headers, body = http_refusal(error)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-
-class LimitedHttpTools(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a bound on the request line and headers: beyond
-    `max_header_bytes` the request is answered 429 and the connection closed, before
-    more of it is kept in memory."""
-
-    max_header_bytes = 64 * 1024
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._head_bytes = 0
-        self._head_too_large = False
-
-    def _too_large(self) -> None:
-        self._head_too_large = True
-        raise httptools.HttpParserError("request head too large")
-
-    def on_url(self, url: bytes) -> None:
-        self._head_bytes += len(url)
-        if self._head_bytes > self.max_header_bytes:
-            self._too_large()
-        self.url += url  # as HttpToolsProtocol.on_url, without one more call per request
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > self.max_header_bytes:
-            self._too_large()
-        super().on_header(name, value)
-
-    def send_400_response(self, msg: str) -> None:
-        if not getattr(self, "_head_too_large", False):
-            super().send_400_response(msg)
-            return
-        error = refuse(
-            HTTP,
-            "header_bytes",
-            f"a request line and headers are at most {self.max_header_bytes} bytes",
-        )
-        _, headers, body = http_refusal(error)
-        head = [b"HTTP/1.1 429 Too Many Requests\r\n"]
-        head += [name + b": " + value + b"\r\n" for name, value in headers]
-        head.append(b"connection: close\r\n\r\n")
-        self.transport.write(b"".join(head) + body)
-        self.transport.close()
-
-
-def limited_protocol(max_header_bytes: int) -> type[LimitedHttpTools]:
-    return type("LimitedHttpTools", (LimitedHttpTools,), {"max_header_bytes": max_header_bytes})

@@ -17,14 +17,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from jobstatus_server.access.auth import Authenticator, is_loopback
-from jobstatus_server.access.limits import CallerLimits, Guard, limited_protocol
+from jobstatus_server.access.limits import CallerLimits
 from jobstatus_server.composition.config import Settings
 from jobstatus_server.contract.errors import Unavailable, quiet_client_faults
 from jobstatus_server.grpc_api import reflect
 from jobstatus_server.grpc_api.interceptor import GenericOnly, Rpc
 from jobstatus_server.grpc_api.services import SERVICE_NAMES, add_services
 from jobstatus_server.http_api import dashboard, openapi
-from jobstatus_server.http_api.app import HttpServer, Lean, http_server, make_app
+from jobstatus_server.http_api.app import HttpServer, http_server, limited_protocol, make_app
+from jobstatus_server.http_api.fast_path import CallerGuard, DocumentedGets
 from jobstatus_server.http_api.history import HistoryRoute
 from jobstatus_server.http_api.rest import Limits, Rest
 from jobstatus_server.http_api.sse import Watch
@@ -190,10 +191,10 @@ class Server:
         ]
         app = make_app(routes, self.serving, rest.paths())
         self.http = http_server(
-            Guard(
+            CallerGuard(
                 self.tracing.wrap_http(app) if self.tracing else app,
                 self.limits,
-                None if self.tracing or not isinstance(app, Lean) else app,
+                None if self.tracing or not isinstance(app, DocumentedGets) else app,
             ),
             self.settings.http_addr,
             tls_cert=self.settings.tls_cert,

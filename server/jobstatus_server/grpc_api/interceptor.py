@@ -38,7 +38,8 @@ from google.protobuf.message import Message
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
-from jobstatus_server.access.auth import CALLER, OPEN, Authenticator, Caller, bearer, method_scope
+from jobstatus_server.access.auth import CALLER, OPEN, Authenticator, Caller, method_scope
+from jobstatus_server.access.credentials import bearer
 from jobstatus_server.access.limits import (
     GRPC,
     CallerLimits,

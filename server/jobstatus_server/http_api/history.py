@@ -7,7 +7,7 @@ GET /api/v1/history/{kind}/{id}?page_size=N&page_token=T answers
      "nextPageToken": ""}
 
 with each job in its kind's documented JSON (as the SSE watch renders it), and
-jobstatus's own error body (sse.error_body) otherwise.
+jobstatus's own error body (error_body.py) otherwise.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from jobstatus_server.access.auth import READ, Authenticator, bearer
+from jobstatus_server.access.auth import READ, Authenticator
+from jobstatus_server.access.credentials import bearer
 from jobstatus_server.contract.errors import JobStatusError, invalid, refusals
 from jobstatus_server.http_api import params
-from jobstatus_server.http_api.sse import FEEDS, error_body
+from jobstatus_server.http_api.error_body import error_body
+from jobstatus_server.http_api.sse import FEEDS
 from jobstatus_server.state.store import Store
 from jobstatus_server.usecases.history import MAX_PAGE_SIZE, history
 

@@ -54,6 +54,21 @@ def revision(value: str) -> int:
     return int(stripped)
 
 
+MIN_REVISION_HEADER = "x-min-revision"
+MIN_REVISION_INVALID = "X-Min-Revision must be a revision: a non-negative integer"
+
+
+def min_revision(raw: str | None) -> int | None:
+    """The documented REST paths' `X-Min-Revision` header (latin-1 text): 0 when absent,
+    None when it is not a revision (up to 18 ASCII digits, whitespace around them)."""
+    if raw is None:
+        return 0
+    raw = raw.strip()
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        return None
+    return int(raw)
+
+
 def flag(value: str) -> bool:
     lowered = value.lower()
     if lowered in _TRUE:

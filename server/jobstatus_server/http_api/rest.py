@@ -16,13 +16,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any, Protocol
 
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from jobstatus.spelling import by_spelling
 from jobstatus.v1 import catalog_import_pb2 as cat
@@ -30,8 +29,15 @@ from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import delivery_pb2 as dl
 from jobstatus.v1 import errors_pb2
 from jobstatus.v1 import map_import_pb2 as mi
-from jobstatus_server.access.auth import OPEN, READ, Authenticator, Caller, bearer, cluster_of
-from jobstatus_server.access.limits import CallerLimits
+from jobstatus_server.access.auth import READ, Authenticator, Caller, cluster_of
+from jobstatus_server.access.credentials import (
+    API_KEY,
+    RAW_API_KEY,
+    RAW_AUTHORIZATION,
+    RAW_X_API_KEY,
+    X_API_KEY,
+    standard_keys,
+)
 from jobstatus_server.contract.errors import (
     InvalidArgument,
     JobStatusError,
@@ -42,6 +48,7 @@ from jobstatus_server.contract.errors import (
 from jobstatus_server.contract.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind, M
 from jobstatus_server.contract.render import Key, Shape
 from jobstatus_server.contract.validation import violations_of
+from jobstatus_server.http_api import params
 from jobstatus_server.state.view import Entry, View
 from jobstatus_server.usecases.jobs import Core
 
@@ -258,40 +265,10 @@ class Json:
 
 Answer = Response | Json
 
-_STARTS: dict[tuple[int, int], Message] = {}
-
-
-def start_message(status: int, length: int) -> Message:
-    """The start message of a ready JSON body (as Json sends it), made once per status
-    and length (uvicorn reads it, it does not change it)."""
-    start = _STARTS.get((status, length))
-    if start is None:
-        if len(_STARTS) >= 4096:
-            _STARTS.clear()
-        start = {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-length", str(length).encode()),
-                (b"content-type", b"application/json"),
-            ],
-        }
-        _STARTS[(status, length)] = start
-    return start
-
-
-# What a ready answer is: the start and body messages, made once per change of the job.
-Ready = tuple[Message, Message]
-# The request headers a documented map path reads (or the limits Guard does): a request
-# carrying another of them, or one of them twice, takes the handler's way.
-_NOTABLE = frozenset(
-    (b"x-api-key", b"authorization", b"x-min-revision", b"api-key", b"content-length")
-)
-_NOTABLE_CATALOG = _NOTABLE | {b"host"}
-
 
 class Ask(Protocol):
-    """What a handler reads of a request: Starlette's Request, or the lean route's Asked."""
+    """What a handler reads of a request: Starlette's Request, or the fast path's
+    GetRequest (fast_path.py)."""
 
     @property
     def scope(self) -> Scope: ...
@@ -328,20 +305,6 @@ def _dumps(content: Any) -> bytes:
     return json.dumps(
         content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
     ).encode("utf-8")
-
-
-def _min_revision(request: Ask) -> int | None:
-    """The `X-Min-Revision` header: 0 when absent, None when it is not a revision."""
-    raw = request.headers.get("x-min-revision")
-    if raw is None:
-        return 0
-    raw = raw.strip()
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
-        return None
-    return int(raw)
-
-
-MIN_REVISION_INVALID = "X-Min-Revision must be a revision: a non-negative integer"
 
 
 # --- the dataset path's rate limit and quota --------------------------------------------------
@@ -438,9 +401,9 @@ class Rest:
         """The job as the view has it (None: no such job); an id that no job can have is
         not looked up. Waits for the `X-Min-Revision` header's revision."""
         assert self.view is not None
-        min_revision = _min_revision(request)
+        min_revision = params.min_revision(request.headers.get(params.MIN_REVISION_HEADER))
         if min_revision is None:
-            raise InvalidArgument(MIN_REVISION_INVALID, reason="INVALID_ARGUMENT")
+            raise InvalidArgument(params.MIN_REVISION_INVALID, reason="INVALID_ARGUMENT")
         return await self.view.get(
             kind, tenant, job_id, min_revision, None, lambda: _possible(kind, job_id)
         )
@@ -451,11 +414,8 @@ class Rest:
         return caller
 
     async def _getapp_caller(self, request: Ask) -> Caller | Response:
-        headers = request.headers
         try:
-            return await self._reader(
-                headers.get("x-api-key"), bearer(headers.get("authorization"))
-            )
+            return await self._reader(*standard_keys(request.headers))
         except Unauthenticated as error:
             return getapp_error(401, error.message)
         except PermissionDenied as error:
@@ -477,128 +437,6 @@ class Rest:
             error = MAP_IMPORT.not_found(job_id)
             return JSONResponse(MAP_NOT_FOUND.render(mi.MapImport(error=_error(error))))
         return Json(entry.built(render, render))
-
-    def ready_getapp(
-        self,
-        kind: Kind[Any],
-        render: Callable[[Entry], bytes],
-        slot: str,
-        scope: Scope,
-        job_id: str,
-        limits: CallerLimits,
-    ) -> Ready | None:
-        """The answer of a GET of a GetApp path (map import, prepared delivery) that its
-        handler would give 200 with the view's JSON body, with nothing to wait for and
-        nothing to count but the request: None for any other (a key to re-read, a
-        refusal, an error, a revision to wait for, a miss), which the handler answers.
-        Run by the limits Guard as the request arrives; the concurrent-calls check is
-        `limits.admits` (the call ends before anything else runs, so it would be counted
-        and uncounted at once)."""
-        api_key = authorization = revision = None
-        for name, value in scope["headers"]:
-            if name in _NOTABLE:
-                if name == b"x-api-key" and api_key is None:
-                    api_key = value
-                elif name == b"authorization" and authorization is None:
-                    authorization = value
-                elif name == b"x-min-revision" and revision is None:
-                    revision = value
-                else:
-                    return None
-        if scope["query_string"]:
-            # It may carry a key the Guard counts the call by, or a delivery's `source`.
-            return None
-        auth = self.auth
-        if auth.open:
-            if api_key is not None or authorization is not None:
-                return None
-            caller = OPEN
-        else:
-            if api_key is not None:
-                if authorization is not None:
-                    return None
-                presented = api_key.decode("latin-1")
-            elif authorization is not None:
-                presented = bearer(authorization.decode("latin-1")) or ""
-            else:
-                return None
-            known = auth.known(presented)
-            if known is None or READ not in known.scopes:
-                return None
-            caller = known
-        return self._ready(kind, render, slot, scope, job_id, limits, caller, revision)
-
-    def ready_catalog(self, scope: Scope, job_id: str, limits: CallerLimits) -> Ready | None:
-        """As `ready_getapp`, for the catalog import path (its key in `api-key`, its
-        cluster in the Host header)."""
-        api_key = revision = host = None
-        for name, value in scope["headers"]:
-            if name in _NOTABLE_CATALOG:
-                if name == b"host" and host is None:
-                    host = value
-                elif name == b"api-key" and api_key is None:
-                    api_key = value
-                elif name == b"x-min-revision" and revision is None:
-                    revision = value
-                else:
-                    return None
-        if scope["query_string"]:
-            return None  # it may carry a key the Guard counts the call by
-        auth = self.auth
-        if auth.open:
-            if api_key is not None:
-                return None
-            caller = OPEN
-        else:
-            known = None if api_key is None else auth.known(api_key.decode("latin-1"))
-            if known is None or READ not in known.scopes:
-                return None
-            caller = known
-        cluster = cluster_of("" if host is None else host.decode("latin-1"))
-        if cluster is not None and (cluster != caller.tenant or not auth.knows_tenant(cluster)):
-            return None
-        kind, render = CATALOG_IMPORT, _render_catalog
-        return self._ready(kind, render, "ready:catalog", scope, job_id, limits, caller, revision)
-
-    def _ready(
-        self,
-        kind: Kind[Any],
-        render: Callable[[Entry], bytes],
-        slot: str,
-        scope: Scope,
-        job_id: str,
-        limits: CallerLimits,
-        caller: Caller,
-        revision: bytes | None,
-    ) -> Ready | None:
-        """The ready answer of `caller`'s read of the job, once its key is checked."""
-        client = scope.get("client")
-        if client is None or not limits.admits(caller.key_id, client[0]):
-            return None
-        view = self.view
-        assert view is not None
-        need = view.store.revision
-        if revision is not None:
-            raw = revision.strip()
-            if not raw.isdigit() or len(raw) > 18:
-                return None
-            min_revision = int(raw)
-            if min_revision > need:
-                need = min_revision
-        if view.revision < need:
-            return None
-        entry = view.lookup((kind.name, caller.tenant, job_id))
-        if entry is None:
-            return None
-        ready: Ready | None = entry.cache.get(slot)
-        if ready is None:
-            try:
-                body = entry.built(render, render)
-            except Exception:  # the handler answers it (and logs it)
-                return None
-            ready = (start_message(200, len(body)), {"type": "http.response.body", "body": body})
-            entry.cache[slot] = ready
-        return ready
 
     async def delivery(self, request: Ask) -> Answer:
         caller = await self._getapp_caller(request)
@@ -626,7 +464,7 @@ class Rest:
     async def dataset(self, request: Ask) -> Answer:
         try:
             caller = await self._reader(
-                request.query_params.get("private_key"), request.headers.get("x-api-key")
+                request.query_params.get("private_key"), request.headers.get(X_API_KEY)
             )
         except Unauthenticated as error:
             if error.reason == "API_KEY_MISSING":
@@ -670,7 +508,7 @@ class Rest:
         if cluster is not None and not self.auth.knows_tenant(cluster):
             return elevate_error(404, CLUSTER_NOT_FOUND)
         try:
-            caller = await self._reader(request.headers.get("api-key"))
+            caller = await self._reader(request.headers.get(API_KEY))
         except (Unauthenticated, PermissionDenied):
             return elevate_error(403, KEY_NOT_VALID)
         if cluster is not None and cluster != caller.tenant:
@@ -682,6 +520,19 @@ class Rest:
             return JSONResponse(CATALOG_BODY.render(job))
         return Json(entry.built(_render_catalog, _render_catalog))
 
+    def _ready_read(
+        self,
+        kind: Kind[Any],
+        render: Callable[[Entry], bytes],
+        slot: str,
+        key_headers: tuple[bytes, ...] = (RAW_X_API_KEY, RAW_AUTHORIZATION),
+        reads_host: bool = False,
+    ) -> ReadyRead:
+        assert self.view is not None
+        return ReadyRead(
+            kind, render, slot, frozenset(key_headers), reads_host, self.auth, self.view
+        )
+
     def paths(self) -> list[Path]:
         """The documented paths: (route template, how its id is cut from the path, handler)."""
         return [
@@ -691,7 +542,7 @@ class Rest:
                 "",
                 "importRequestId",
                 _guarded(getapp_error, self.map_v1),
-                partial(self.ready_getapp, MAP_IMPORT, _render_map_v1, "ready:map-v1"),
+                self._ready_read(MAP_IMPORT, _render_map_v1, "ready:map-v1"),
             ),
             Path(
                 "/api/v2/map/import/status/{importRequestId}",
@@ -699,7 +550,7 @@ class Rest:
                 "",
                 "importRequestId",
                 _guarded(getapp_error, self.map_v2),
-                partial(self.ready_getapp, MAP_IMPORT, _render_map_v2, "ready:map-v2"),
+                self._ready_read(MAP_IMPORT, _render_map_v2, "ready:map-v2"),
             ),
             Path(
                 "/api/v1/delivery/preparedDelivery/{catalogId}",
@@ -707,7 +558,7 @@ class Rest:
                 "",
                 "catalogId",
                 _guarded(getapp_error, self.delivery),
-                partial(self.ready_getapp, DELIVERY, _render_delivery, "ready:delivery"),
+                self._ready_read(DELIVERY, _render_delivery, "ready:delivery"),
             ),
             Path(
                 "/datasets/{dataset_id}/status",
@@ -722,13 +573,15 @@ class Rest:
                 "",
                 "id",
                 _guarded(elevate_error, self.catalog),
-                self.ready_catalog,
+                self._ready_read(
+                    CATALOG_IMPORT, _render_catalog, "ready:catalog", (RAW_API_KEY,), True
+                ),
             ),
         ]
 
     def routes(self) -> list[BaseRoute]:
         # `:any` takes any id, even with a slash or a newline: every id gets the documented
-        # answer. The lean route (http.py) answers GET before these; they serve the rest
+        # answer. The fast path (fast_path.py) answers GET before these; they serve the rest
         # (HEAD, and paths only Starlette's matching takes, such as a trailing newline).
         return [
             Route(
@@ -741,6 +594,22 @@ class Rest:
 
 
 @dataclass(frozen=True)
+class ReadyRead:
+    """What the fast path needs to answer a GET of a documented path from the view at
+    once, as its handler would: the kind, the body's rendering and where the view keeps
+    it, the key headers the path reads (credentials.py), whether it reads its cluster
+    from the Host header, and the authenticator and view the handler uses."""
+
+    kind: Kind[Any]
+    render: Callable[[Entry], bytes]
+    slot: str
+    key_headers: frozenset[bytes]
+    reads_host: bool
+    auth: Authenticator
+    view: View
+
+
+@dataclass(frozen=True)
 class Path:
     """One documented path: its template, and the prefix and suffix around its id."""
 
@@ -749,9 +618,9 @@ class Path:
     suffix: str
     param: str
     handler: Handler
-    # The ready answer of a GET that needs only the view (Rest.ready_getapp,
-    # Rest.ready_catalog), or None: the handler answers it.
-    ready: Callable[[Scope, str, CallerLimits], Ready | None] | None = None
+    # How the fast path (fast_path.py) answers a GET that needs only the view, or None:
+    # the handler answers every GET of it.
+    ready: ReadyRead | None = None
 
     def match(self, path: str) -> str | None:
         """The id in `path`, or None when `path` is not this one."""

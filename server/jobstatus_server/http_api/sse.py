@@ -43,7 +43,8 @@ from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import delivery_pb2 as dl
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.v1 import watch_pb2
-from jobstatus_server.access.auth import READ, Authenticator, bearer
+from jobstatus_server.access.auth import READ, Authenticator
+from jobstatus_server.access.credentials import bearer
 from jobstatus_server.access.limits import HTTP, CallerLimits
 from jobstatus_server.access.limits import Stream as LimitedStream
 from jobstatus_server.contract.errors import (
@@ -58,6 +59,7 @@ from jobstatus_server.contract.render import Shape
 from jobstatus_server.contract.validation import violations_of
 from jobstatus_server.contract.wire import Respond
 from jobstatus_server.http_api import params
+from jobstatus_server.http_api.error_body import error_body
 from jobstatus_server.http_api.rest import CATALOG_BODY, DATASET_RUN, DELIVERY_BODY, MAP_V2
 from jobstatus_server.observability.metrics import HTTP_WATCH_STREAMS
 from jobstatus_server.state.watch import Hub
@@ -109,18 +111,6 @@ FEEDS: dict[str, Feed] = {
     DATASET.name: Feed(DATASET.respond, DATASET_RUN, _dataset),
     CATALOG_IMPORT.name: Feed(CATALOG_IMPORT.respond, CATALOG_BODY, CATALOG_BODY.render),
 }
-
-
-def error_body(error: JobStatusError) -> dict[str, Any]:
-    """The body of a jobstatus error on jobstatus's own paths (not the documented ones)."""
-    return {
-        "error": {
-            "code": error.code.name,
-            "reason": error.reason,
-            "message": error.message,
-            "metadata": dict(error.metadata),
-        }
-    }
 
 
 # The gRPC watch request of each kind, and its ids field: the SSE watch's ids are
