@@ -68,9 +68,7 @@ def unary_get_traced(bench: Bench) -> list[Row]:
             partial(unary_once, bench, endpoints[1], workers.GET, slots, seconds),
         )
         case = f"concurrency {concurrency}"
-        rows = unary_rows(
-            "unary_get_traced", case, traced, plain, "GetMapImportStatus", None, None
-        )
+        rows = unary_rows("unary_get_traced", case, traced, plain, "GetMapImportStatus", None, None)
         exported = sink.count
     for row in rows:
         row.baseline_name = OFF

@@ -15,6 +15,7 @@ import math
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +206,33 @@ def test_production_mix_rows(smoke: dict[str, Any]) -> None:
         assert rows["delivered events"]["baseline"] > 0, scenario
         assert rows["server CPU"]["value"] > 0, scenario
         assert "mean writes per group commit jobstatus" in rows["UpdateMapImport p99"]["extra"]
+
+
+def test_ab_alternates_and_sums_up_rounds() -> None:
+    """bench.ab (the A/B of two server versions): ABBA order carried across sessions,
+    the distribution-free interval of the median, and the verdict's direction."""
+    from bench import ab
+
+    calls: list[str] = []
+
+    def side(name: str, value: int) -> int:
+        calls.append(name)
+        return value
+
+    before, after, orders = ab.abba(3, partial(side, "b", 1), partial(side, "a", 2), start=1)
+    assert calls == ["a", "b", "b", "a", "a", "b"]
+    assert orders == ["after, before", "before, after", "after, before"]
+    assert (before, after) == ([1, 1, 1], [2, 2, 2])
+    low, high, coverage = ab.median_interval([float(n) for n in range(12, 0, -1)])
+    assert (low, high) == (3.0, 10.0) and round(coverage, 3) == 0.961
+    assert ab.median_interval([1.0, 2.0])[2] == 0.5  # too few rounds: reported as such
+    rounds = 12
+    slower = ab.Figure("c", "calls", "calls/s", "higher", [100.0] * rounds, [90.0] * rounds)
+    assert slower.summary()["verdict"] == "worse"
+    assert slower.summary()["median_of_ratios"] == 0.9
+    cheaper = ab.Figure("c", "cpu", "µs", "lower", [100.0] * rounds, [90.0] * rounds)
+    assert cheaper.summary()["verdict"] == "better"
+    mixed = [0.9, 1.1] * (rounds // 2)
+    noise = ab.Figure("c", "calls", "calls/s", "higher", [1.0] * rounds, mixed)
+    assert noise.summary()["verdict"] == "within noise"
+    assert ab._cases(["unary,updates"]) == ["unary", "updates_sqlite", "updates_pg"]
