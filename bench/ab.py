@@ -130,6 +130,12 @@ def materialize(label: str, spec: str, scratch: Path) -> Version:
                 check=True,
                 capture_output=True,
             ).stdout
+            untracked = _git(
+                *("ls-files", "--others", "--exclude-standard", "--", "server", "client"),
+                cwd=directory,
+            ).split()
+            for name in sorted(untracked):  # new files are part of the version too
+                diff += name.encode() + (directory / name).read_bytes()
             digest = hashlib.sha256(diff).hexdigest()[:12]
             changed = len(dirty.splitlines())
             source += f" + uncommitted changes to {changed} files (diff sha256 {digest})"
