@@ -7,6 +7,7 @@ from tests.mutants import Mutant
 
 HUB = "server/jobstatus_server/state/watch.py"
 SSE = "server/jobstatus_server/http_api/sse.py"
+WATCH_START = "server/jobstatus_server/contract/watch_start.py"
 SERVER = "server/jobstatus_server/composition/server.py"
 WATCH = "tests/test_watch.py::"
 SSE_TESTS = "tests/test_sse.py::"
@@ -50,9 +51,9 @@ MUTANTS: list[Mutant] = [
     Mutant(
         name="watch-compacted-names-the-wrong-oldest-revision",
         guarantee="OUT_OF_RANGE for a compacted start revision names the oldest kept revision",
-        file=HUB,
-        find='metadata={"oldest_revision": str(compacted + 1), ',
-        replace='metadata={"oldest_revision": str(compacted), ',
+        file=WATCH_START,
+        find='metadata = {"oldest_revision": str(compacted + 1)}',
+        replace='metadata = {"oldest_revision": str(compacted)}',
         tests=(f"{WATCH}test_revision_older_than_the_kept_history_is_out_of_range",),
     ),
     Mutant(
@@ -143,9 +144,9 @@ MUTANTS: list[Mutant] = [
         name="watch-sse-410-names-the-wrong-oldest-revision",
         guarantee="an SSE resume point older than the kept history answers 410 naming the "
         "oldest kept revision",
-        file=SSE,
-        find='metadata={"oldest_revision": str(snapshot.compacted + 1)},',
-        replace='metadata={"oldest_revision": str(snapshot.compacted)},',
+        file=WATCH_START,
+        find='metadata = {"oldest_revision": str(compacted + 1)}',
+        replace='metadata = {"oldest_revision": str(compacted)}',
         tests=(f"{SSE_TESTS}test_a_resume_point_past_the_history_answers_410",),
     ),
     Mutant(

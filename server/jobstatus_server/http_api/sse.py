@@ -51,12 +51,12 @@ from jobstatus_server.contract.errors import (
     FieldViolation,
     InvalidArgument,
     JobStatusError,
-    OutOfRange,
     refusals,
 )
 from jobstatus_server.contract.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind
 from jobstatus_server.contract.render import Shape
 from jobstatus_server.contract.validation import violations_of
+from jobstatus_server.contract.watch_start import SSE_RESUME, check_watch_start
 from jobstatus_server.contract.wire import Respond
 from jobstatus_server.http_api import params
 from jobstatus_server.http_api.error_body import error_body
@@ -317,23 +317,10 @@ class Watch:
         when there is nothing left to send (every watched job settled at `start`)."""
         until_done = until_settled and bool(ids)
         snapshot = await self.hub.store.snapshot(kind.name, tenant, ids, with_jobs=until_done)
-        if start > snapshot.revision:
-            raise OutOfRange(
-                f"revision {start} is ahead of the store (at {snapshot.revision})",
-                reason="REVISION_AHEAD",
-                metadata={"current_revision": str(snapshot.revision)},
-            )
-        if start and start < snapshot.compacted:
-            raise OutOfRange(
-                f"revision {start} is older than the kept history, which starts after "
-                f"revision {snapshot.compacted}: watch again without a resume point",
-                reason="REVISION_COMPACTED",
-                metadata={"oldest_revision": str(snapshot.compacted + 1)},
-            )
         jobs = {job.job_id: job for job in snapshot.jobs}
-        missing = sorted(set(ids) - set(jobs)) if until_done else []
-        if missing:  # waiting for a job that does not exist would never end
-            raise kind.not_found(*missing)
+        check_watch_start(
+            kind, ids, start, until_settled, snapshot.revision, snapshot.compacted, jobs, SSE_RESUME
+        )
         return (
             until_done
             and start > 0

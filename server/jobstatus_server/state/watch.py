@@ -40,11 +40,11 @@ from google.protobuf.message import Message
 from jobstatus.v1 import watch_pb2
 from jobstatus_server.contract.errors import (
     JobStatusError,
-    OutOfRange,
     ResourceExhausted,
     Unavailable,
 )
 from jobstatus_server.contract.kinds import Kind
+from jobstatus_server.contract.watch_start import GRPC_RESUME, check_watch_start, revision_compacted
 from jobstatus_server.contract.wire import Respond, encode_event, wire
 from jobstatus_server.observability.metrics import HUB_REVISION, WATCH_CUTOFFS, WATCH_STREAMS
 from jobstatus_server.state.store import Change, Snapshot, Store
@@ -277,7 +277,7 @@ class Hub:
         for stream in list(self.streams):
             if stream.live:
                 self._detach(stream)
-                stream.end(_out_of_range(stream.sent, compacted))
+                stream.end(revision_compacted(stream.sent, compacted))
         self.ring.clear()
         self.revision = compacted
         self.compacted = max(self.compacted, compacted)
@@ -383,7 +383,7 @@ class Hub:
         compacted = await self.store.compacted()
         self.compacted = max(self.compacted, compacted)
         if cursor < compacted:
-            raise _out_of_range(cursor, compacted)
+            raise revision_compacted(cursor, compacted)
         stream.cursor = found[-1].revision if len(found) == self.settings.catch_up_batch else upper
         return found
 
@@ -445,19 +445,16 @@ class Hub:
                 sorted(stream.ids),
                 with_jobs=start_revision == 0 or until_settled,
             )
-        if start_revision > snapshot.revision:
-            raise OutOfRange(
-                f"revision {start_revision} is ahead of the store (at {snapshot.revision})",
-                reason="REVISION_AHEAD",
-                metadata={"current_revision": str(snapshot.revision)},
-            )
-        if start_revision and start_revision < snapshot.compacted:
-            raise _out_of_range(start_revision, snapshot.compacted)
-        if until_settled and stream.ids:
-            missing = sorted(stream.ids - {job.job_id for job in snapshot.jobs})
-            if missing:
-                # Waiting for a job that does not exist would never end.
-                raise kind.not_found(*missing)
+        check_watch_start(
+            kind,
+            stream.ids,
+            start_revision,
+            until_settled,
+            snapshot.revision,
+            snapshot.compacted,
+            (job.job_id for job in snapshot.jobs),
+            GRPC_RESUME,
+        )
         settled: dict[str, bool] = {job_id: False for job_id in stream.ids}
         if start_revision == 0:
             for job in snapshot.jobs:
@@ -560,12 +557,3 @@ def _job(kind: Kind[Any], change: Change) -> Message:
         job = kind.message.FromString(change.data)
         change.cache[kind.name] = job
     return job
-
-
-def _out_of_range(revision: int, compacted: int) -> OutOfRange:
-    return OutOfRange(
-        f"revision {revision} is older than the kept history, which starts after "
-        f"revision {compacted}: read the current state and watch from there",
-        reason="REVISION_COMPACTED",
-        metadata={"oldest_revision": str(compacted + 1), "compact_revision": str(compacted)},
-    )
