@@ -30,9 +30,8 @@ from jobstatus_server.contract.kinds import (
     KINDS,
     MAP_IMPORT,
     Context,
-    job_response,
-    varint,
 )
+from jobstatus_server.contract.wire import job_response, varint
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LIFETIME = timedelta(hours=5)

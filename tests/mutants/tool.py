@@ -9,9 +9,9 @@ switch mutants on inside one forked pytest per mutant).
 
 Restricted so that a run takes a few minutes on two cores:
 
-- modules: kinds.py (lifecycle rules), validation.py, render.py (documented JSON),
-  and of watch.py only the wire encoding (`encode_event`, `wire`; the varint helper
-  is in kinds.py). mutmut mutates code inside functions only: module-level tables
+- modules: the contract's kinds.py (lifecycle rules), validation.py, render.py
+  (documented JSON) and wire.py (responses and watch events built from a job's
+  bytes). mutmut mutates code inside functions only: module-level tables
   (the transition tables, the kinds' settled sets) are the catalogue's business;
 - tests: TESTS below, no test that starts a server or a database server.
 
@@ -68,13 +68,7 @@ MODULES: dict[str, Module] = {
     "render": Module(
         "jobstatus_server/contract/render.py", ("jobstatus_server.contract.render.*",)
     ),
-    "watch (wire)": Module(
-        "jobstatus_server/state/watch.py",
-        (
-            "jobstatus_server.state.watch.x_encode_event__mutmut_*",
-            "jobstatus_server.state.watch.x_wire__mutmut_*",
-        ),
-    ),
+    "wire": Module("jobstatus_server/contract/wire.py", ("jobstatus_server.contract.wire.*",)),
 }
 
 TESTS = (
