@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-import jobstatus_server.state.store
+import jobstatus_server.state.pg_writer
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus_server.contract.kinds import MAP_IMPORT
 from jobstatus_server.state.store import Store, Tx
@@ -55,7 +55,9 @@ UNHEARD = "jobstatus_unheard"  # a NOTIFY channel nobody listens on
 def main(argv: list[str]) -> int:
     if "--unheard" in argv:
         argv = [arg for arg in argv if arg != "--unheard"]
-        vars(jobstatus_server.state.store)["CHANNEL"] = UNHEARD  # the channel its commits NOTIFY
+        vars(jobstatus_server.state.pg_writer)["CHANNEL"] = (
+            UNHEARD  # the channel its commits NOTIFY
+        )
     url, count = argv[0], int(argv[1])
     concurrency = int(argv[2]) if len(argv) > 2 else 16
     revisions, seconds = asyncio.run(write(url, count, concurrency))

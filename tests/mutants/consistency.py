@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from tests.mutants import Mutant
 
-STORE = "server/jobstatus_server/state/store.py"
+GROUP_COMMIT = "server/jobstatus_server/state/group_commit.py"
+TRANSACTION = "server/jobstatus_server/state/transaction.py"
+SQL = "server/jobstatus_server/state/sql.py"
+PG_WRITER = "server/jobstatus_server/state/pg_writer.py"
 VIEW = "server/jobstatus_server/state/view.py"
 WATCH = "server/jobstatus_server/state/watch.py"
 REPLICAS = "tests/test_replicas.py"
@@ -30,7 +33,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "consistency-each-write-its-own-commit",
         "concurrent writes share commits (group commit)",
-        STORE,
+        GROUP_COMMIT,
         "MAX_GROUP = 128",
         "MAX_GROUP = 1",
         (f"{WRITER}::test_concurrent_writes_share_commits_and_each_is_acknowledged_once",),
@@ -107,7 +110,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "consistency-group-write-sees-stale-job",
         "each write of a shared commit is made from the job as the write before it left it",
-        STORE,
+        TRANSACTION,
         "        self.loaded[(tenant, kind.name, job_id)] = data",
         "        self.loaded.setdefault((tenant, kind.name, job_id), data)",
         (f"{WRITER}::test_writes_to_one_job_in_one_commit_each_see_the_one_before",),
@@ -115,20 +118,19 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "consistency-ack-before-commit",
         "a write is acknowledged only once its COMMIT succeeded",
-        STORE,
-        '                self._commit_sent = True\n                cur.execute("COMMIT")\n'
-        "        WRITE_GROUPS.inc()",
-        "                self._commit_sent = True\n"
-        "                self._resolve(group, tx.revision if tx.changed else None, tx.changes)\n"
-        '                cur.execute("COMMIT")\n'
-        "        WRITE_GROUPS.inc()",
+        GROUP_COMMIT,
+        "            self._send_commit(cur)\n",
+        "            self._finish_threadsafe(\n"
+        "                group, tx.revision if tx.changed else None, tx.changes\n"
+        "            )\n"
+        "            self._send_commit(cur)\n",
         (f"{PG_STORE}::test_a_write_whose_commit_fails_is_not_acknowledged",),
         ("postgresql",),
     ),
     Mutant(
         "consistency-guess-unguarded",
         "a write on one replica never overwrites another replica's newer change of the job",
-        STORE,
+        SQL,
         "SELECT 1 / count(*) FROM bumped",
         "SELECT count(*) FROM bumped",
         (f"{PG_STORE}::test_a_guessed_group_commits_alone_and_yields_to_another_replicas_commit",),
@@ -137,7 +139,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "consistency-guess-conflict-not-rolled-back",
         "a write whose guess lost to another replica's commit runs again and succeeds",
-        STORE,
+        PG_WRITER,
         "            dbapi.rollback()\n            self._guessing = False",
         "            self._guessing = False",
         (f"{PG_STORE}::test_a_guessed_group_commits_alone_and_yields_to_another_replicas_commit",),

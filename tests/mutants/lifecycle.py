@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from tests.mutants import Mutant
 
-STORE = "server/jobstatus_server/state/store.py"
+COMPACTION = "server/jobstatus_server/state/compaction.py"
+READERS = "server/jobstatus_server/state/readers.py"
 KINDS = "server/jobstatus_server/contract/kinds.py"
 CORE = "server/jobstatus_server/usecases/jobs.py"
 DATASET_RUN = "server/jobstatus_server/contract/dataset_run.py"
@@ -22,7 +23,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         name="lifecycle-compaction-ignores-age",
         guarantee="changes older than --history-age are compacted",
-        file=STORE,
+        file=COMPACTION,
         find='cut = max(counters["revision"] - keep_count, int(by_age or 0))',
         replace='cut = counters["revision"] - keep_count',
         tests=(f"{HISTORY}::test_compaction_by_age_drops_old_changes_and_keeps_recent_ones",),
@@ -30,7 +31,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         name="lifecycle-compaction-age-cutoff-sign",
         guarantee="changes younger than --history-age are kept",
-        file=STORE,
+        file=COMPACTION,
         find="cutoff = datetime.now(UTC).timestamp() - keep_age",
         replace="cutoff = datetime.now(UTC).timestamp() + keep_age",
         tests=(f"{HISTORY}::test_compaction_by_age_drops_old_changes_and_keeps_recent_ones",),
@@ -38,7 +39,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         name="lifecycle-compaction-keeps-one-fewer",
         guarantee="the event log keeps the newest --history-count changes",
-        file=STORE,
+        file=COMPACTION,
         find='cut = max(counters["revision"] - keep_count, int(by_age or 0))',
         replace='cut = max(counters["revision"] - keep_count + 1, int(by_age or 0))',
         tests=(f"{HISTORY}::test_compaction_is_told_not_hidden",),
@@ -46,7 +47,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         name="lifecycle-compaction-keeps-one-more",
         guarantee="the event log keeps no more than the newest --history-count changes",
-        file=STORE,
+        file=COMPACTION,
         find='cut = max(counters["revision"] - keep_count, int(by_age or 0))',
         replace='cut = max(counters["revision"] - keep_count - 1, int(by_age or 0))',
         tests=(f"{HISTORY}::test_compaction_is_told_not_hidden",),
@@ -95,7 +96,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         name="lifecycle-timed-transition-late",
         guarantee="a time-driven transition happens within a timer tick of its expire_time",
-        file=STORE,
+        file=READERS,
         find=".where(JOB.c.due_at <= now)",
         replace=".where(JOB.c.due_at <= now - 5)",
         tests=(f"{EXPIRY}::test_done_map_import_becomes_expired_by_itself",),

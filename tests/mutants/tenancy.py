@@ -9,7 +9,8 @@ INTERCEPTOR = "server/jobstatus_server/grpc_api/interceptor.py"
 REST = "server/jobstatus_server/http_api/rest.py"
 FAST_PATH = "server/jobstatus_server/http_api/fast_path.py"
 SSE = "server/jobstatus_server/http_api/sse.py"
-STORE = "server/jobstatus_server/state/store.py"
+READERS = "server/jobstatus_server/state/readers.py"
+SQL = "server/jobstatus_server/state/sql.py"
 WATCH = "server/jobstatus_server/state/watch.py"
 TENANTS = "tests/test_tenants.py"
 RESUMED = (
@@ -35,7 +36,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         name="tenancy-log-resume-ignores-tenant",
         guarantee="a watch resumed from the event log sends only its own tenant's changes",
-        file=STORE,
+        file=READERS,
         find=(
             "            if tenant is not None:\n                query = query.where(EVENT.c.tenant"
         ),
@@ -83,15 +84,15 @@ MUTANTS: list[Mutant] = [
     Mutant(
         name="tenancy-list-any-tenant",
         guarantee="a list shows only its own tenant's jobs",
-        file=STORE,
-        find="JOB.c.tenant == tenant, JOB.c.kind == kind.name, JOB.c.create_revision",
-        replace="JOB.c.kind == kind.name, JOB.c.create_revision",
+        file=READERS,
+        find="JOB.c.tenant == tenant, JOB.c.kind == kind, JOB.c.create_revision",
+        replace="JOB.c.kind == kind, JOB.c.create_revision",
         tests=(f"{TENANTS}::test_list_isolation[sqlite-beta-read]",),
     ),
     Mutant(
         name="tenancy-history-any-tenant",
         guarantee="a job's history holds only its own tenant's changes, not a same-id job's",
-        file=STORE,
+        file=READERS,
         find="                        EVENT.c.tenant == tenant,\n",
         replace="",
         tests=(f"{TENANTS}::test_a_jobs_history_is_its_own_tenants",),
@@ -99,7 +100,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         name="tenancy-request-id-any-tenant",
         guarantee="a create's request id is per tenant: another tenant's id gets a new job",
-        file=STORE,
+        file=SQL,
         find=(
             '                    (JOB.c.tenant == bindparam("tenant"))\n'
             '                    & (JOB.c.kind == bindparam("kind"))\n'
@@ -173,7 +174,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         name="tenancy-update-any-tenant",
         guarantee="an update changes only its own tenant's job, not a same-id job of another",
-        file=STORE,
+        file=SQL,
         find='.where(_key("w_"))',
         replace=(
             '.where((JOB.c.kind == bindparam("w_kind")) & (JOB.c.job_id == bindparam("w_job_id")))'
@@ -183,7 +184,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         name="tenancy-pg-update-any-tenant",
         guarantee="an update changes only its own tenant's job, not a same-id job (PostgreSQL)",
-        file=STORE,
+        file=SQL,
         find="WHERE job.tenant = last.tenant AND job.kind = last.kind",
         replace="WHERE job.kind = last.kind",
         tests=SAME_ID,
