@@ -19,7 +19,7 @@ from sqlalchemy import update
 from jobstatus.v1 import delivery_pb2 as dl
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.v1 import watch_pb2
-from jobstatus_server.access import auth
+from jobstatus_server.access import auth, credentials
 from tests.conftest import Databases, Stubs
 from tests.restkit import connect, keyed_server, metadata
 from tests.rpcerrors import fails, failure_of
@@ -212,7 +212,7 @@ def test_a_revoked_key_ends_its_open_streams(databases: Databases, change: str) 
         with keyed.http() as client:
             sse = _sse_lines(client, gone)
             assert next(sse).startswith("retry:")
-            parsed = auth.parse_key(gone)
+            parsed = credentials.parse_key(gone)
             assert parsed is not None
             if change == "revoke":
                 assert auth.revoke_key(url, parsed[0])
