@@ -5,6 +5,10 @@ between kinds lives here, in one Kind per kind: its message, lifecycle and rules
 service (the contract's RPC and field names, declared once in the client's table,
 jobstatus/kinds.py), its watch responder, and the writes of its own (a dataset's import
 run, dataset_run.py).
+
+One concept past 400 lines: the table is the Kind type and a row per kind with the
+rules that row names, side by side so that the kinds can be compared; only the
+dataset's run, a lifecycle of its own, lives apart.
 """
 
 from __future__ import annotations
