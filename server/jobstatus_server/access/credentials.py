@@ -24,6 +24,8 @@ RAW_X_API_KEY, RAW_AUTHORIZATION, RAW_API_KEY = (
     name.encode("latin-1") for name in (X_API_KEY, AUTHORIZATION, API_KEY)
 )
 KEY_HEADERS = frozenset((RAW_X_API_KEY, RAW_AUTHORIZATION, RAW_API_KEY))
+# The headers `standard_keys` reads, as raw (ASGI) names.
+STANDARD_KEY_HEADERS = frozenset((RAW_X_API_KEY, RAW_AUTHORIZATION))
 
 
 class Headers(Protocol):

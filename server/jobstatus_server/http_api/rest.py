@@ -33,8 +33,7 @@ from jobstatus_server.access.auth import READ, Authenticator, Caller, cluster_of
 from jobstatus_server.access.credentials import (
     API_KEY,
     RAW_API_KEY,
-    RAW_AUTHORIZATION,
-    RAW_X_API_KEY,
+    STANDARD_KEY_HEADERS,
     X_API_KEY,
     standard_keys,
 )
@@ -525,13 +524,11 @@ class Rest:
         kind: Kind[Any],
         render: Callable[[Entry], bytes],
         slot: str,
-        key_headers: tuple[bytes, ...] = (RAW_X_API_KEY, RAW_AUTHORIZATION),
+        key_headers: frozenset[bytes] = STANDARD_KEY_HEADERS,
         reads_host: bool = False,
     ) -> ReadyRead:
         assert self.view is not None
-        return ReadyRead(
-            kind, render, slot, frozenset(key_headers), reads_host, self.auth, self.view
-        )
+        return ReadyRead(kind, render, slot, key_headers, reads_host, self.auth, self.view)
 
     def paths(self) -> list[Path]:
         """The documented paths: (route template, how its id is cut from the path, handler)."""
@@ -574,7 +571,11 @@ class Rest:
                 "id",
                 _guarded(elevate_error, self.catalog),
                 self._ready_read(
-                    CATALOG_IMPORT, _render_catalog, "ready:catalog", (RAW_API_KEY,), True
+                    CATALOG_IMPORT,
+                    _render_catalog,
+                    "ready:catalog",
+                    frozenset((RAW_API_KEY,)),
+                    True,
                 ),
             ),
         ]
