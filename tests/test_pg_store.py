@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus_server.contract.errors import Unavailable
 from jobstatus_server.contract.kinds import MAP_IMPORT
-from jobstatus_server.state.store import Known, Store, Tx
+from jobstatus_server.state.store import KnownState, Store, Tx
 from jobstatus_server.usecases.jobs import Core
 from tests.pg import PgCluster
 from tests.serverproc import ROOT
@@ -341,7 +341,7 @@ async def test_a_guessed_group_commits_alone_and_yields_to_another_replicas_comm
     stored = await first.get(MAP_IMPORT, "default", job_id)
     assert stored is not None
     key = ("default", MAP_IMPORT.name, job_id)
-    known: Known = (created, {key: stored.SerializeToString()})
+    known: KnownState = (created, {key: stored.SerializeToString()})
     second.known = lambda keys: known if list(keys) == [key] else None
 
     committed, conflicts = _guesses("committed"), _guesses("conflict")

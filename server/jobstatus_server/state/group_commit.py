@@ -11,9 +11,9 @@ group, and finishing a group (`_finish`: the changes published, the writes
 answered). Each database's writer is a subclass: `SqliteWriter` (sqlite_writer.py)
 runs a group's statements on the loop and only its COMMIT in the commit thread;
 `PostgresWriter` (pg_writer.py) runs the whole transaction in the commit thread, in
-psycopg's pipeline mode. The module is past 400 lines because group commit is one
-mechanism: the queue, the fill, the commit thread's failure handling and the finish
-all hold the same state and none is meaningful alone.
+psycopg's pipeline mode. The queue, the fill, the commit thread's failure handling
+and the finish stay in one module: they hold the same state and none is meaningful
+alone.
 """
 
 from __future__ import annotations
