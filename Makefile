@@ -55,6 +55,10 @@ bench: $(STAMP) $(BUF) ## Benchmarks as ratios to baselines of the same run (~15
 mutants: $(STAMP) $(BUF) $(NODE_EXAMPLE) ## Mutation testing: every catalogued server mutant must fail its tests (~15 min): tests/mutants/report.md
 	$(PY) -m tests.mutants $(MUTANTS_ARGS)
 
+.PHONY: mutmut
+mutmut: $(STAMP) ## mutmut over the modules whose tests run in-process (~5 min): tests/mutants/tool-report.md
+	$(PY) -m tests.mutants.tool $(MUTMUT_ARGS)
+
 .PHONY: proto
 proto: $(STAMP) ## Regenerate the Python code from proto/
 	$(MAKE) --no-print-directory gen OUT=$(GEN_OUT)

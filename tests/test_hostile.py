@@ -7,7 +7,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -26,6 +29,7 @@ from tests.rpcerrors import fails, failure_of
 from tests.serverproc import ServerProcess
 
 INT64_MAX = 2**63 - 1
+GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 UNDECODABLE = {
     "truncated": bytes.fromhex("0a056162"),
     "bad UTF-8": b"\x0a\x02\xff\xfe",
@@ -274,3 +278,36 @@ def test_a_page_token_past_int64_is_invalid_argument(
     answer = http.get("/api/v1/history/map_import/j", params={"page_token": token})
     assert answer.status_code in (400, 404), answer.text
     no_leak(answer.text)
+
+
+def test_fields_the_contract_does_not_know_are_not_stored(
+    server: ServerProcess, stubs: Stubs, uid: str
+) -> None:
+    """A create whose job carries field 1 (import_request_id) a second time as a varint,
+    and an unknown field 99: the job is stored without them, so grpcurl, whose parser
+    refuses a known field in another wire type, can still read it back and list it."""
+    job = mi.MapImport(import_request_id=uid).SerializeToString()
+    junk = job + b"\x08\x05" + b"\x98\x06\x01"  # field 1 as varint 5; field 99 = 1
+    request = b"\x12" + bytes([len(junk)]) + junk  # CreateMapImportRequest.map_import (2)
+    path = "/jobstatus.v1.MapImportService/CreateMapImport"
+    answer = stubs.channel.unary_unary(path, None, None)(request, timeout=10)
+    created = mi.CreateMapImportResponse.FromString(answer).map_import
+    assert created.import_request_id == uid
+    clean = mi.MapImport()
+    clean.CopyFrom(created)
+    clean.DiscardUnknownFields()
+    assert created.SerializeToString() == clean.SerializeToString(), (
+        "a job was stored with fields the contract does not know: they come back in answers"
+    )
+    get = "jobstatus.v1.MapImportService/GetMapImportStatus"
+    body = json.dumps({"import_request_id": uid})
+    result = subprocess.run(
+        [GRPCURL, "-plaintext", "-max-time", "10", "-d", body, server.address, get],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, (
+        "grpcurl could not read back a job created with unknown fields: " + result.stderr
+    )
+    assert json.loads(result.stdout)["map_import"]["import_request_id"] == uid, result.stdout

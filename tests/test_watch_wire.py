@@ -46,3 +46,4 @@ def test_an_event_from_the_job_bytes_is_the_serialized_message(
     assert wire(event_type, revision, job) == built
     bare = response(type=event_type, revision=revision)
     assert encode_event(event_type, revision, None) == bare.SerializeToString()
+    assert wire(event_type, revision, None) == bare.SerializeToString()

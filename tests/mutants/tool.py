@@ -356,6 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = "python -m tests.mutants.tool" + "".join(
             f" --only '{o}'" for o in args.only or ()
         )
+        command += "".join(f" --tests {t}" for t in args.tests or ())
         text = report(scores, seconds, command, tests)
         args.report.write_text(text)
         print(text.split("## Mutants not killed")[0].rstrip())

@@ -153,6 +153,10 @@ class Rpc:
             request = request_type.FromString(data)
         except Exception:  # DecodeError, RecursionError, ...: the bytes are the caller's
             raise undecodable(request_type) from None
+        # Fields the contract does not know (or a known number sent in another wire type,
+        # which the parser keeps as unknown) are not stored: stored, they came back in
+        # every answer, and stricter parsers (grpcurl's) refused the answer whole.
+        request.DiscardUnknownFields()
         validate(request)
         return request
 
