@@ -51,7 +51,7 @@ def refuse(transport: str, limit: str, message: str, **metadata: str) -> Resourc
 
 
 @dataclass(eq=False)
-class Stream:
+class AdmittedStream:
     """One open watch stream: who opened it, and how to end it from outside."""
 
     caller: Caller
@@ -74,7 +74,7 @@ class CallerLimits:
     max_streams_per_key: int = 20_000
     max_streams_per_connection: int = 1_000
     max_concurrent_calls: int = 1_000
-    streams: set[Stream] = field(default_factory=set)
+    streams: set[AdmittedStream] = field(default_factory=set)
     _by_owner: Counter[str] = field(default_factory=Counter)
     _by_connection: Counter[str] = field(default_factory=Counter)
     _calls: dict[str, int] = field(default_factory=dict)
@@ -89,7 +89,7 @@ class CallerLimits:
         address: str,
         connection: str,
         end: Callable[[JobStatusError], None],
-    ) -> Stream:
+    ) -> AdmittedStream:
         """Count a new watch stream, or refuse it; `close_stream` when it ends."""
         owner = caller_id(caller.key_id, address)
         if self._by_owner[owner] >= self.max_streams_per_key:
@@ -108,13 +108,13 @@ class CallerLimits:
                 "the most it may: close one first, or open another connection",
                 max_streams=str(self.max_streams_per_connection),
             )
-        stream = Stream(caller, scope, end, owner, connection)
+        stream = AdmittedStream(caller, scope, end, owner, connection)
         self.streams.add(stream)
         self._by_owner[owner] += 1
         self._by_connection[connection] += 1
         return stream
 
-    def close_stream(self, stream: Stream) -> None:
+    def close_stream(self, stream: AdmittedStream) -> None:
         if stream in self.streams:
             self.streams.discard(stream)
             for counts, key in (

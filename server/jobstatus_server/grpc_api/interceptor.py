@@ -42,8 +42,8 @@ from jobstatus_server.access.auth import CALLER, OPEN, Authenticator, Caller, me
 from jobstatus_server.access.credentials import bearer
 from jobstatus_server.access.limits import (
     GRPC,
+    AdmittedStream,
     CallerLimits,
-    Stream,
     caller_id,
     grpc_address,
     refuse,
@@ -254,7 +254,7 @@ class Rpc:
         async def call(data: bytes, context: Context) -> None:
             task = asyncio.current_task()
             assert task is not None
-            stream: Stream | None = None
+            stream: AdmittedStream | None = None
             try:
                 caller = await self.authenticate(context, scope)
                 request = self.admit(data, request_type)

@@ -167,7 +167,7 @@ class ReadyAnswers:
 
 class GetRequest:
     """What a documented path's handler reads of a GET request, straight from the scope
-    (in place of Starlette's Request; rest.Ask)."""
+    (in place of Starlette's Request; rest.IncomingRequest)."""
 
     __slots__ = ("client", "headers", "path_params", "scope")
 

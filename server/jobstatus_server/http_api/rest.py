@@ -265,7 +265,7 @@ class Json:
 Answer = Response | Json
 
 
-class Ask(Protocol):
+class IncomingRequest(Protocol):
     """What a handler reads of a request: Starlette's Request, or the fast path's
     GetRequest (fast_path.py)."""
 
@@ -287,7 +287,7 @@ Handler = Callable[[Any], Awaitable[Answer]]
 def _guarded(style: ErrorStyle, handler: Handler) -> Handler:
     """Answer any failure the handler did not answer itself in the path's error style."""
 
-    async def run(request: Ask) -> Answer:
+    async def run(request: IncomingRequest) -> Answer:
         try:
             return await handler(request)
         except JobStatusError as error:
@@ -396,7 +396,9 @@ class Rest:
     limits: Limits = field(default_factory=Limits)
     view: View | None = None
 
-    async def _get(self, kind: Kind[M], tenant: str, job_id: str, request: Ask) -> Entry | None:
+    async def _get(
+        self, kind: Kind[M], tenant: str, job_id: str, request: IncomingRequest
+    ) -> Entry | None:
         """The job as the view has it (None: no such job); an id that no job can have is
         not looked up. Waits for the `X-Min-Revision` header's revision."""
         assert self.view is not None
@@ -412,7 +414,7 @@ class Rest:
         self.auth.authorize(caller, READ)
         return caller
 
-    async def _getapp_caller(self, request: Ask) -> Caller | Response:
+    async def _getapp_caller(self, request: IncomingRequest) -> Caller | Response:
         try:
             return await self._reader(*standard_keys(request.headers))
         except Unauthenticated as error:
@@ -420,13 +422,13 @@ class Rest:
         except PermissionDenied as error:
             return getapp_error(403, error.message)
 
-    async def map_v1(self, request: Ask) -> Answer:
+    async def map_v1(self, request: IncomingRequest) -> Answer:
         return await self._map(request, _render_map_v1)
 
-    async def map_v2(self, request: Ask) -> Answer:
+    async def map_v2(self, request: IncomingRequest) -> Answer:
         return await self._map(request, _render_map_v2)
 
-    async def _map(self, request: Ask, render: Callable[[Entry], bytes]) -> Answer:
+    async def _map(self, request: IncomingRequest, render: Callable[[Entry], bytes]) -> Answer:
         caller = await self._getapp_caller(request)
         if isinstance(caller, Response):
             return caller
@@ -437,7 +439,7 @@ class Rest:
             return JSONResponse(MAP_NOT_FOUND.render(mi.MapImport(error=_error(error))))
         return Json(entry.built(render, render))
 
-    async def delivery(self, request: Ask) -> Answer:
+    async def delivery(self, request: IncomingRequest) -> Answer:
         caller = await self._getapp_caller(request)
         if isinstance(caller, Response):
             return caller
@@ -460,7 +462,7 @@ class Rest:
             return JSONResponse(body, 404)
         return Json(entry.built(_render_delivery, _render_delivery))
 
-    async def dataset(self, request: Ask) -> Answer:
+    async def dataset(self, request: IncomingRequest) -> Answer:
         try:
             caller = await self._reader(
                 request.query_params.get("private_key"), request.headers.get(X_API_KEY)
@@ -502,7 +504,7 @@ class Rest:
             return details(404, NO_RUN)
         return Json(body)
 
-    async def catalog(self, request: Ask) -> Answer:
+    async def catalog(self, request: IncomingRequest) -> Answer:
         cluster = cluster_of(request.headers.get("host") or "")
         if cluster is not None and not self.auth.knows_tenant(cluster):
             return elevate_error(404, CLUSTER_NOT_FOUND)

@@ -45,8 +45,7 @@ from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.v1 import watch_pb2
 from jobstatus_server.access.auth import READ, Authenticator
 from jobstatus_server.access.credentials import bearer
-from jobstatus_server.access.limits import HTTP, CallerLimits
-from jobstatus_server.access.limits import Stream as LimitedStream
+from jobstatus_server.access.limits import HTTP, AdmittedStream, CallerLimits
 from jobstatus_server.contract.errors import (
     FieldViolation,
     InvalidArgument,
@@ -192,7 +191,7 @@ class EventStream(Response):
         self.feed = FEEDS[kind.name]
         self.envelope = envelope
         self.limits: CallerLimits | None = None
-        self.counted: LimitedStream | None = None  # in the per-caller stream limits
+        self.counted: AdmittedStream | None = None  # in the per-caller stream limits
         self.ended: JobStatusError | None = None  # ended from outside (its key was revoked)
         self._watch: asyncio.Task[None] | None = None
 

@@ -32,7 +32,7 @@ MAX_ID_LEN = 1024  # longer than any job id the contract allows
 
 
 @dataclass(frozen=True)
-class Change(Generic[M]):
+class HistoryEntry(Generic[M]):
     revision: int
     time: float  # POSIX seconds
     job: M
@@ -45,7 +45,7 @@ class Change(Generic[M]):
 
 @dataclass(frozen=True)
 class Page(Generic[M]):
-    changes: list[Change[M]]
+    changes: list[HistoryEntry[M]]
     next_page_token: str
     oldest_revision: int
     truncated: bool
@@ -101,6 +101,6 @@ async def history(
             metadata={"oldest_revision": str(oldest)},
         )
     rows = found.changes
-    changes = [Change(r, t, kind.message.FromString(d)) for r, t, d in rows[:size]]
+    changes = [HistoryEntry(r, t, kind.message.FromString(d)) for r, t, d in rows[:size]]
     token = encode_token(kind, job_id, rows[size - 1][0]) if len(rows) > size else ""
     return Page(changes, token, oldest, found.created <= found.compacted)

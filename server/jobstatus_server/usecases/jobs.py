@@ -291,9 +291,9 @@ class Core:
         job_id: str,
         mutate: Callable[[M, Tx], M],
         expected_revision: int,
-        wire: bool,
+        as_response_bytes: bool,
     ) -> Any:
-        """`modify`; with `wire`, answered as kinds.job_response of the job's bytes."""
+        """`modify`; with `as_response_bytes`, answered as wire.job_response of the job's bytes."""
         key = (tenant, kind.name, job_id)
 
         def run(tx: Tx) -> Any:
@@ -310,7 +310,7 @@ class Core:
                 )
             new = mutate(current, tx)
             job = current if new == current else tx.put(kind, tenant, new, created=False)
-            if not wire:
+            if not as_response_bytes:
                 return job
             # The bytes stored (or read ahead, when nothing changed) are the job's.
             data = tx.loaded.get(key)
