@@ -9,7 +9,7 @@ from google.protobuf import field_mask_pb2
 from bench.jobs import map_import
 from jobstatus.v1 import delivery_pb2 as dl
 from jobstatus.v1 import map_import_pb2 as mi
-from jobstatus_server.usecases.jobs import _merger
+from jobstatus_server.usecases.jobs import mask_merger
 
 MAP_MASKS = [
     ("status",),
@@ -43,7 +43,7 @@ def test_map_import_masks(paths: tuple[str, ...], source: mi.MapImport) -> None:
     field_mask_pb2.FieldMask(paths=paths).MergeMessage(
         source, expected, replace_message_field=True, replace_repeated_field=True
     )
-    _merger(mi.MapImport.DESCRIPTOR, paths)(source, got)
+    mask_merger(mi.MapImport.DESCRIPTOR, paths)(source, got)
     assert got == expected
 
 
@@ -64,5 +64,5 @@ def test_repeated_fields_are_replaced(paths: tuple[str, ...]) -> None:
     field_mask_pb2.FieldMask(paths=paths).MergeMessage(
         source, expected, replace_message_field=True, replace_repeated_field=True
     )
-    _merger(dl.PreparedDelivery.DESCRIPTOR, paths)(source, got)
+    mask_merger(dl.PreparedDelivery.DESCRIPTOR, paths)(source, got)
     assert got == expected

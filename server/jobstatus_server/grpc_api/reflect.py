@@ -17,8 +17,7 @@ from typing import Any
 import grpc
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import FileDescriptor
-from grpc_reflection.v1alpha import reflection_pb2_grpc
-from grpc_reflection.v1alpha._async import ReflectionServicer  # what enable_server_reflection uses
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from jobstatus_server.grpc_api.interceptor import GenericOnly
 
@@ -61,5 +60,7 @@ def enable(service_names: Sequence[str], server: grpc.aio.Server) -> None:
     reflection.enable_server_reflection does for a grpc.aio server, registered as a
     generic handler only (interceptor.GenericOnly)."""
     pool: Any = SymbolPool()  # duck-typed: only the lookups reflection makes
-    servicer = ReflectionServicer(tuple(service_names), pool=pool)
+    # reflection.aio is public (in the module's __all__); its type stubs do not list it.
+    aio: Any = reflection.aio  # type: ignore[attr-defined]
+    servicer = aio.ReflectionServicer(tuple(service_names), pool=pool)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, GenericOnly(server))

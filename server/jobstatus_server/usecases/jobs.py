@@ -69,7 +69,7 @@ def _valid_mask(descriptor: Descriptor, paths: tuple[str, ...]) -> bool:
 
 
 @lru_cache(maxsize=MASK_CACHE)
-def _merger(descriptor: Descriptor, paths: tuple[str, ...]) -> Merge:
+def mask_merger(descriptor: Descriptor, paths: tuple[str, ...]) -> Merge:
     tree: dict[str, Any] = {}
     for path in paths:  # as FieldMask's tree: a path covers all of its sub-paths
         node = tree
@@ -257,7 +257,7 @@ class Core:
             ]
         if not paths:
             raise invalid("update_mask", "names no field to change")
-        merge = _merger(kind.descriptor, tuple(paths))
+        merge = mask_merger(kind.descriptor, tuple(paths))
 
         def mutate(current: M, tx: Tx) -> M:
             new = kind.message()
