@@ -3,6 +3,10 @@
 Body schemas come from the same Shapes that render the answers (rest.py), enum
 values from the descriptors; the error bodies are those each path really sends.
 Security is declared only while the server requires API keys.
+
+One concept past 400 lines: the document is one JSON value, and most of its lines
+are the paths' declarations (parameters, answers, examples), each read from the
+code that serves the path, so that the document cannot drift from the server.
 """
 
 from __future__ import annotations

@@ -4,6 +4,11 @@ Transports call these functions and translate; the rules of each kind come
 from the kind table (contract/kinds.py: lifecycles, rules, a kind's own writes such
 as a dataset's import run), the storage from store.py. Requests reach the core validated
 against the contract's field rules (validation.py).
+
+One concept, a little past 400 lines: every use case of a job (create, update
+through a field mask, the kind's own writes, get, list with page tokens, the
+time-driven transitions) runs through the same transaction and the same rules, and
+the field-mask merge they share is here with them.
 """
 
 from __future__ import annotations
