@@ -25,7 +25,7 @@ from jobstatus_server.contract.kinds import KINDS, Kind, Operation
 from jobstatus_server.contract.validation import compile_all
 from jobstatus_server.contract.wire import job_response, wire
 from jobstatus_server.grpc_api.interceptor import Rpc
-from jobstatus_server.state.view import View, response_bytes
+from jobstatus_server.state.view import View
 from jobstatus_server.state.watch import Hub
 from jobstatus_server.usecases.history import history
 from jobstatus_server.usecases.jobs import Core
@@ -96,7 +96,7 @@ class KindService:
             request.min_revision,
             context.time_remaining(),
         )
-        return response_bytes(entry)  # the response, serialized once per change
+        return entry.renderings.response_bytes()  # serialized once per change
 
     async def list(self, request: Any, context: Context) -> Message:
         jobs, token = await self.core.list(

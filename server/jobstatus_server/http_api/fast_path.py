@@ -77,12 +77,12 @@ class ReadyAnswers:
 
     __slots__ = (
         "auth",
+        "form",
         "key_headers",
         "kind_name",
         "notable",
         "reads_host",
         "render",
-        "slot",
         "view",
     )
 
@@ -90,8 +90,8 @@ class ReadyAnswers:
         self.auth = read.auth
         self.view = read.view
         self.kind_name = read.kind.name
+        self.form = read.form
         self.render = read.render
-        self.slot = read.slot
         self.key_headers = read.key_headers
         self.reads_host = read.reads_host
         # The request headers the path (or the CallerGuard) reads: a request carrying
@@ -153,15 +153,16 @@ class ReadyAnswers:
         entry = view.lookup((self.kind_name, caller.tenant, job_id))
         if entry is None:
             return None
-        ready: Ready | None = entry.cache.get(self.slot)
+        renderings = entry.renderings
+        ready_answers = renderings.ready_answers
+        ready: Ready | None = None if ready_answers is None else ready_answers[self.form]
         if ready is None:
-            render = self.render
             try:
-                body = entry.built(render, render)
+                body = renderings.documented_json(self.form, self.render)
             except Exception:  # the handler answers it (and logs it)
                 return None
             ready = (start_message(200, len(body)), {"type": "http.response.body", "body": body})
-            entry.cache[self.slot] = ready
+            renderings.keep_ready_answer(self.form, ready)
         return ready
 
 

@@ -48,6 +48,7 @@ from jobstatus_server.contract.kinds import CATALOG_IMPORT, DATASET, DELIVERY, M
 from jobstatus_server.contract.render import Key, Shape
 from jobstatus_server.contract.validation import violations_of
 from jobstatus_server.http_api import params
+from jobstatus_server.state.renderings import Form, Renderings
 from jobstatus_server.state.view import Entry, View
 from jobstatus_server.usecases.jobs import Core
 
@@ -351,8 +352,8 @@ class Limits:
 # --- the paths ------------------------------------------------------------------------------
 
 
-def _render_map_v1(entry: Entry) -> bytes:
-    job = entry.message(MAP_IMPORT)
+def _render_map_v1(renderings: Renderings) -> bytes:
+    job = renderings.message(MAP_IMPORT)
     if job.status in V1_REPORTS:
         shown = mi.MapImport()
         shown.CopyFrom(job)
@@ -361,23 +362,23 @@ def _render_map_v1(entry: Entry) -> bytes:
     return _dumps(MAP_V1.render(job))
 
 
-def _render_map_v2(entry: Entry) -> bytes:
-    return _dumps(MAP_V2.render(entry.message(MAP_IMPORT)))
+def _render_map_v2(renderings: Renderings) -> bytes:
+    return _dumps(MAP_V2.render(renderings.message(MAP_IMPORT)))
 
 
-def _render_delivery(entry: Entry) -> bytes:
-    return _dumps(DELIVERY_BODY.render(entry.message(DELIVERY)))
+def _render_delivery(renderings: Renderings) -> bytes:
+    return _dumps(DELIVERY_BODY.render(renderings.message(DELIVERY)))
 
 
-def _render_dataset(entry: Entry) -> bytes:
-    job = entry.message(DATASET)
+def _render_dataset(renderings: Renderings) -> bytes:
+    job = renderings.message(DATASET)
     if not job.HasField("latest_run"):
         return b""  # answered 404 NO_RUN
     return _dumps(DATASET_RUN.render(job.latest_run))
 
 
-def _render_catalog(entry: Entry) -> bytes:
-    return _dumps(CATALOG_BODY.render(entry.message(CATALOG_IMPORT)))
+def _render_catalog(renderings: Renderings) -> bytes:
+    return _dumps(CATALOG_BODY.render(renderings.message(CATALOG_IMPORT)))
 
 
 def _possible(kind: Kind[M], job_id: str) -> bool:
@@ -423,12 +424,14 @@ class Rest:
             return getapp_error(403, error.message)
 
     async def map_v1(self, request: IncomingRequest) -> Answer:
-        return await self._map(request, _render_map_v1)
+        return await self._map(request, Form.MAP_V1, _render_map_v1)
 
     async def map_v2(self, request: IncomingRequest) -> Answer:
-        return await self._map(request, _render_map_v2)
+        return await self._map(request, Form.MAP_V2, _render_map_v2)
 
-    async def _map(self, request: IncomingRequest, render: Callable[[Entry], bytes]) -> Answer:
+    async def _map(
+        self, request: IncomingRequest, form: Form, render: Callable[[Renderings], bytes]
+    ) -> Answer:
         caller = await self._getapp_caller(request)
         if isinstance(caller, Response):
             return caller
@@ -437,7 +440,7 @@ class Rest:
         if entry is None:
             error = MAP_IMPORT.not_found(job_id)
             return JSONResponse(MAP_NOT_FOUND.render(mi.MapImport(error=_error(error))))
-        return Json(entry.built(render, render))
+        return Json(entry.renderings.documented_json(form, render))
 
     async def delivery(self, request: IncomingRequest) -> Answer:
         caller = await self._getapp_caller(request)
@@ -460,7 +463,7 @@ class Rest:
             error = DELIVERY.not_found(job_id)
             body = DELIVERY_NOT_FOUND.render(dl.PreparedDelivery(error=_error(error)))
             return JSONResponse(body, 404)
-        return Json(entry.built(_render_delivery, _render_delivery))
+        return Json(entry.renderings.documented_json(Form.DELIVERY, _render_delivery))
 
     async def dataset(self, request: IncomingRequest) -> Answer:
         try:
@@ -499,7 +502,7 @@ class Rest:
         entry = await self._get(DATASET, caller.tenant, dataset_id, request)
         if entry is None:
             return details(404, DATASET_NOT_FOUND)
-        body = entry.built(_render_dataset, _render_dataset)
+        body = entry.renderings.documented_json(Form.DATASET_RUN, _render_dataset)
         if not body:
             return details(404, NO_RUN)
         return Json(body)
@@ -519,18 +522,18 @@ class Rest:
         if entry is None:
             job = cat.CatalogImport(id=job_id, status=cat.CATALOG_IMPORT_STATUS_NOT_FOUND)
             return JSONResponse(CATALOG_BODY.render(job))
-        return Json(entry.built(_render_catalog, _render_catalog))
+        return Json(entry.renderings.documented_json(Form.CATALOG, _render_catalog))
 
     def _ready_read(
         self,
         kind: Kind[Any],
-        render: Callable[[Entry], bytes],
-        slot: str,
+        form: Form,
+        render: Callable[[Renderings], bytes],
         key_headers: frozenset[bytes] = STANDARD_KEY_HEADERS,
         reads_host: bool = False,
     ) -> ReadyRead:
         assert self.view is not None
-        return ReadyRead(kind, render, slot, key_headers, reads_host, self.auth, self.view)
+        return ReadyRead(kind, form, render, key_headers, reads_host, self.auth, self.view)
 
     def paths(self) -> list[Path]:
         """The documented paths: (route template, how its id is cut from the path, handler)."""
@@ -541,7 +544,7 @@ class Rest:
                 "",
                 "importRequestId",
                 _guarded(getapp_error, self.map_v1),
-                self._ready_read(MAP_IMPORT, _render_map_v1, "ready:map-v1"),
+                self._ready_read(MAP_IMPORT, Form.MAP_V1, _render_map_v1),
             ),
             Path(
                 "/api/v2/map/import/status/{importRequestId}",
@@ -549,7 +552,7 @@ class Rest:
                 "",
                 "importRequestId",
                 _guarded(getapp_error, self.map_v2),
-                self._ready_read(MAP_IMPORT, _render_map_v2, "ready:map-v2"),
+                self._ready_read(MAP_IMPORT, Form.MAP_V2, _render_map_v2),
             ),
             Path(
                 "/api/v1/delivery/preparedDelivery/{catalogId}",
@@ -557,7 +560,7 @@ class Rest:
                 "",
                 "catalogId",
                 _guarded(getapp_error, self.delivery),
-                self._ready_read(DELIVERY, _render_delivery, "ready:delivery"),
+                self._ready_read(DELIVERY, Form.DELIVERY, _render_delivery),
             ),
             Path(
                 "/datasets/{dataset_id}/status",
@@ -574,8 +577,8 @@ class Rest:
                 _guarded(elevate_error, self.catalog),
                 self._ready_read(
                     CATALOG_IMPORT,
+                    Form.CATALOG,
                     _render_catalog,
-                    "ready:catalog",
                     frozenset((RAW_API_KEY,)),
                     True,
                 ),
@@ -599,13 +602,13 @@ class Rest:
 @dataclass(frozen=True)
 class ReadyRead:
     """What the fast path needs to answer a GET of a documented path from the view at
-    once, as its handler would: the kind, the body's rendering and where the view keeps
-    it, the key headers the path reads (credentials.py), whether it reads its cluster
+    once, as its handler would: the kind, the body's form (renderings.py) and its
+    rendering, the key headers the path reads (credentials.py), whether it reads its cluster
     from the Host header, and the authenticator and view the handler uses."""
 
     kind: Kind[Any]
-    render: Callable[[Entry], bytes]
-    slot: str
+    form: Form
+    render: Callable[[Renderings], bytes]
     key_headers: frozenset[bytes]
     reads_host: bool
     auth: Authenticator

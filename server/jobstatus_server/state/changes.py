@@ -4,11 +4,15 @@ starts from) and a `History` page (one job's kept changes)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.message import Message
 
-@dataclass(slots=True)
+from jobstatus_server.state.renderings import Renderings
+
+
+@dataclass(slots=True, init=False)
 class Change:
     """One committed change, as read from the event log."""
 
@@ -18,9 +22,26 @@ class Change:
     job_id: str
     status: int
     data: bytes
-    cache: dict[Any, Any] = field(default_factory=dict)
-    # The watch events built from this change, once for every stream (watch.py).
-    events: dict[Any, Any] | None = None
+    # Every form the change is sent in, built once for every stream and reader.
+    renderings: Renderings
+
+    def __init__(
+        self,
+        revision: int,
+        tenant: str,
+        kind: str,
+        job_id: str,
+        status: int,
+        data: bytes,
+        message: Message | None = None,  # the parsed job, when the writer has it
+    ) -> None:
+        self.revision = revision
+        self.tenant = tenant
+        self.kind = kind
+        self.job_id = job_id
+        self.status = status
+        self.data = data
+        self.renderings = Renderings(data, message)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """The view: this process's memory of the current state of jobs.
 
 Per job (kind, tenant, id) it keeps the latest committed state: its revision,
-its serialized protobuf bytes, and, built once per change when first asked,
-the parsed message, the Get response and the documented JSON bodies. Get and
+its serialized protobuf bytes, and the change's renderings (renderings.py: built
+once per change when first asked, the parsed message, the Get response, the
+documented JSON bodies and the ready HTTP answers). Get and
 the documented REST paths answer from it with no thread hop and no SQL.
 
 It is fed by the watch hub's change feed (`Hub._publish`), strictly in
@@ -21,7 +22,9 @@ Consistency, per process (and so per replica on PostgreSQL):
   one this process already answered for it (entries only move forward; an
   evicted job is read again from the database, which is at least as new).
 
-Memory is bounded by a budget in bytes: settled jobs are evicted first, least
+Memory is bounded by a budget in bytes (each entry's overhead and its renderings'
+exact size, which grows as forms are built and is checked at the next change or
+fill): settled jobs are evicted first, least
 recently read first, then active ones, least recently read first.
 """
 
@@ -39,7 +42,6 @@ import grpc
 
 from jobstatus_server.contract.errors import JobStatusError
 from jobstatus_server.contract.kinds import KINDS, Kind
-from jobstatus_server.contract.wire import RESPONSE_TAG, job_response
 from jobstatus_server.observability.metrics import (
     VIEW_BYTES,
     VIEW_EVICTIONS,
@@ -48,10 +50,11 @@ from jobstatus_server.observability.metrics import (
     VIEW_MISSES,
     VIEW_REVISION,
 )
+from jobstatus_server.state.renderings import Renderings
 from jobstatus_server.state.store import Change, Known, Store
 
 Key = tuple[str, str, str]  # (kind, tenant, job id)
-ENTRY_OVERHEAD = 400  # bytes an entry costs beyond its payloads (objects, dict slots)
+ENTRY_OVERHEAD = 200  # bytes an entry costs beyond its key's strings and its renderings
 DEFAULT_BUDGET = 64 * 1024 * 1024
 DEFAULT_WAIT = 5.0
 _HITS = VIEW_HITS.labels()  # a hit is counted on every read: `+= 1`, no lock
@@ -73,23 +76,8 @@ class Entry:
     status: int
     data: bytes  # the job's serialized protobuf message
     settled: bool
-    cache: dict[Any, Any]  # built once per change: message, response, JSON bodies
-    size: int = 0
-
-    def message(self, kind: Kind[Any]) -> Any:
-        job = self.cache.get(kind.name)
-        if job is None:
-            job = kind.message.FromString(self.data)
-            self.cache[kind.name] = job
-        return job
-
-    def built(self, key: Any, build: Callable[[Entry], bytes]) -> bytes:
-        """`build(self)`, made once per change and kept (counted in the entry's size)."""
-        body: bytes | None = self.cache.get(key)
-        if body is None:
-            body = build(self)
-            self.cache[key] = body
-        return body
+    renderings: Renderings  # every form the change is sent in (renderings.py)
+    size: int = 0  # what the entry costs beyond its renderings' size
 
 
 @dataclass(slots=True)
@@ -148,7 +136,7 @@ class View:
                     change.status,
                     change.data,
                     change.status in kind.settled,
-                    change.cache,
+                    change.renderings,
                 ),
                 current,
             )
@@ -157,6 +145,9 @@ class View:
         self._wake()
 
     def clear(self) -> None:
+        for queue in (self._active, self._settled):
+            for entry in queue.values():
+                entry.renderings.account = None
         self._active.clear()
         self._settled.clear()
         self.size = 0
@@ -164,12 +155,19 @@ class View:
     def _put(self, key: Key, entry: Entry, current: Entry | None) -> None:
         if current is not None:
             (self._settled if current.settled else self._active).pop(key, None)
-            self.size -= current.size
-        # The bytes, and about as much again for each of what is built from them: the
-        # parsed message, the Get response, a JSON body.
-        entry.size = ENTRY_OVERHEAD + 4 * len(entry.data) + len(key[1]) + len(key[2])
+            self._forget(current)
+        # The entry and its key, and its renderings' exact bytes: forms built later add
+        # to the view's size as they are built (Renderings.account).
+        entry.size = ENTRY_OVERHEAD + len(key[1]) + len(key[2])
         (self._settled if entry.settled else self._active)[key] = entry
-        self.size += entry.size
+        renderings = entry.renderings
+        renderings.account = self
+        self.size += entry.size + renderings.size
+
+    def _forget(self, entry: Entry) -> None:
+        renderings = entry.renderings
+        renderings.account = None
+        self.size -= entry.size + renderings.size
 
     def _evict(self) -> None:
         while self.size > self.budget:
@@ -182,8 +180,7 @@ class View:
                     break
             else:
                 return  # only entries ahead of the feed: evicted once it catches up
-            entry = queue.pop(victim)
-            self.size -= entry.size
+            self._forget(queue.pop(victim))
             VIEW_EVICTIONS.inc()
 
     # --- waiting for a revision ---------------------------------------------------
@@ -310,13 +307,8 @@ class View:
             if job is None:
                 return None
             status = kind.status_of(job)
-            entry = Entry(found, status, job.SerializeToString(), status in kind.settled, {})
-            entry.cache[kind.name] = job
+            data = job.SerializeToString()
+            entry = Entry(found, status, data, status in kind.settled, Renderings(data, job))
             self._put(key, entry, current)
             self._evict()
             return entry
-
-
-def response_bytes(entry: Entry) -> bytes:
-    """The serialized Get response (kinds.job_response), built once per change."""
-    return entry.built(RESPONSE_TAG, lambda e: job_response(e.data))

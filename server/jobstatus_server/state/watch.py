@@ -35,8 +35,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf.message import Message
-
 from jobstatus.v1 import watch_pb2
 from jobstatus_server.contract.errors import (
     JobStatusError,
@@ -45,7 +43,7 @@ from jobstatus_server.contract.errors import (
 )
 from jobstatus_server.contract.kinds import Kind
 from jobstatus_server.contract.watch_start import GRPC_RESUME, check_watch_start, revision_compacted
-from jobstatus_server.contract.wire import Respond, encode_event, wire
+from jobstatus_server.contract.wire import Respond
 from jobstatus_server.observability.metrics import HUB_REVISION, WATCH_CUTOFFS, WATCH_STREAMS
 from jobstatus_server.state.store import Change, Snapshot, Store
 
@@ -461,7 +459,7 @@ class Hub:
                 # A send that has begun reaches the client even if the stream is ended
                 # while it waits: count it as sent before it starts (the resume point).
                 stream.sent = max(stream.sent, job.revision)
-                await send(_event(respond, kind, STATE, job.revision, job))
+                await send(job.renderings.watch_frame(respond, kind, STATE, job.revision))
                 settled[job.job_id] = job.status in kind.settled
             stream.sent = stream.cursor = snapshot.revision
             await send(respond(SYNCED, snapshot.revision, None))
@@ -521,7 +519,7 @@ class Hub:
                     stream.backlog -= 1
                 if change.revision <= stream.sent:
                     continue  # covered by the initial state
-                message = _event(respond, kind, CHANGE, change.revision, change)
+                message = change.renderings.watch_frame(respond, kind, CHANGE, change.revision)
                 stream.sent = change.revision  # before the send: see _open
                 await send(message)
                 stream.last_write = time.monotonic()
@@ -530,30 +528,3 @@ class Hub:
                     settled[change.job_id] = change.status in settled_statuses
                     if all(settled.values()):
                         return
-
-
-def _event(
-    respond: Respond, kind: Kind[Any], event_type: int, revision: int, change: Change
-) -> Any:
-    """A STATE or CHANGE event of `change`, built once per change for every stream that
-    shares the responder (for `wire`: from the stored bytes, without parsing them)."""
-    events = change.events
-    if events is None:
-        events = change.events = {}
-    key = (respond, event_type)
-    event = events.get(key)
-    if event is None:
-        if respond is wire:
-            event = encode_event(event_type, revision, change.data)
-        else:
-            event = respond(event_type, revision, _job(kind, change))
-        events[key] = event
-    return event
-
-
-def _job(kind: Kind[Any], change: Change) -> Message:
-    job: Message | None = change.cache.get(kind.name)
-    if job is None:
-        job = kind.message.FromString(change.data)
-        change.cache[kind.name] = job
-    return job
