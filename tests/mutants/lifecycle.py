@@ -13,10 +13,10 @@ READERS = "server/jobstatus_server/state/readers.py"
 KINDS = "server/jobstatus_server/contract/kinds.py"
 CORE = "server/jobstatus_server/usecases/jobs.py"
 DATASET_RUN = "server/jobstatus_server/contract/dataset_run.py"
-HISTORY = "tests/test_history.py"
-LIFECYCLE = "tests/test_lifecycle.py"
-WRITES = "tests/test_writes.py"
-EXPIRY = "tests/test_expiry.py"
+HISTORY = "tests/usecases/test_history.py"
+LIFECYCLE = "tests/contract/test_lifecycle.py"
+WRITES = "tests/usecases/test_writes.py"
+EXPIRY = "tests/usecases/test_expiry.py"
 
 MUTANTS: list[Mutant] = [
     # --- compaction -------------------------------------------------------------------

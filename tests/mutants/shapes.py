@@ -18,9 +18,9 @@ REST = "server/jobstatus_server/http_api/rest.py"
 RENDER = "server/jobstatus_server/contract/render.py"
 ERRORS = "server/jobstatus_server/contract/errors.py"
 
-T_STREAMS = "tests/test_limits.py::test_watch_streams_per_key_and_per_connection[sqlite]"
-T_SIZES = "tests/test_limits.py::test_request_and_header_size[sqlite]"
-T_CALLS = "tests/test_limits.py::test_concurrent_calls[sqlite]"
+T_STREAMS = "tests/access/test_limits.py::test_watch_streams_per_key_and_per_connection[sqlite]"
+T_SIZES = "tests/access/test_limits.py::test_request_and_header_size[sqlite]"
+T_CALLS = "tests/access/test_limits.py::test_concurrent_calls[sqlite]"
 
 MUTANTS: list[Mutant] = [
     Mutant(
@@ -117,7 +117,7 @@ MUTANTS: list[Mutant] = [
         file=REST,
         find='return details(429, RATE_LIMITED, {"Retry-After": str(math.ceil(wait))})',
         replace="return details(429, RATE_LIMITED)",
-        tests=("tests/test_rest_errors.py::test_dataset_429_with_retry_after[sqlite]",),
+        tests=("tests/http_api/test_rest_errors.py::test_dataset_429_with_retry_after[sqlite]",),
     ),
     Mutant(
         name="shapes-dataset-402-body-key",
@@ -125,7 +125,9 @@ MUTANTS: list[Mutant] = [
         file=REST,
         find="return detail(402, OUT_OF_QUOTA)",
         replace="return details(402, OUT_OF_QUOTA)",
-        tests=("tests/test_rest_errors.py::test_dataset_402_when_the_quota_is_used_up[sqlite]",),
+        tests=(
+            "tests/http_api/test_rest_errors.py::test_dataset_402_when_the_quota_is_used_up[sqlite]",
+        ),
     ),
     Mutant(
         name="shapes-dataset-quota-off-by-one",
@@ -133,7 +135,9 @@ MUTANTS: list[Mutant] = [
         file=REST,
         find="        if used >= self.quota:",
         replace="        if used > self.quota:",
-        tests=("tests/test_rest_errors.py::test_dataset_402_when_the_quota_is_used_up[sqlite]",),
+        tests=(
+            "tests/http_api/test_rest_errors.py::test_dataset_402_when_the_quota_is_used_up[sqlite]",
+        ),
     ),
     Mutant(
         name="shapes-catalog-unknown-id-404",
@@ -141,7 +145,7 @@ MUTANTS: list[Mutant] = [
         file=REST,
         find="            return JSONResponse(CATALOG_BODY.render(job))",
         replace="            return JSONResponse(CATALOG_BODY.render(job), 404)",
-        tests=("tests/test_rest_errors.py::test_catalog_403_404_and_not_found[sqlite]",),
+        tests=("tests/http_api/test_rest_errors.py::test_catalog_403_404_and_not_found[sqlite]",),
     ),
     Mutant(
         name="shapes-delivery-empty-source-accepted",
@@ -149,7 +153,7 @@ MUTANTS: list[Mutant] = [
         file=REST,
         find="if source is not None and source not in SOURCES:",
         replace="if source and source not in SOURCES:",
-        tests=("tests/test_rest_paths.py::test_delivery_source_is_validated",),
+        tests=("tests/http_api/test_rest_paths.py::test_delivery_source_is_validated",),
     ),
     Mutant(
         name="shapes-json-key-proto-name",
@@ -157,7 +161,7 @@ MUTANTS: list[Mutant] = [
         file=RENDER,
         find="                out[descriptor.json_name] = _value(descriptor, key, value)",
         replace="                out[descriptor.name] = _value(descriptor, key, value)",
-        tests=("tests/test_rest_paths.py::test_map_import_body[sqlite-InProgress]",),
+        tests=("tests/http_api/test_rest_paths.py::test_map_import_body[sqlite-InProgress]",),
     ),
     Mutant(
         name="shapes-status-spelling",
@@ -165,7 +169,7 @@ MUTANTS: list[Mutant] = [
         file=RENDER,
         find="return spelling(found) if found is not None and found.number else None",
         replace="return found.name if found is not None and found.number else None",
-        tests=("tests/test_rest_paths.py::test_map_import_body[sqlite-InProgress]",),
+        tests=("tests/http_api/test_rest_paths.py::test_map_import_body[sqlite-InProgress]",),
     ),
     Mutant(
         name="shapes-v1-reports-draft",
@@ -173,7 +177,7 @@ MUTANTS: list[Mutant] = [
         file=REST,
         find="    mi.MAP_IMPORT_STATUS_DRAFT: mi.MAP_IMPORT_STATUS_START,\n",
         replace="",
-        tests=("tests/test_rest_paths.py::test_map_import_body[sqlite-Draft]",),
+        tests=("tests/http_api/test_rest_paths.py::test_map_import_body[sqlite-Draft]",),
     ),
     Mutant(
         name="shapes-errorinfo-without-metadata",
@@ -182,7 +186,7 @@ MUTANTS: list[Mutant] = [
         find="reason=self.reason, domain=DOMAIN, metadata=self.metadata",
         replace="reason=self.reason, domain=DOMAIN",
         tests=(
-            "tests/test_rest_errors.py::test_grpc_unauthenticated_and_permission_denied[sqlite]",
+            "tests/http_api/test_rest_errors.py::test_grpc_unauthenticated_and_permission_denied[sqlite]",
         ),
     ),
     Mutant(
@@ -192,7 +196,7 @@ MUTANTS: list[Mutant] = [
         find="        return [*super().details(), _pack(bad)]",
         replace="        return super().details()",
         tests=(
-            "tests/test_validation.py::test_bad_request_is_invalid_argument[sqlite-map-update-nothing]",
+            "tests/contract/test_validation.py::test_bad_request_is_invalid_argument[sqlite-map-update-nothing]",
         ),
     ),
 ]

@@ -12,7 +12,7 @@ SSE = "server/jobstatus_server/http_api/sse.py"
 READERS = "server/jobstatus_server/state/readers.py"
 SQL = "server/jobstatus_server/state/sql.py"
 WATCH = "server/jobstatus_server/state/watch.py"
-TENANTS = "tests/test_tenants.py"
+TENANTS = "tests/access/test_tenants.py"
 RESUMED = (
     f"{TENANTS}::test_a_watch_resumed_from_the_ring_gets_none_of_another_tenants_changes",
     f"{TENANTS}::test_an_sse_watch_gets_none_of_another_tenants_changes",
@@ -20,7 +20,7 @@ RESUMED = (
 SAME_ID = (f"{TENANTS}::test_the_same_id_in_two_tenants_is_two_jobs",)
 REVOKED = (f"{TENANTS}::test_a_revoked_key_is_refused_on_every_transport",)
 OPEN = (
-    "tests/test_keys_tls.py::"
+    "tests/access/test_keys_tls.py::"
     "test_the_open_servers_jobs_are_tenant_defaults_and_its_watches_end_with_the_first_key",
 )
 

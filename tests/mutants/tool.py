@@ -18,7 +18,7 @@ Restricted so that a run takes a few minutes on two cores:
 Two things of mutmut's to know when reading the score. It picks the tests of a mutant
 from which tests called the function during one clean run, so a function whose
 results are cached (validation.py compiles its checkers once per message type) is
-charged only to the test that first filled the cache: tests/test_validation_rules.py
+charged only to the test that first filled the cache: tests/contract/test_validation_rules.py
 clears those caches before each of its tests. And a call made while a module is
 imported runs before any mutant is switched on (kinds._lifecycle, render's Shapes of
 rest.py): such mutants survive unless a test makes the call again.
@@ -72,13 +72,13 @@ MODULES: dict[str, Module] = {
 }
 
 TESTS = (
-    "tests/test_validation_quick.py",
-    "tests/test_watch_wire.py",
-    "tests/test_field_masks.py",
-    "tests/test_hub.py",
-    "tests/test_kinds_rules.py",
-    "tests/test_render_shapes.py",
-    "tests/test_validation_rules.py",
+    "tests/contract/test_validation_quick.py",
+    "tests/contract/test_watch_wire.py",
+    "tests/contract/test_field_masks.py",
+    "tests/state/test_hub.py",
+    "tests/contract/test_kinds_rules.py",
+    "tests/contract/test_render_shapes.py",
+    "tests/contract/test_validation_rules.py",
 )
 
 # mutmut's exit codes per mutant (mutmut.stats.status_by_exit_code), grouped.

@@ -9,8 +9,8 @@ HUB = "server/jobstatus_server/state/watch.py"
 SSE = "server/jobstatus_server/http_api/sse.py"
 WATCH_START = "server/jobstatus_server/contract/watch_start.py"
 SERVER = "server/jobstatus_server/composition/server.py"
-WATCH = "tests/test_watch.py::"
-SSE_TESTS = "tests/test_sse.py::"
+WATCH = "tests/grpc_api/test_watch.py::"
+SSE_TESTS = "tests/http_api/test_sse.py::"
 
 MUTANTS: list[Mutant] = [
     Mutant(

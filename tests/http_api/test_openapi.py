@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 
 from jobstatus_server.http_api import sse
 from tests.conftest import Databases
+from tests.grpc_api.test_fuzz import EXAMPLES
 from tests.restkit import Keyed, keyed_server
-from tests.test_fuzz import EXAMPLES
 
 KEYS = {"reader": ("acme", ["read"])}
 

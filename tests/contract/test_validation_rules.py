@@ -1,6 +1,6 @@
 """The contract's field rules, applied in-process: each violation with its exact text.
 
-tests/test_validation_quick.py holds the quick check to the full walk; this holds the
+tests/contract/test_validation_quick.py holds the quick check to the full walk; this holds the
 full walk to the rules: the field path, the description and the reason a client is
 shown for each kind of rule, and the edges where a value passes. It runs in
 milliseconds, so mutmut (tests/mutants/tool.py) tries it before the slow quick test.

@@ -45,8 +45,8 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 
 from jobstatus.v1 import catalog_import_pb2, dataset_pb2, delivery_pb2, map_import_pb2
 from tests.conftest import Stubs
+from tests.grpc_api.test_hostile import revision
 from tests.serverproc import ServerProcess
-from tests.test_hostile import revision
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 BAD_CODES = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
@@ -65,7 +65,7 @@ METHODS: list[MethodDescriptor] = [
 WRITES = ("Create", "Update", "Start")
 # Failing examples, kept between runs (see the module's docstring).
 EXAMPLES = DirectoryBasedExampleDatabase(
-    Path(__file__).resolve().parents[1] / ".hypothesis" / "examples"
+    Path(__file__).resolve().parents[2] / ".hypothesis" / "examples"
 )
 FUZZ = settings(
     max_examples=600,

@@ -1,0 +1,3 @@
+"""Tests of access (server/jobstatus_server/access): tenants, API keys and TLS, per-caller
+limits.
+"""

@@ -1,0 +1,3 @@
+"""Tests of the contract layer (server/jobstatus_server/contract): the kinds' rules,
+validation, documented shapes, wire encoding.
+"""

@@ -1,0 +1,3 @@
+"""Tests of the gRPC transport (server/jobstatus_server/grpc_api): watch, health,
+reflection, hostile and fuzzed input.
+"""

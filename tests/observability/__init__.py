@@ -1,0 +1,3 @@
+"""Tests of the cross-cutting observability (server/jobstatus_server/observability):
+tracing.
+"""
