@@ -4,6 +4,10 @@ Each path answers as its document (../shared/seeds) says: its keys, spellings,
 status codes and error bodies, and the way it takes an API key. The bodies are
 rendered from the descriptors by the Shapes below (render.py); /openapi.json is
 built from the same Shapes (openapi.py).
+
+One concept past 400 lines: the four documented paths side by side, each path's
+shape, its errors in its own document's form, and its handler; a reader comparing
+this file with the documents finds every answer of a path in one place.
 """
 
 from __future__ import annotations

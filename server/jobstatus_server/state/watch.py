@@ -22,6 +22,10 @@ ready-serialized bytes, built from the job's bytes as the writer serialized them
 The revision a stream names as its resume point (on a cut-off, a shutdown, a
 heartbeat) is the last one whose send began: a send that has begun reaches the
 client even if the stream is ended while it waits, so it counts as sent.
+
+One concept past 400 lines: publishing, the ring, the index of streams and each
+stream's cursor are one ordering guarantee (every change once, in revision order,
+never past a gap); split across modules, its invariants would be too.
 """
 
 from __future__ import annotations
