@@ -9,7 +9,7 @@ from bench.jobs import map_import
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.v1 import watch_pb2
 from jobstatus_server.contract.kinds import MAP_IMPORT
-from jobstatus_server.contract.wire import encode_event, job_response, wire
+from jobstatus_server.contract.wire import encode_event, grpc_event_bytes, job_response
 from jobstatus_server.state.renderings import OVERHEAD, Form, Renderings
 
 STATE = watch_pb2.WATCH_EVENT_TYPE_STATE
@@ -31,10 +31,10 @@ def test_each_form_is_built_once_and_its_bytes_counted_exactly() -> None:
     response = renderings.response_bytes()
     assert response == job_response(data)
     assert renderings.response_bytes() is response
-    state = renderings.watch_frame(wire, MAP_IMPORT, STATE, 42)
-    change = renderings.watch_frame(wire, MAP_IMPORT, CHANGE, 42)
+    state = renderings.watch_frame(grpc_event_bytes, MAP_IMPORT, STATE, 42)
+    change = renderings.watch_frame(grpc_event_bytes, MAP_IMPORT, CHANGE, 42)
     assert (state, change) == (encode_event(STATE, 42, data), encode_event(CHANGE, 42, data))
-    assert renderings.watch_frame(wire, MAP_IMPORT, STATE, 42) is state
+    assert renderings.watch_frame(grpc_event_bytes, MAP_IMPORT, STATE, 42) is state
     calls: list[Renderings] = []
 
     def render(r: Renderings) -> bytes:

@@ -48,7 +48,7 @@ def encode_event(event_type: int, revision: int, job: bytes | None) -> bytes:
     return head + b"\x1a" + varint(len(job)) + job
 
 
-def wire(event_type: int, revision: int, job: Message | None) -> bytes:
+def grpc_event_bytes(event_type: int, revision: int, job: Message | None) -> bytes:
     """The responder of gRPC watch streams: events as ready-serialized bytes. The hub
     recognizes it and builds STATE and CHANGE events from the job's stored bytes,
     once per change for every stream."""

@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 from jobstatus_server.access.auth import CALLER
 from jobstatus_server.contract.kinds import KINDS, Kind, Operation
 from jobstatus_server.contract.validation import compile_all
-from jobstatus_server.contract.wire import job_response, wire
+from jobstatus_server.contract.wire import grpc_event_bytes, job_response
 from jobstatus_server.grpc_api.interceptor import Rpc
 from jobstatus_server.state.view import View
 from jobstatus_server.state.watch import Hub
@@ -146,7 +146,7 @@ class KindService:
             request.until_settled,
             heartbeat,
             context.write,
-            wire,  # ready-serialized bytes, built once per change for every stream
+            grpc_event_bytes,  # ready-serialized bytes, built once per change for every stream
         )
 
 

@@ -7,7 +7,7 @@ of it). Its forms are fields, not keys of a mapping:
 - the parsed job message (`message`), which the other forms render from;
 - the serialized Get response (`response_bytes`);
 - the watch event frames (`watch_frame`): STATE and CHANGE events as gRPC bytes
-  (`wire`, from the stored bytes, without parsing them) and as the kind's response
+  (`grpc_event_bytes`, from the stored bytes, without parsing them) and as the kind's response
   messages (the SSE streams render those);
 - the documented JSON bodies (`documented_json`), one per `Form`;
 - the ready HTTP answers (`ready_answers`), one per `Form`, made by the HTTP fast path
@@ -32,7 +32,7 @@ from google.protobuf.message import Message
 
 from jobstatus.v1 import watch_pb2
 from jobstatus_server.contract.kinds import Kind
-from jobstatus_server.contract.wire import Respond, encode_event, job_response, wire
+from jobstatus_server.contract.wire import Respond, encode_event, grpc_event_bytes, job_response
 
 OVERHEAD = 200  # bytes the object, its lists and the ready answers' dicts take
 STATE = watch_pb2.WATCH_EVENT_TYPE_STATE
@@ -114,12 +114,13 @@ class Renderings:
 
     def watch_frame(self, respond: Respond, kind: Kind[Any], event_type: int, revision: int) -> Any:
         """A STATE or CHANGE event of the change at `revision`, as `respond` builds it
-        (for `wire`: bytes from the stored bytes, without parsing them). A change has one
-        kind, so one responder of messages besides `wire`; another is answered unkept."""
+        (for `grpc_event_bytes`: bytes from the stored bytes, without parsing them). A
+        change has one kind, so one responder of messages besides `grpc_event_bytes`;
+        another is answered unkept."""
         frames = self._frames
         if frames is None:
             frames = self._frames = [None, None, None, None]
-        if respond is wire:
+        if respond is grpc_event_bytes:
             slot = _WIRE_STATE if event_type == STATE else _WIRE_CHANGE
             frame = frames[slot]
             if frame is None:

@@ -82,15 +82,12 @@ from jobstatus_server.state.sql import Statements
 from jobstatus_server.state.sqlite_writer import SqliteWriter
 from jobstatus_server.state.transaction import KnownState, Tx
 
-__all__ = ["Change", "History", "Known", "KnownState", "Snapshot", "Store", "Tx"]
+__all__ = ["Change", "History", "KnownState", "Snapshot", "Store", "Tx"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
-
-# The name the view and its tests know `KnownState` by.
-Known = KnownState
 
 
 @dataclass

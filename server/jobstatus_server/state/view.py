@@ -51,7 +51,7 @@ from jobstatus_server.observability.metrics import (
     VIEW_REVISION,
 )
 from jobstatus_server.state.renderings import Renderings
-from jobstatus_server.state.store import Change, Known, Store
+from jobstatus_server.state.store import Change, KnownState, Store
 
 Key = tuple[str, str, str]  # (kind, tenant, job id)
 ENTRY_OVERHEAD = 200  # bytes an entry costs beyond its key's strings and its renderings
@@ -228,7 +228,7 @@ class View:
             self._settled.move_to_end(key)
         return entry
 
-    def known(self, keys: Sequence[tuple[str, str, str]]) -> Known | None:
+    def known(self, keys: Sequence[tuple[str, str, str]]) -> KnownState | None:
         """For Store.known: the revision the view is complete up to, and the bytes of each
         of `keys` (tenant, kind, job id) as of that revision; None when it lacks one."""
         revision = self.revision

@@ -401,7 +401,7 @@ class Hub:
         respond: Respond,
     ) -> None:
         """Serve one watch stream until the client leaves, it settles, or it is ended.
-        `send` gets what `respond` builds (with `respond=wire`: bytes)."""
+        `send` gets what `respond` builds (with `respond=grpc_event_bytes`: bytes)."""
         if self._closing:
             raise Unavailable("the server is shutting down", reason="SHUTTING_DOWN")
         task = asyncio.current_task()
