@@ -478,8 +478,8 @@ def _labelled(http: httpx.Client, name: str, labels: str) -> float:
 def test_ready_answers_match_the_handlers_and_are_counted(
     stubs: Stubs, http: httpx.Client, uid: str
 ) -> None:
-    """A GET that the view answers at once (the limits Guard sends the view's ready
-    messages) answers the bytes and headers the handler does, and counts in
+    """A GET that the view answers at once (http_api/fast_path.py sends the view's
+    ready messages) answers the bytes and headers the handler does, and counts in
     /metrics as one request, one latency and one view hit, once per request."""
     revision = _create(stubs, uid)
     _progress(stubs, uid, 40)
