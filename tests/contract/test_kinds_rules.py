@@ -497,3 +497,42 @@ def test_an_imports_type_cannot_change_and_its_id_is_not_checked_again() -> None
     CATALOG_IMPORT.rule(same, old, context(running, asked))
     assert same.status == cat.CATALOG_IMPORT_STATUS_WAITING
     assert asked == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "ids", "message", "reason", "metadata"),
+    [
+        (
+            MAP_IMPORT,
+            ("catalog-42",),
+            "no map import with import_request_id 'catalog-42'",
+            "MAP.notFound",
+            {"import_request_id": "catalog-42"},
+        ),
+        (
+            DELIVERY,
+            ("a", "b"),
+            "no prepared delivery with catalog_id 'a', 'b'",
+            "DELIVERY.notFound",
+            {"catalog_id": "a,b"},
+        ),
+        (
+            DATASET,
+            ("d",),
+            "no dataset with dataset_id 'd'",
+            "DATASET_NOT_FOUND",
+            {"dataset_id": "d"},
+        ),
+    ],
+)
+def test_an_unknown_job_is_one_not_found_for_every_transport(
+    kind: Any, ids: tuple[str, ...], message: str, reason: str, metadata: dict[str, str]
+) -> None:
+    error = kind.not_found(*ids)
+    assert (error.message, error.reason, error.metadata) == (message, reason, metadata)
+
+
+def test_starting_a_dataset_import_names_no_expected_revision() -> None:
+    start = DATASET.operations["StartDatasetImport"]
+    assert start.expected_revision(ds.StartDatasetImportRequest(dataset_id="d")) == 0
+    assert start.job_id(ds.StartDatasetImportRequest(dataset_id="d")) == "d"
