@@ -31,6 +31,7 @@ MIN_TIMESTAMP_SECONDS = -62135596800  # 0001-01-01T00:00:00Z
 MAX_TIMESTAMP_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
 MAX_DURATION_SECONDS = 315576000000
 
+
 @cache
 def _rules(field: FieldDescriptor) -> options_pb2.FieldRules:
     options = field.GetOptions()
