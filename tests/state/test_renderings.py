@@ -1,16 +1,21 @@
 """A change's renderings: each form built once and shared, its size the exact count of
-the bytes it keeps, and the growth added to what counts it (the view)."""
+what it keeps (sys.getsizeof of each object), and the growth added to what counts it
+(the view)."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from bench.jobs import map_import
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.v1 import watch_pb2
 from jobstatus_server.contract.kinds import MAP_IMPORT
-from jobstatus_server.contract.wire import encode_event, grpc_event_bytes, job_response
-from jobstatus_server.state.renderings import OVERHEAD, Form, Renderings
+from jobstatus_server.contract.wire import encode_event, job_response
+from jobstatus_server.grpc_api.services import GRPC_EVENTS
+from jobstatus_server.http_api.fast_path import READY_SIZE
+from jobstatus_server.http_api.sse import FRAMINGS
+from jobstatus_server.state.renderings import OVERHEAD, Form, Renderings, WatchForm
 
 STATE = watch_pb2.WATCH_EVENT_TYPE_STATE
 CHANGE = watch_pb2.WATCH_EVENT_TYPE_CHANGE
@@ -26,15 +31,34 @@ def test_each_form_is_built_once_and_its_bytes_counted_exactly() -> None:
     renderings = Renderings(data)
     account = Counter()
     renderings.account = account
-    assert renderings.size == OVERHEAD + len(data)
+    assert sys.getsizeof(renderings) == OVERHEAD
+    assert renderings.size == sys.getsizeof(renderings) + sys.getsizeof(data)
+    kept = renderings.size
 
     response = renderings.response_bytes()
     assert response == job_response(data)
     assert renderings.response_bytes() is response
-    state = renderings.watch_frame(grpc_event_bytes, MAP_IMPORT, STATE, 42)
-    change = renderings.watch_frame(grpc_event_bytes, MAP_IMPORT, CHANGE, 42)
+    kept += sys.getsizeof(response)
+    assert renderings.size == kept
+
+    # Watch frames: a STATE and a CHANGE per watch form, in one list made on the first.
+    state = renderings.watch_frame(GRPC_EVENTS, STATE, 42)
+    change = renderings.watch_frame(GRPC_EVENTS, CHANGE, 42)
     assert (state, change) == (encode_event(STATE, 42, data), encode_event(CHANGE, 42, data))
-    assert renderings.watch_frame(grpc_event_bytes, MAP_IMPORT, STATE, 42) is state
+    assert renderings.watch_frame(GRPC_EVENTS, STATE, 42) is state
+    frames_list = sys.getsizeof([None] * 2 * len(WatchForm))
+    kept += frames_list + sys.getsizeof(state) + sys.getsizeof(change)
+    assert renderings.size == kept
+
+    sse = renderings.watch_frame(FRAMINGS[MAP_IMPORT.name, False], CHANGE, 42)
+    enveloped = renderings.watch_frame(FRAMINGS[MAP_IMPORT.name, True], CHANGE, 42)
+    assert sse.startswith(b"id: 42\nevent: change\ndata: {") and b'"revision"' not in sse
+    assert enveloped.startswith(b'id: 42\nevent: change\ndata: {"revision":')
+    assert renderings.watch_frame(FRAMINGS[MAP_IMPORT.name, False], CHANGE, 42) is sse
+    assert renderings.watch_frame(GRPC_EVENTS, CHANGE, 42) is change  # its own slot
+    kept += sys.getsizeof(sse) + sys.getsizeof(enveloped)
+    assert renderings.size == kept
+
     calls: list[Renderings] = []
 
     def render(r: Renderings) -> bytes:
@@ -44,28 +68,30 @@ def test_each_form_is_built_once_and_its_bytes_counted_exactly() -> None:
     body = renderings.documented_json(Form.MAP_V2, render)
     assert renderings.documented_json(Form.MAP_V2, render) is body
     assert calls == [renderings]
-    kept = OVERHEAD + len(data) + len(response) + len(state) + len(change) + len(body)
+    forms_list = sys.getsizeof([None] * len(Form))
+    kept += forms_list + sys.getsizeof(body)
     assert renderings.size == kept
-    assert account.size == kept - OVERHEAD - len(data)  # the growth after it was counted
 
-    # The parsed job and a message frame are counted at the length they were parsed from.
-    job = renderings.message(MAP_IMPORT)
-    assert job == mi.MapImport.FromString(data)
-    frame = renderings.watch_frame(MAP_IMPORT.respond, MAP_IMPORT, CHANGE, 42)
-    assert renderings.watch_frame(MAP_IMPORT.respond, MAP_IMPORT, CHANGE, 42) is frame
-    assert renderings.size == kept + 2 * len(data)
-
-    # A ready answer's body is the documented body: it adds nothing.
+    # A ready answer adds the size its maker states (its body is the documented body),
+    # once per form, and its list on the first.
     assert renderings.ready_answers is None
-    renderings.keep_ready_answer(Form.MAP_V2, ({}, {"body": body}))
+    answer = ({"type": "http.response.start"}, {"type": "http.response.body", "body": body})
+    renderings.keep_ready_answer(Form.MAP_V2, answer, READY_SIZE)
+    renderings.keep_ready_answer(Form.MAP_V2, answer, READY_SIZE)
     assert renderings.ready_answers is not None
-    assert renderings.ready_answers[Form.MAP_V2] == ({}, {"body": body})
-    assert renderings.size == kept + 2 * len(data)
+    assert renderings.ready_answers[Form.MAP_V2] is answer
+    kept += forms_list + READY_SIZE
+    assert renderings.size == kept
+    # What was counted after the view took the renderings reached the view too.
+    assert account.size == kept - OVERHEAD - sys.getsizeof(data)
 
 
-def test_a_parsed_job_given_at_the_start_is_kept_and_counted() -> None:
+def test_the_parsed_job_is_not_kept() -> None:
     job = map_import("job-2", 7)
     data = job.SerializeToString()
-    renderings = Renderings(data, job)
-    assert renderings.message(MAP_IMPORT) is job
-    assert renderings.size == OVERHEAD + 2 * len(data)
+    renderings = Renderings(data)
+    size = renderings.size
+    parsed = renderings.message(MAP_IMPORT)
+    assert parsed == mi.MapImport.FromString(data)
+    assert renderings.message(MAP_IMPORT) is not parsed
+    assert renderings.size == size

@@ -3,7 +3,7 @@
 The core, the store, the watch and the servicers are generic; everything that differs
 between kinds lives here, in one Kind per kind: its message, lifecycle and rules, its
 service (the contract's RPC and field names, declared once in the client's table,
-jobstatus/kinds.py), its watch responder, and the writes of its own (a dataset's import
+jobstatus/kinds.py), and the writes of its own (a dataset's import
 run, dataset_run.py).
 
 One concept past 400 lines: the table is the Kind type and a row per kind with the
@@ -18,11 +18,10 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cached_property
 from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
-from google.protobuf import message_factory, timestamp_pb2
+from google.protobuf import timestamp_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor
 from google.protobuf.message import Message
 
@@ -54,7 +53,6 @@ from jobstatus_server.contract.errors import (
     InvalidArgument,
     NotFound,
 )
-from jobstatus_server.contract.wire import Respond
 
 M = TypeVar("M", bound=Message)
 OUTPUT_ONLY = frozenset({"revision", "create_time", "update_time"})
@@ -120,21 +118,6 @@ class Kind(Generic[M]):
     generic_update: bool = True
     # The kind's writes by RPCs of its own, by RPC name.
     operations: Mapping[str, Operation] = field(default_factory=dict)
-
-    @cached_property
-    def respond(self) -> Respond:
-        """How the kind's watch events are built as messages (type, revision, job or
-        None), for the streams that render them (SSE); gRPC streams send wire.wire's bytes."""
-        method = self.api.service.methods_by_name[self.api.watch_rpc]
-        response = message_factory.GetMessageClass(method.output_type)
-        job_field = self.name
-
-        def respond(event_type: int, revision: int, job: Message | None) -> Message:
-            if job is None:
-                return response(type=event_type, revision=revision)
-            return response(**{"type": event_type, "revision": revision, job_field: job})
-
-        return respond
 
     @property
     def descriptor(self) -> Descriptor:

@@ -8,11 +8,6 @@ gives, without parsing or copying the job.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from google.protobuf.message import Message
-
 # Every Get, Create and Update response of the contract holds the job and nothing else,
 # as field 1 (length-delimited: tag 0x0A): its bytes are the job's, behind a prefix.
 RESPONSE_TAG = b"\x0a"
@@ -33,10 +28,6 @@ def varint(value: int) -> bytes:
     return bytes(out)
 
 
-# Builds the kind's response message: (type, revision, job or None).
-Respond = Callable[[int, int, Message | None], Any]
-
-
 def encode_event(event_type: int, revision: int, job: bytes | None) -> bytes:
     """A Watch*Response of any kind, serialized: byte for byte what SerializeToString
     gives (fields in number order, zero scalars left out, the job as its own bytes)."""
@@ -46,10 +37,3 @@ def encode_event(event_type: int, revision: int, job: bytes | None) -> bytes:
     if job is None:
         return head
     return head + b"\x1a" + varint(len(job)) + job
-
-
-def grpc_event_bytes(event_type: int, revision: int, job: Message | None) -> bytes:
-    """The responder of gRPC watch streams: events as ready-serialized bytes. The hub
-    recognizes it and builds STATE and CHANGE events from the job's stored bytes,
-    once per change for every stream."""
-    return encode_event(event_type, revision, None if job is None else job.SerializeToString())

@@ -23,8 +23,9 @@ from google.protobuf.message import Message
 from jobstatus_server.access.auth import CALLER
 from jobstatus_server.contract.kinds import KINDS, Kind, Operation
 from jobstatus_server.contract.validation import compile_all
-from jobstatus_server.contract.wire import grpc_event_bytes, job_response
+from jobstatus_server.contract.wire import encode_event, job_response
 from jobstatus_server.grpc_api.interceptor import Rpc
+from jobstatus_server.state.renderings import Renderings, WatchForm
 from jobstatus_server.state.view import View
 from jobstatus_server.state.watch import Hub
 from jobstatus_server.usecases.history import history
@@ -146,8 +147,25 @@ class KindService:
             request.until_settled,
             heartbeat,
             context.write,
-            grpc_event_bytes,  # ready-serialized bytes, built once per change for every stream
+            GRPC_EVENTS,
         )
+
+
+class GrpcFraming:
+    """gRPC watch events as ready-serialized Watch*Response bytes: the four kinds'
+    responses share one layout (type = 1, revision = 2, job = 3), so an event is built
+    around the job's stored bytes without parsing them (wire.encode_event)."""
+
+    form = WatchForm.GRPC
+
+    def job_event(self, event_type: int, revision: int, renderings: Renderings) -> bytes:
+        return encode_event(event_type, revision, renderings.data)
+
+    def marker(self, event_type: int, revision: int) -> bytes:
+        return encode_event(event_type, revision, None)
+
+
+GRPC_EVENTS = GrpcFraming()
 
 
 def _operation(operation: Operation) -> Method:

@@ -24,6 +24,7 @@ together so that its cost per request can be read (and benchmarked) in one place
 
 from __future__ import annotations
 
+import sys
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -44,6 +45,9 @@ from jobstatus_server.observability.metrics import HTTP_REQUESTS, HTTP_SECONDS, 
 
 # What a ready answer is: the start and body messages, made once per change of the job.
 Ready = tuple[Message, Message]
+# What a ready answer takes of its own: the tuple and the body message (the start
+# message is shared by every answer of its length, the body is the documented body).
+READY_SIZE = sys.getsizeof((None, None)) + sys.getsizeof({"type": "", "body": b""})
 
 _RAW_MIN_REVISION = params.MIN_REVISION_HEADER.encode("latin-1")
 _RAW_HOST = b"host"
@@ -162,7 +166,7 @@ class ReadyAnswers:
             except Exception:  # the handler answers it (and logs it)
                 return None
             ready = (start_message(200, len(body)), {"type": "http.response.body", "body": body})
-            renderings.keep_ready_answer(self.form, ready)
+            renderings.keep_ready_answer(self.form, ready, READY_SIZE)
         return ready
 
 

@@ -25,7 +25,7 @@ from jobstatus_server.access.credentials import bearer
 from jobstatus_server.contract.errors import JobStatusError, invalid, refusals
 from jobstatus_server.http_api import params
 from jobstatus_server.http_api.error_body import error_body
-from jobstatus_server.http_api.sse import FEEDS
+from jobstatus_server.http_api.sse import FRAMINGS
 from jobstatus_server.state.store import Store
 from jobstatus_server.usecases.history import MAX_PAGE_SIZE, history
 
@@ -80,7 +80,7 @@ class HistoryRoute:
         except JobStatusError as error:
             refusals.refused(f"GET {PATH}", error)
             return JSONResponse(error_body(error), error.http_status)
-        render = FEEDS[kind.name].render
+        render = FRAMINGS[kind.name, False].render
         return JSONResponse(
             {
                 "kind": kind.name,

@@ -28,7 +28,7 @@ import dataclasses
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,15 +52,21 @@ from jobstatus_server.contract.errors import (
     JobStatusError,
     refusals,
 )
-from jobstatus_server.contract.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind
-from jobstatus_server.contract.render import Shape
+from jobstatus_server.contract.kinds import (
+    CATALOG_IMPORT,
+    DATASET,
+    DELIVERY,
+    KINDS,
+    MAP_IMPORT,
+    Kind,
+)
 from jobstatus_server.contract.validation import violations_of
 from jobstatus_server.contract.watch_start import SSE_RESUME, check_watch_start
-from jobstatus_server.contract.wire import Respond
 from jobstatus_server.http_api import params
 from jobstatus_server.http_api.error_body import error_body
 from jobstatus_server.http_api.rest import CATALOG_BODY, DATASET_RUN, DELIVERY_BODY, MAP_V2
 from jobstatus_server.observability.metrics import HTTP_WATCH_STREAMS
+from jobstatus_server.state.renderings import Renderings, WatchForm
 from jobstatus_server.state.watch import Hub
 
 log = logging.getLogger(__name__)
@@ -79,10 +85,6 @@ STATE, SYNCED, CHANGE, HEARTBEAT = (
     watch_pb2.WATCH_EVENT_TYPE_CHANGE,
     watch_pb2.WATCH_EVENT_TYPE_HEARTBEAT,
 )
-# The rendered state and change events of recent revisions, shared by every stream
-# (oldest dropped first): N open streams cost one rendering per change, not N.
-FRAME_CACHE = 4096
-_FRAMES: dict[tuple[str, int, int, bool], bytes] = {}
 SETTLED_EVENT = "settled"
 ERROR_EVENT = "error"
 DATASET_ID = ds.Dataset.DESCRIPTOR.fields_by_name["dataset_id"].name
@@ -95,20 +97,38 @@ def _dataset(job: Message) -> dict[str, Any]:
     return {DATASET_ID: job.dataset_id, **run}
 
 
-@dataclass(frozen=True)
-class Feed:
-    """How one kind's watch events are built and rendered."""
+class SseFraming:
+    """One kind's watch events as server-sent events of its documented JSON (with or
+    without the envelope): the hub keeps each job event in the change's renderings
+    (Renderings.watch_frame), so N streams cost one frame per change, not N."""
 
-    respond: Respond
-    shape: Shape
-    render: Any  # Callable[[Message], dict[str, Any]]
+    def __init__(self, kind: Kind[Any], render: Callable[[Message], Any], envelope: bool) -> None:
+        self.kind, self.render, self.envelope = kind, render, envelope
+        self.form = WatchForm.SSE_ENVELOPE if envelope else WatchForm.SSE
+
+    def job_event(self, event_type: int, revision: int, renderings: Renderings) -> bytes:
+        job = renderings.message(self.kind)
+        data = self.render(job)
+        if self.envelope:
+            data = _enveloped(job, data)
+        return _frame(EVENT_NAMES[event_type], data, None if event_type == STATE else revision)
+
+    def marker(self, event_type: int, revision: int) -> bytes:
+        return _frame(EVENT_NAMES[event_type], {"revision": revision}, revision)
 
 
-FEEDS: dict[str, Feed] = {
-    MAP_IMPORT.name: Feed(MAP_IMPORT.respond, MAP_V2, MAP_V2.render),
-    DELIVERY.name: Feed(DELIVERY.respond, DELIVERY_BODY, DELIVERY_BODY.render),
-    DATASET.name: Feed(DATASET.respond, DATASET_RUN, _dataset),
-    CATALOG_IMPORT.name: Feed(CATALOG_IMPORT.respond, CATALOG_BODY, CATALOG_BODY.render),
+# Each kind's event data (the documented JSON of its status path), framed plain and
+# in the envelope.
+_RENDERS: dict[str, Callable[[Message], Any]] = {
+    MAP_IMPORT.name: MAP_V2.render,
+    DELIVERY.name: DELIVERY_BODY.render,
+    DATASET.name: _dataset,
+    CATALOG_IMPORT.name: CATALOG_BODY.render,
+}
+FRAMINGS: dict[tuple[str, bool], SseFraming] = {
+    (name, envelope): SseFraming(KINDS[name], render, envelope)
+    for name, render in _RENDERS.items()
+    for envelope in (False, True)
 }
 
 
@@ -149,13 +169,6 @@ PARAMS = (
 )
 
 
-def _job_of(message: Message, kind: Kind[Any]) -> Message | None:
-    for field, value in message.ListFields():
-        if field.message_type is kind.descriptor:
-            return value  # type: ignore[no-any-return]
-    return None
-
-
 def _frame(event: str, data: Any, event_id: int | None = None) -> bytes:
     head = f"id: {event_id}\n" if event_id is not None else ""
     payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
@@ -188,29 +201,11 @@ class EventStream(Response):
         ]
         self.hub, self.kind, self.tenant, self.ids = hub, kind, tenant, ids
         self.start, self.until_settled, self.heartbeat = start, until_settled, heartbeat
-        self.feed = FEEDS[kind.name]
-        self.envelope = envelope
+        self.framing = FRAMINGS[kind.name, envelope]
         self.limits: CallerLimits | None = None
         self.counted: AdmittedStream | None = None  # in the per-caller stream limits
         self.ended: JobStatusError | None = None  # ended from outside (its key was revoked)
-        self._watch: asyncio.Task[None] | None = None
-
-    def _job_frame(self, message: Message, event_type: int, revision: int) -> bytes:
-        """A state or change event, rendered once for every stream that sends it: a
-        revision names one version of one job (one counter for the whole store)."""
-        key = (self.kind.name, event_type, revision, self.envelope)
-        frame = _FRAMES.get(key)
-        if frame is None:
-            job = _job_of(message, self.kind)
-            job = job if job is not None else self.kind.message()
-            data = self.feed.render(job)
-            if self.envelope:
-                data = _enveloped(job, data)
-            frame = _frame(EVENT_NAMES[event_type], data, None if event_type == STATE else revision)
-            _FRAMES[key] = frame
-            if len(_FRAMES) > FRAME_CACHE:
-                del _FRAMES[next(iter(_FRAMES))]
-        return frame
+        self._watch: asyncio.Task[int] | None = None
 
     def end(self, error: JobStatusError) -> None:
         """End the stream from outside: an error event, then the end of the response."""
@@ -231,19 +226,6 @@ class EventStream(Response):
         async def write(chunk: bytes) -> None:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
-        last = [self.start]
-
-        async def emit(message: Message) -> None:
-            event_type = int(getattr(message, "type"))  # noqa: B009
-            revision = int(getattr(message, "revision"))  # noqa: B009
-            name = EVENT_NAMES[event_type]
-            if event_type in (STATE, CHANGE):
-                await write(self._job_frame(message, event_type, revision))
-            else:
-                await write(_frame(name, {"revision": revision}, revision))
-            if event_type != STATE:
-                last[0] = revision
-
         await write(f"retry: {RETRY_MS}\n: watching {self.kind.name}\n\n".encode())
         watch = self._watch = asyncio.create_task(
             self.hub.watch(
@@ -253,8 +235,8 @@ class EventStream(Response):
                 self.start,
                 self.until_settled,
                 self.heartbeat,
-                emit,
-                self.feed.respond,
+                write,
+                self.framing,
             )
         )
         if self.ended is not None:  # ended before it started
@@ -275,7 +257,7 @@ class EventStream(Response):
             if self.ended is not None:
                 refusals.refused(f"SSE watch of {self.kind.name} ended", self.ended)
             if error is None:
-                await write(_frame(SETTLED_EVENT, {"revision": last[0]}))
+                await write(_frame(SETTLED_EVENT, {"revision": watch.result()}))
             elif isinstance(error, JobStatusError):
                 await write(_frame(ERROR_EVENT, error_body(error)["error"]))
             else:

@@ -7,8 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf.message import Message
-
 from jobstatus_server.state.renderings import Renderings
 
 
@@ -33,7 +31,6 @@ class Change:
         job_id: str,
         status: int,
         data: bytes,
-        message: Message | None = None,  # the parsed job, when the writer has it
     ) -> None:
         self.revision = revision
         self.tenant = tenant
@@ -41,7 +38,7 @@ class Change:
         self.job_id = job_id
         self.status = status
         self.data = data
-        self.renderings = Renderings(data, message)
+        self.renderings = Renderings(data)
 
 
 @dataclass(frozen=True)

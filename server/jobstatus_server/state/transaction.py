@@ -145,6 +145,6 @@ class Tx:
             )
         self.rows.append((revision, tenant, kind.name, job_id, status, due_at, data, not created))
         self.loaded[(tenant, kind.name, job_id)] = data
-        change = Change(revision, tenant, kind.name, job_id, status, data, message)
+        change = Change(revision, tenant, kind.name, job_id, status, data)
         self.changes.append(change)
         return message

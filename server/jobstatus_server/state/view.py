@@ -308,7 +308,7 @@ class View:
                 return None
             status = kind.status_of(job)
             data = job.SerializeToString()
-            entry = Entry(found, status, data, status in kind.settled, Renderings(data, job))
+            entry = Entry(found, status, data, status in kind.settled, Renderings(data))
             self._put(key, entry, current)
             self._evict()
             return entry

@@ -15,9 +15,10 @@ that falls more than `buffer` changes behind is cut off with RESOURCE_EXHAUSTED 
 the last revision it sent, so a stalled consumer never costs memory and never slows
 the others.
 
-Each change is encoded once for every stream: on gRPC a watch event is written as
-ready-serialized bytes, built from the job's bytes as the writer serialized them
-(the four Watch*Response messages share one layout: type = 1, revision = 2, job = 3).
+Each change is framed once for every stream of a form: a stream's transport gives
+the hub its `Framing` (gRPC's serialized Watch*Response, built from the job's stored
+bytes; SSE's event of the documented body), and the change's renderings keep each
+frame (`Renderings.watch_frame`), so N streams cost one frame per change, not N.
 
 The revision a stream names as its resume point (on a cut-off, a shutdown, a
 heartbeat) is the last one whose send began: a send that has begun reaches the
@@ -47,8 +48,8 @@ from jobstatus_server.contract.errors import (
 )
 from jobstatus_server.contract.kinds import Kind
 from jobstatus_server.contract.watch_start import GRPC_RESUME, check_watch_start, revision_compacted
-from jobstatus_server.contract.wire import Respond
 from jobstatus_server.observability.metrics import HUB_REVISION, WATCH_CUTOFFS, WATCH_STREAMS
+from jobstatus_server.state.renderings import Framing
 from jobstatus_server.state.store import Change, Snapshot, Store
 
 log = logging.getLogger(__name__)
@@ -397,11 +398,12 @@ class Hub:
         start_revision: int,
         until_settled: bool,
         heartbeat: float,
-        send: Callable[[Any], Any],
-        respond: Respond,
-    ) -> None:
-        """Serve one watch stream until the client leaves, it settles, or it is ended.
-        `send` gets what `respond` builds (with `respond=grpc_event_bytes`: bytes)."""
+        send: Callable[[bytes], Any],
+        framing: Framing,
+    ) -> int:
+        """Serve one watch stream until the client leaves, it settles, or it is ended;
+        `send` gets each event as `framing` frames it. Returns (when the watched jobs
+        have settled) the revision up to which the stream has sent every change."""
         if self._closing:
             raise Unavailable("the server is shutting down", reason="SHUTTING_DOWN")
         task = asyncio.current_task()
@@ -411,10 +413,11 @@ class Hub:
         self.streams.add(stream)
         WATCH_STREAMS.inc()
         try:
-            settled = await self._open(stream, start_revision, until_settled, send, respond)
+            settled = await self._open(stream, start_revision, until_settled, send, framing)
             if settled is not None and until_settled and settled and all(settled.values()):
-                return
-            await self._follow(stream, settled if until_settled else None, send, respond)
+                return stream.sent
+            await self._follow(stream, settled if until_settled else None, send, framing)
+            return stream.sent
         except asyncio.CancelledError:
             if stream.ended is None:
                 raise
@@ -431,8 +434,8 @@ class Hub:
         stream: Stream,
         start_revision: int,
         until_settled: bool,
-        send: Callable[[Any], Any],
-        respond: Respond,
+        send: Callable[[bytes], Any],
+        framing: Framing,
     ) -> dict[str, bool]:
         """Check the request, send the initial state (start 0), and set the cursor;
         returns the settled state of each watched job as of the stream's position."""
@@ -463,10 +466,10 @@ class Hub:
                 # A send that has begun reaches the client even if the stream is ended
                 # while it waits: count it as sent before it starts (the resume point).
                 stream.sent = max(stream.sent, job.revision)
-                await send(job.renderings.watch_frame(respond, kind, STATE, job.revision))
+                await send(job.renderings.watch_frame(framing, STATE, job.revision))
                 settled[job.job_id] = job.status in kind.settled
             stream.sent = stream.cursor = snapshot.revision
-            await send(respond(SYNCED, snapshot.revision, None))
+            await send(framing.marker(SYNCED, snapshot.revision))
         else:
             for job in snapshot.jobs:
                 # A job changed after the start is unsettled until its events arrive.
@@ -478,8 +481,8 @@ class Hub:
         self,
         stream: Stream,
         settled: dict[str, bool] | None,
-        send: Callable[[Any], Any],
-        respond: Respond,
+        send: Callable[[bytes], Any],
+        framing: Framing,
     ) -> None:
         """Catch up by cursor, join the fan-out, and send what comes until the end."""
         kind = stream.kind
@@ -509,7 +512,7 @@ class Hub:
                     # Nothing pending on a live stream: all up to the hub's revision is sent.
                     stream.sent = max(stream.sent, self.revision)
                     stream.cursor = max(stream.cursor, self.revision)
-                    await send(respond(HEARTBEAT, stream.sent, None))
+                    await send(framing.marker(HEARTBEAT, stream.sent))
                     stream.last_write = time.monotonic()
                     continue
                 waiter = stream.waiter = loop.create_future()
@@ -523,9 +526,9 @@ class Hub:
                     stream.backlog -= 1
                 if change.revision <= stream.sent:
                     continue  # covered by the initial state
-                message = change.renderings.watch_frame(respond, kind, CHANGE, change.revision)
+                frame = change.renderings.watch_frame(framing, CHANGE, change.revision)
                 stream.sent = change.revision  # before the send: see _open
-                await send(message)
+                await send(frame)
                 stream.last_write = time.monotonic()
                 if until_settled:
                     assert settled is not None
