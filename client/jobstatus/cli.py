@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC
+from importlib.metadata import version
 from typing import Any
 
 import grpc
@@ -366,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser = argparse.ArgumentParser(
         prog="jobstatus", description="Read and watch the status of jobstatus jobs."
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {version('jobstatus-client')}"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():

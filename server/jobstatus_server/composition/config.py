@@ -1,11 +1,20 @@
-"""Settings from flags and the environment; a flag wins over its variable."""
+"""Settings from flags and the environment; a flag wins over its variable.
+
+OPTIONS is the one table of the server's settings: each row is a flag, its
+environment variable, its default and what it means. The command line
+(`add_arguments`, so `--help`) and the README's configuration tables
+(`markdown_table`, compared with README.md by tests/composition/test_config.py)
+are both generated from it, so they cannot drift apart.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 DEFAULT_DATABASE_URL = "sqlite:///data/jobstatus.db"
 
@@ -43,173 +52,6 @@ class Settings:
     view_wait: float = 5.0
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    env = os.environ.get
-    parser.add_argument(
-        "--grpc-addr",
-        default=env("JOBSTATUS_GRPC_ADDR", Settings.grpc_addr),
-        help="host:port of the gRPC listener; port 0 picks a free one (JOBSTATUS_GRPC_ADDR)",
-    )
-    parser.add_argument(
-        "--http-addr",
-        default=env("JOBSTATUS_HTTP_ADDR", Settings.http_addr),
-        help="host:port of the REST listener (JOBSTATUS_HTTP_ADDR)",
-    )
-    parser.add_argument(
-        "--database-url",
-        default=env("JOBSTATUS_DATABASE_URL", DEFAULT_DATABASE_URL),
-        help="SQLAlchemy URL of the store (JOBSTATUS_DATABASE_URL)",
-    )
-    parser.add_argument(
-        "--delivery-cache-lifetime",
-        type=float,
-        default=float(env("JOBSTATUS_DELIVERY_CACHE_LIFETIME", "604800")),
-        help="seconds a done delivery stays in the cache before it becomes delete "
-        "(JOBSTATUS_DELIVERY_CACHE_LIFETIME, default 168 hours)",
-    )
-    parser.add_argument(
-        "--sqlite-synchronous",
-        choices=["FULL", "NORMAL"],
-        default=env("JOBSTATUS_SQLITE_SYNCHRONOUS", "FULL"),
-        help="SQLite synchronous mode: FULL survives power loss, NORMAL only process crashes",
-    )
-    parser.add_argument(
-        "--grace",
-        type=float,
-        default=float(env("JOBSTATUS_GRACE", "5")),
-        help="seconds open calls get to finish on shutdown",
-    )
-
-    parser.add_argument(
-        "--heartbeat",
-        type=float,
-        default=float(env("JOBSTATUS_HEARTBEAT", "15")),
-        help="seconds between heartbeats on an idle watch stream, unless the request asks",
-    )
-    parser.add_argument(
-        "--watch-buffer",
-        type=int,
-        default=int(env("JOBSTATUS_WATCH_BUFFER", "1024")),
-        help="events queued per watch stream before a slow consumer is cut off",
-    )
-    parser.add_argument(
-        "--history-count",
-        type=int,
-        default=int(env("JOBSTATUS_HISTORY_COUNT", "100000")),
-        help="how many recent changes the event log keeps for resuming watches",
-    )
-    parser.add_argument(
-        "--history-age",
-        type=float,
-        default=float(env("JOBSTATUS_HISTORY_AGE", "86400")),
-        help="how many seconds of changes the event log keeps for resuming watches",
-    )
-    parser.add_argument(
-        "--compact-interval",
-        type=float,
-        default=float(env("JOBSTATUS_COMPACT_INTERVAL", "10")),
-        help="seconds between compactions of the event log",
-    )
-    parser.add_argument(
-        "--max-connection-age",
-        type=float,
-        default=float(env("JOBSTATUS_MAX_CONNECTION_AGE", "1800")),
-        help="seconds before a connection is asked to go away, so streams rebalance",
-    )
-    parser.add_argument(
-        "--tls-cert",
-        default=env("JOBSTATUS_TLS_CERT", ""),
-        help="PEM certificate (chain) for TLS on both listeners (JOBSTATUS_TLS_CERT)",
-    )
-    parser.add_argument(
-        "--tls-key",
-        default=env("JOBSTATUS_TLS_KEY", ""),
-        help="PEM private key of --tls-cert (JOBSTATUS_TLS_KEY)",
-    )
-    parser.add_argument(
-        "--tls-client-ca",
-        default=env("JOBSTATUS_TLS_CLIENT_CA", ""),
-        help="PEM CA bundle; clients must present a certificate it signed "
-        "(JOBSTATUS_TLS_CLIENT_CA)",
-    )
-    parser.add_argument(
-        "--allow-open",
-        action="store_true",
-        default=env("JOBSTATUS_ALLOW_OPEN", "") in ("1", "true", "yes"),
-        help="serve without API keys on a non-loopback address (JOBSTATUS_ALLOW_OPEN=1)",
-    )
-    parser.add_argument(
-        "--key-refresh",
-        type=float,
-        default=float(env("JOBSTATUS_KEY_REFRESH", "1")),
-        help="seconds between re-reads of the API keys: a revocation holds within this",
-    )
-    parser.add_argument(
-        "--dataset-rate-interval",
-        type=float,
-        default=float(env("JOBSTATUS_DATASET_RATE_INTERVAL", "5")),
-        help="seconds between two dataset status requests of one key; 0: no limit",
-    )
-    parser.add_argument(
-        "--dataset-quota",
-        type=int,
-        default=int(env("JOBSTATUS_DATASET_QUOTA", "0")),
-        help="dataset status requests per key per UTC day before 402; 0: no quota",
-    )
-    parser.add_argument(
-        "--view-budget",
-        type=int,
-        default=int(env("JOBSTATUS_VIEW_BUDGET", str(Settings.view_budget))),
-        help="bytes of job state kept in memory for reads; settled and least recently "
-        "read jobs are dropped first (JOBSTATUS_VIEW_BUDGET, default 64 MiB)",
-    )
-    parser.add_argument(
-        "--view-wait",
-        type=float,
-        default=float(env("JOBSTATUS_VIEW_WAIT", str(Settings.view_wait))),
-        help="seconds a read without a deadline waits for this server to reach the "
-        "revision it needs (X-Min-Revision, or its own latest write) (JOBSTATUS_VIEW_WAIT)",
-    )
-
-    limits = (
-        (
-            "--max-request-bytes",
-            Settings.max_request_bytes,
-            "bytes in one gRPC message or HTTP body",
-        ),
-        (
-            "--max-header-bytes",
-            Settings.max_header_bytes,
-            "bytes of an HTTP request line and headers",
-        ),
-        (
-            "--max-streams-per-key",
-            Settings.max_streams_per_key,
-            "open watch streams (gRPC and SSE) "
-            "of one API key (of one IP address on the open server)",
-        ),
-        (
-            "--max-streams-per-connection",
-            Settings.max_streams_per_connection,
-            "open watch streams on one connection",
-        ),
-        (
-            "--max-concurrent-calls",
-            Settings.max_concurrent_calls,
-            "calls of one API key (one IP "
-            "address on the open server) served at once, watch streams aside",
-        ),
-    )
-    for flag, default, what in limits:
-        variable = "JOBSTATUS_" + flag.removeprefix("--").replace("-", "_").upper()
-        parser.add_argument(
-            flag,
-            type=_positive,
-            default=_positive(env(variable, str(default))),
-            help=f"the most {what}; beyond it RESOURCE_EXHAUSTED or 429 ({variable})",
-        )
-
-
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -217,32 +59,254 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+# The sections of the README that hold a table of options each.
+SERVING, ACCESS = "serving", "access"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: `--flag`, JOBSTATUS_<FLAG> and the Settings field of the same name."""
+
+    flag: str
+    meaning: str  # markdown: backticks are dropped for --help
+    parse: Callable[[str], Any] = str
+    choices: Sequence[str] = ()
+    note: str = ""  # said after the default, such as "168 hours"
+    section: str = SERVING
+    switch: bool = False  # a flag without a value; its variable is on when 1, true or yes
+    setting: bool = True  # False: not a field of Settings (--log-level)
+    default_text: str = ""  # the default as shown, when Settings has none (--log-level)
+    to_setting: Callable[[Any], Any] = lambda value: value
+
+    @property
+    def dest(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+    @property
+    def variable(self) -> str:
+        return "JOBSTATUS_" + self.dest.upper()
+
+    @property
+    def default(self) -> str:
+        """The default as a flag or variable would spell it."""
+        if self.default_text or not self.setting:
+            return self.default_text
+        value = getattr(Settings, self.dest)
+        if isinstance(value, timedelta):
+            return _seconds(value.total_seconds())
+        if isinstance(value, float):
+            return _seconds(value)
+        return str(value)
+
+    def shown_default(self) -> str:
+        if self.switch:
+            return "off"
+        if not self.default:
+            return "none"
+        return self.default + (f", that is {self.note}" if self.note else "")
+
+    def help(self) -> str:
+        meaning = self.meaning.replace("`", "")
+        variable = f"{self.variable}=1" if self.switch else self.variable
+        return f"{meaning} ({variable}; default {self.shown_default()})".replace("%", "%%")
+
+
+_LIMIT = "; beyond it `RESOURCE_EXHAUSTED` or `429`"
+
+OPTIONS: tuple[Option, ...] = (
+    Option("--grpc-addr", "gRPC listener, `host:port`; port 0 picks a free port"),
+    Option(
+        "--http-addr",
+        "HTTP listener, `host:port`: the REST paths, the SSE watch, `/openapi.json`, "
+        "`/metrics`, `/healthz`, the dashboard",
+    ),
+    Option(
+        "--database-url",
+        "SQLAlchemy URL of the store; the default is relative to the working directory",
+    ),
+    Option(
+        "--delivery-cache-lifetime",
+        "seconds a `done` prepared delivery stays cached before it becomes `delete` by itself",
+        parse=float,
+        note="168 hours",
+        to_setting=lambda seconds: timedelta(seconds=seconds),
+    ),
+    Option(
+        "--sqlite-synchronous",
+        "`FULL` survives power loss; `NORMAL` survives only process crashes, and writes faster",
+        choices=("FULL", "NORMAL"),
+    ),
+    Option("--grace", "seconds open calls get to finish on shutdown (SIGTERM or Ctrl-C)", float),
+    Option(
+        "--heartbeat",
+        "seconds between heartbeats on an idle watch stream, unless the request sets "
+        "`heartbeat_interval`",
+        float,
+    ),
+    Option(
+        "--watch-buffer",
+        "events queued per watch stream before a slow consumer is cut off with "
+        "`RESOURCE_EXHAUSTED`",
+        int,
+    ),
+    Option(
+        "--history-count", "how many recent changes the event log keeps for resuming watches", int
+    ),
+    Option(
+        "--history-age",
+        "how many seconds of changes the event log keeps for resuming watches",
+        float,
+        note="24 hours",
+    ),
+    Option("--compact-interval", "seconds between compactions of the event log", float),
+    Option(
+        "--max-connection-age",
+        "seconds before a connection is asked to go away, so streams rebalance across replicas",
+        float,
+    ),
+    Option(
+        "--max-request-bytes",
+        "the most bytes of one gRPC request message or HTTP request body" + _LIMIT,
+        _positive,
+        note="4 MiB",
+    ),
+    Option(
+        "--max-header-bytes",
+        "the most bytes of an HTTP request line and headers" + _LIMIT,
+        _positive,
+        note="64 KiB",
+    ),
+    Option(
+        "--max-streams-per-key",
+        "the most open watch streams (gRPC and SSE together) of one API key; of one IP "
+        "address on the open server" + _LIMIT,
+        _positive,
+    ),
+    Option(
+        "--max-streams-per-connection",
+        "the most open watch streams on one connection" + _LIMIT,
+        _positive,
+    ),
+    Option(
+        "--max-concurrent-calls",
+        "the most calls of one API key (one IP address on the open server) in progress at "
+        "once; watch streams count only against the stream limits, and an HTTP request only "
+        "until its response starts" + _LIMIT,
+        _positive,
+    ),
+    Option(
+        "--view-budget",
+        "bytes of job state kept in memory for Get and the REST paths; settled, then least "
+        "recently read jobs are dropped first, and read again from the database when asked",
+        int,
+        note="64 MiB",
+    ),
+    Option(
+        "--view-wait",
+        "seconds a read without a deadline (REST) waits for this server to reach the revision "
+        "it needs (`X-Min-Revision`, or its own latest write) before `504`",
+        float,
+    ),
+    Option(
+        "--log-level",
+        "Python logging level: `DEBUG`, `INFO`, `WARNING` or `ERROR`",
+        str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        setting=False,
+        default_text="INFO",
+    ),
+    Option(
+        "--tls-cert",
+        "PEM certificate (chain) for TLS on both listeners; needs `--tls-key`",
+        section=ACCESS,
+    ),
+    Option("--tls-key", "PEM private key of `--tls-cert`", section=ACCESS),
+    Option(
+        "--tls-client-ca",
+        "PEM CA bundle: clients must present a certificate this CA signed",
+        section=ACCESS,
+    ),
+    Option(
+        "--allow-open",
+        "serve without API keys on a non-loopback address",
+        section=ACCESS,
+        switch=True,
+    ),
+    Option(
+        "--key-refresh",
+        "seconds between re-reads of the keys: a revocation holds within this",
+        float,
+        section=ACCESS,
+    ),
+    Option(
+        "--dataset-rate-interval",
+        "seconds between two dataset status requests of one key (`429` before that); 0: no limit",
+        float,
+        section=ACCESS,
+    ),
+    Option(
+        "--dataset-quota",
+        "dataset status requests per key per UTC day before `402`; 0: no quota",
+        int,
+        section=ACCESS,
+    ),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every option of OPTIONS as a flag whose default is its variable, else the table's."""
+    for option in OPTIONS:
+        raw = os.environ.get(option.variable)
+        if option.switch:
+            on = (raw or "").lower() in ("1", "true", "yes")
+            parser.add_argument(option.flag, action="store_true", default=on, help=option.help())
+            continue
+        default: Any = option.default
+        if raw is not None:
+            try:
+                default = option.parse(raw)
+            except (ValueError, argparse.ArgumentTypeError) as error:
+                parser.error(f"{option.variable}={raw!r}: {error}")
+        elif option.parse is not str:
+            default = option.parse(option.default)
+        if option.choices and default not in option.choices:
+            parser.error(f"{option.variable}={raw!r}: one of {', '.join(option.choices)}")
+        parser.add_argument(
+            option.flag,
+            type=option.parse,
+            default=default,
+            choices=option.choices or None,
+            metavar=option.dest.upper() if option.choices else None,
+            help=option.help(),
+        )
+
+
 def from_arguments(args: argparse.Namespace) -> Settings:
     return Settings(
-        grpc_addr=args.grpc_addr,
-        http_addr=args.http_addr,
-        database_url=args.database_url,
-        delivery_cache_lifetime=timedelta(seconds=args.delivery_cache_lifetime),
-        sqlite_synchronous=args.sqlite_synchronous,
-        grace=args.grace,
-        heartbeat=args.heartbeat,
-        watch_buffer=args.watch_buffer,
-        history_count=args.history_count,
-        history_age=args.history_age,
-        compact_interval=args.compact_interval,
-        max_connection_age=args.max_connection_age,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        tls_client_ca=args.tls_client_ca,
-        allow_open=args.allow_open,
-        key_refresh=args.key_refresh,
-        dataset_rate_interval=args.dataset_rate_interval,
-        dataset_quota=args.dataset_quota,
-        max_request_bytes=args.max_request_bytes,
-        max_header_bytes=args.max_header_bytes,
-        max_streams_per_key=args.max_streams_per_key,
-        max_streams_per_connection=args.max_streams_per_connection,
-        max_concurrent_calls=args.max_concurrent_calls,
-        view_budget=args.view_budget,
-        view_wait=args.view_wait,
+        **{
+            option.dest: option.to_setting(getattr(args, option.dest))
+            for option in OPTIONS
+            if option.setting
+        }
     )
+
+
+def markdown_table(section: str) -> str:
+    """The README's table of the options of `section`, one row per option."""
+    lines = [
+        "| flag | environment variable | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for option in OPTIONS:
+        if option.section != section:
+            continue
+        variable = f"`{option.variable}=1`" if option.switch else f"`{option.variable}`"
+        shown = option.shown_default()
+        if option.default and not option.switch:
+            shown = f"`{option.default}`" + (f" ({option.note})" if option.note else "")
+        lines.append(f"| `{option.flag}` | {variable} | {shown} | {option.meaning} |")
+    return "\n".join(lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from importlib.metadata import version
 
 from jobstatus_server.composition import config
 
@@ -12,12 +13,20 @@ from jobstatus_server.composition import config
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="jobstatus-server",
-        description="jobstatus: a gRPC status service for long-running jobs",
+        description="jobstatus: a status service for long-running jobs, over gRPC and HTTP "
+        "(REST, server-sent events, the dashboard). Every flag also reads the environment "
+        "variable named in its help; a flag wins over its variable.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {version('jobstatus-server')}"
     )
     config.add_arguments(parser)
-    parser.add_argument("--log-level", default="INFO")
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("serve", help="serve gRPC (the default)")
+    commands.add_parser(
+        "serve",
+        help="serve gRPC on --grpc-addr and HTTP (REST, SSE, /metrics, the dashboard) on "
+        "--http-addr (the default command)",
+    )
     db = commands.add_parser("db", help="manage the database")
     db.add_argument("action", choices=["upgrade"], help="apply every migration")
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
@@ -33,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = config.from_arguments(args)
     if args.command == "db":
