@@ -39,7 +39,7 @@ from jobstatus.client import Client
 from jobstatus.errors import JobStatusError
 from jobstatus.kinds import KINDS, Kind
 from jobstatus.live import Outcome, WatchView, event_json, outcome
-from jobstatus.spelling import by_spelling, spell
+from jobstatus.spelling import listing, parse, spell
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -161,15 +161,16 @@ def list_table(kind: Kind[Any], jobs: Sequence[Message]) -> Table:
 
 
 def parse_statuses(kind: Kind[Any], spelled: Sequence[str]) -> list[int]:
-    """Status numbers from their documented spellings (case-insensitive when unambiguous)."""
-    known = by_spelling(kind.status_enum)
-    folded = {s.lower(): n for s, n in known.items()}
+    """Status numbers from their names in any spelling (spelling.parse: `InProgress`,
+    `in_progress`, `MAP_IMPORT_STATUS_IN_PROGRESS`, in any case)."""
     numbers = []
     for status in spelled:
-        number = known.get(status, folded.get(status.lower()))
+        number = parse(kind.status_enum, status)
         if number is None:
+            known = [n for n in kind.status_enum.values_by_number if n]
             raise UsageError(
-                f"unknown status {status!r} for {kind.name}; one of: {', '.join(known)}"
+                f"unknown status {status!r} for {kind.name}; one of: "
+                f"{listing(kind.status_enum, known)}"
             )
         numbers.append(number)
     return numbers
@@ -210,8 +211,8 @@ def _configure_list(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="S",
-        help="only jobs in this status, as documented (InProgress, inProgress, in_progress, "
-        "IN_PROGRESS); repeat for several",
+        help="only jobs in this status, in either spelling, in any case (InProgress, "
+        "in_progress, MAP_IMPORT_STATUS_IN_PROGRESS); repeat for several",
     )
     parser.add_argument("--page-size", type=int, default=0, help="jobs per call (server default)")
 

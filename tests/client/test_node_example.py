@@ -93,7 +93,10 @@ def test_example_creates_watches_resumes_and_decodes_a_refusal(
     assert refused["code"] == "FAILED_PRECONDITION"
     status = refused["status"]
     assert status["code"] == 9  # FAILED_PRECONDITION
-    assert "allowed next statuses: Archived, Expired" in status["message"]
+    assert (
+        "allowed next statuses: Archived (MAP_IMPORT_STATUS_ARCHIVED), "
+        "Expired (MAP_IMPORT_STATUS_EXPIRED)" in status["message"]
+    )
     info, failure = status["details"]
     assert info["@type"] == "type.googleapis.com/google.rpc.ErrorInfo"
     assert info["reason"] == "TRANSITION_NOT_ALLOWED"

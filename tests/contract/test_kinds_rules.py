@@ -54,7 +54,8 @@ def test_a_forbidden_transition_names_both_statuses_and_the_allowed_ones() -> No
         MAP_IMPORT.check_transition(mi.MAP_IMPORT_STATUS_DRAFT, mi.MAP_IMPORT_STATUS_DONE)
     error = caught.value
     assert error.message == (
-        "map import cannot go from Draft to Done; allowed next statuses: Cancel, Start"
+        "map import cannot go from Draft to Done; allowed next statuses: "
+        "Cancel (MAP_IMPORT_STATUS_CANCEL), Start (MAP_IMPORT_STATUS_START)"
     )
     assert error.reason == "TRANSITION_NOT_ALLOWED"
     assert error.metadata == {"from": "Draft", "to": "Done", "allowed": "Cancel,Start"}
@@ -91,8 +92,37 @@ def test_the_delivery_lists_its_allowed_statuses_in_its_own_spelling() -> None:
         )
     assert caught.value.message == (
         "prepared delivery cannot go from pending to done; "
-        "allowed next statuses: error, inProgress, start"
+        "allowed next statuses: error (PREPARED_DELIVERY_STATUS_ERROR), "
+        "inProgress (PREPARED_DELIVERY_STATUS_IN_PROGRESS), start (PREPARED_DELIVERY_STATUS_START) "
+        "(error needs error.error_code)"
     )
+
+
+def test_a_refused_transition_says_what_each_allowed_status_needs() -> None:
+    with pytest.raises(FailedPrecondition) as caught:
+        MAP_IMPORT.check_transition(mi.MAP_IMPORT_STATUS_IN_PROGRESS, mi.MAP_IMPORT_STATUS_START)
+    assert caught.value.message.endswith(
+        "(Done needs meta_data.package_url and meta_data.footprint; Error needs error.message)"
+    )
+
+
+@pytest.mark.parametrize(
+    "kind, job",
+    [
+        (MAP_IMPORT, mi.MapImport(import_request_id="m", status=mi.MAP_IMPORT_STATUS_DONE)),
+        (MAP_IMPORT, mi.MapImport(import_request_id="m", status=mi.MAP_IMPORT_STATUS_ERROR)),
+        (DELIVERY, dl.PreparedDelivery(catalog_id="c", status=dl.PREPARED_DELIVERY_STATUS_DONE)),
+        (DELIVERY, dl.PreparedDelivery(catalog_id="c", status=dl.PREPARED_DELIVERY_STATUS_ERROR)),
+    ],
+)
+def test_each_need_a_kind_names_is_enforced_by_its_rule(kind: Any, job: Any) -> None:
+    """Kind.needs is what runners read before they fail: the rule refuses the status without
+    each field it names, and names that field."""
+    need = kind.needs[kind.status_of(job)]
+    with pytest.raises(FailedPrecondition) as caught:
+        kind.rule(job, None, context())
+    first_field = need.split()[0]
+    assert first_field.split(".")[-1] in caught.value.subject + caught.value.message
 
 
 def test_due_is_the_expire_time_of_the_timed_status_only() -> None:

@@ -461,3 +461,58 @@ def test_update_answers_the_bytes_of_the_job_as_stored(stubs: Stubs, uid: str) -
         assert mi.UpdateMapImportResponse.FromString(answer).map_import.revision == (
             stored.revision
         ), changes
+
+
+# --- an update that changes nothing ---------------------------------------------------
+
+PACKAGE = mi.MapImportMetaData(package_url="https://p.example/x.gpkg", footprint="POLYGON EMPTY")
+
+
+def _done_map(stubs: Stubs, uid: str) -> mi.MapImport:
+    _create_map(stubs, mi.MapImport(import_request_id=uid))
+    done = mi.MapImport(import_request_id=uid, status=mi.MAP_IMPORT_STATUS_DONE, meta_data=PACKAGE)
+    return _update_map(stubs, done)
+
+
+def test_an_update_the_status_puts_back_is_refused_and_names_the_rule(
+    stubs: Stubs, uid: str
+) -> None:
+    done = _done_map(stubs, uid)
+    five = mi.MapImport(import_request_id=uid, meta_data=mi.MapImportMetaData(progress=5))
+    failure = fails(lambda: _update_map(stubs, five))
+    assert failure.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert failure.info is not None and failure.info.reason == "FIELD_SET_BY_STATUS"
+    assert failure.metadata == {"fields": "meta_data.progress", "status": "Done"}
+    assert "changes nothing" in failure.message
+    assert "meta_data.progress at 100" in failure.message
+    assert "Archived (MAP_IMPORT_STATUS_ARCHIVED)" in failure.message
+    assert _get_map(stubs, uid).revision == done.revision  # it changed nothing
+
+
+def test_an_update_sent_again_still_succeeds_and_changes_nothing(stubs: Stubs, uid: str) -> None:
+    done = _done_map(stubs, uid)
+    again = mi.MapImport(import_request_id=uid, status=mi.MAP_IMPORT_STATUS_DONE, meta_data=PACKAGE)
+    assert _update_map(stubs, again) == done  # a retry: same answer, same revision
+    same = mi.MapImport(import_request_id=uid, meta_data=mi.MapImportMetaData(progress=100))
+    assert _update_map(stubs, same, ["meta_data.progress"]) == done  # the state it has
+
+
+def test_a_delivery_progress_on_done_is_refused(stubs: Stubs, uid: str) -> None:
+    artifact = dl.Artifact(item_key="a", artifact_type="gpkg", url="https://p.example/a")
+    stubs.deliveries.CreatePreparedDelivery(
+        dl.CreatePreparedDeliveryRequest(prepared_delivery=dl.PreparedDelivery(catalog_id=uid))
+    )
+    done = dl.PreparedDelivery(
+        catalog_id=uid, status=dl.PREPARED_DELIVERY_STATUS_DONE, artifacts=[artifact]
+    )
+    stubs.deliveries.UpdatePreparedDelivery(
+        dl.UpdatePreparedDeliveryRequest(prepared_delivery=done)
+    )
+    half = dl.PreparedDelivery(catalog_id=uid, progress=50)
+    failure = fails(
+        lambda: stubs.deliveries.UpdatePreparedDelivery(
+            dl.UpdatePreparedDeliveryRequest(prepared_delivery=half)
+        )
+    )
+    assert failure.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert failure.metadata == {"fields": "progress", "status": "done"}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from operator import attrgetter
@@ -26,7 +26,7 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor
 from google.protobuf.message import Message
 
 from jobstatus import kinds as client_kinds  # the settled statuses, declared once
-from jobstatus.spelling import spell
+from jobstatus.spelling import both, listing, spell
 from jobstatus.v1 import (
     catalog_import_pb2 as catalog,
 )
@@ -118,6 +118,9 @@ class Kind(Generic[M]):
     generic_update: bool = True
     # The kind's writes by RPCs of its own, by RPC name.
     operations: Mapping[str, Operation] = field(default_factory=dict)
+    # What a job needs to enter a status, said to runners before they fail: in a refused
+    # transition, in the README (test_kinds_rules checks that `rule` enforces each).
+    needs: Mapping[int, str] = field(default_factory=dict)
 
     @property
     def descriptor(self) -> Descriptor:
@@ -128,6 +131,15 @@ class Kind(Generic[M]):
 
     def spell(self, status: int) -> str:
         return spell(self.status_enum, status)
+
+    def spell_both(self, status: int) -> str:
+        """`InProgress (MAP_IMPORT_STATUS_IN_PROGRESS)`: the documented spelling and the
+        contract's name, which requests in protobuf JSON (grpcurl) take."""
+        return both(self.status_enum, status)
+
+    def spell_list(self, statuses: Iterable[int]) -> str:
+        """Statuses in both spellings (`spell_both`), ordered by the documented one."""
+        return listing(self.status_enum, statuses)
 
     def is_settled(self, message: Message) -> bool:
         return self.status_of(message) in self.settled
@@ -156,10 +168,15 @@ class Kind(Generic[M]):
         allowed = self.transitions.get(old, frozenset())
         if new not in allowed:
             names = sorted((self.spell(s) for s in allowed), key=str.lower)
-            listed = ", ".join(names) if names else "none: it is settled"
+            listed = self.spell_list(allowed) if allowed else "none: it is settled"
+            needs = "; ".join(
+                f"{self.spell(s)} needs {self.needs[s]}"
+                for s in sorted(allowed, key=lambda s: self.spell(s).lower())
+                if s in self.needs
+            )
             raise FailedPrecondition(
                 f"{self.display} cannot go from {self.spell(old)} to {self.spell(new)}; "
-                f"allowed next statuses: {listed}",
+                f"allowed next statuses: {listed}" + (f" ({needs})" if needs else ""),
                 reason="TRANSITION_NOT_ALLOWED",
                 metadata={
                     "from": self.spell(old),
@@ -252,6 +269,10 @@ MAP_IMPORT = Kind(
     status_of=lambda m: int(getattr(m, "status")),  # noqa: B009
     rule=_map_rule,
     timed=(_MAP["Done"], _MAP["Expired"]),
+    needs={
+        _MAP["Done"]: "meta_data.package_url and meta_data.footprint",
+        _MAP["Error"]: "error.message",
+    },
 )
 
 # --- prepared delivery -----------------------------------------------------
@@ -365,6 +386,10 @@ DELIVERY = Kind(
     output_only=OUTPUT_ONLY | {"size", "url", "expire_time"},
     rule=_delivery_rule,
     timed=(_DELIVERY["done"], _DELIVERY["delete"]),
+    needs={
+        _DELIVERY["done"]: "artifacts (at least one)",
+        _DELIVERY["error"]: "error.error_code",
+    },
 )
 
 # --- catalog import --------------------------------------------------------

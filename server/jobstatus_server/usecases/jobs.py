@@ -5,10 +5,11 @@ from the kind table (contract/kinds.py: lifecycles, rules, a kind's own writes s
 as a dataset's import run), the storage from store.py. Requests reach the core validated
 against the contract's field rules (validation.py).
 
-One concept, a little past 400 lines: every use case of a job (create, update
+One concept, past 400 lines: every use case of a job (create, update
 through a field mask, the kind's own writes, get, list with page tokens, the
 time-driven transitions) runs through the same transaction and the same rules, and
-the field-mask merge they share is here with them.
+the field-mask merge they share is here with them, as is the rule for an update that
+changes nothing (`_refuse_if_overridden`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from google.protobuf.message import Message
 from jobstatus_server.contract.errors import (
     Aborted,
     AlreadyExists,
+    FailedPrecondition,
     NotFound,
     invalid,
 )
@@ -176,7 +178,7 @@ class Core:
             raise invalid(f"{field}.{kind.id_field}", "is required", "REQUIRED")
         status = kind.status_of(resource) or kind.initial[0]
         if status not in kind.initial:
-            allowed = ", ".join(kind.spell(s) for s in kind.initial)
+            allowed = ", ".join(kind.spell_both(s) for s in kind.initial)
             raise invalid(f"{field}.status", f"a new {kind.display} starts in {allowed}")
 
         def run(tx: Tx) -> M:
@@ -273,6 +275,8 @@ class Core:
                 raise invalid(f"{field}.status", "is required", "REQUIRED")
             kind.check_transition(kind.status_of(current), status)
             kind.rule(new, current, self._context(tx, kind, tenant))
+            if new == current:
+                _refuse_if_overridden(kind, current, resource, merge, paths)
             return new
 
         return job_id, mutate
@@ -393,6 +397,43 @@ class Core:
         return await self.modify(
             kind, tenant, operation.job_id(request), mutate, operation.expected_revision(request)
         )
+
+
+def _value(message: Message, path: str) -> Any:
+    for name in path.split("."):
+        message = getattr(message, name)
+    return message
+
+
+def _refuse_if_overridden(
+    kind: Kind[M], current: M, resource: M, merge: Merge, paths: Sequence[str]
+) -> None:
+    """An update that leaves the job as it was is answered as it is (a retry, or a state
+    sent again, changes nothing and succeeds), unless it asked for a value the status's
+    rules put back (progress 5 on a Done map import, which stays 100): then it fails with
+    FAILED_PRECONDITION, reason FIELD_SET_BY_STATUS, naming the fields, so that a runner
+    with a bug hears of it instead of reading OK."""
+    asked = kind.message()
+    asked.CopyFrom(current)
+    merge(resource, asked)
+    fields = [p for p in paths if _value(asked, p) != _value(current, p)]
+    if not fields:
+        return
+    status = kind.status_of(current)
+    kept = ", ".join(f"{p} at {_value(current, p)!r}" for p in fields)
+    allowed = kind.transitions.get(status, frozenset())
+    settled = (
+        f"; a settled job only moves on to {kind.spell_list(allowed)}"
+        if status in kind.settled and allowed
+        else ""
+    )
+    raise FailedPrecondition(
+        f"this update changes nothing: {kind.display} {kind.job_id(current)!r} is "
+        f"{kind.spell(status)}, and in {kind.spell(status)} its rules keep {kept}{settled}",
+        reason="FIELD_SET_BY_STATUS",
+        metadata={"fields": ",".join(fields), "status": kind.spell(status)},
+        subject=",".join(fields),
+    )
 
 
 LIST_TOKENS = PageTokens(b"jobstatus.v1 page token")  # {"k", "s": the statuses, "a"}
