@@ -229,6 +229,12 @@ def _run_list(client: Client, args: argparse.Namespace, out: Console) -> int:
         print(json.dumps([json_format.MessageToDict(job) for job in jobs], indent=2))
     else:
         out.print(list_table(kind, jobs))
+    if not jobs and args.api_key:
+        _error(
+            f"no {kind.name.replace('_', ' ')} found: an API key sees only its own tenant's "
+            "jobs; those made while the server was open belong to tenant default "
+            "(`jobstatus-server keys list` shows the tenant of each key)"
+        )
     return EXIT_OK
 
 
@@ -386,6 +392,24 @@ def _console() -> Console:
     return Console(width=10_000 if wide else None, soft_wrap=False)
 
 
+ADDRESS_FLAGS = "--addr or JOBSTATUS_GRPC_ADDR sets the address"
+
+
+def hint(error: JobStatusError, addr: str) -> str:
+    """What to do about a failure the server could not explain itself: nothing answers
+    at the address, or something that is not a gRPC server does."""
+    if error.code != grpc.StatusCode.UNAVAILABLE:
+        return ""
+    if "http1.x server" in error.message:
+        return (
+            f"; {addr} answers HTTP/1, not gRPC: is it an HTTP port? {ADDRESS_FLAGS} "
+            f"(the gRPC port, {DEFAULT_ADDR} by default)"
+        )
+    if "Connection refused" in error.message or "failed to connect" in error.message:
+        return f"; nothing answers at {addr}: is the server running? {ADDRESS_FLAGS}"
+    return ""
+
+
 def _error(message: str) -> None:
     print(f"jobstatus: {' '.join(message.split())}", file=sys.stderr)
 
@@ -397,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with Client(args.addr, api_key=args.api_key or None) as client:
             return command.run(client, args, _console())
     except JobStatusError as error:
-        _error(str(error))
+        _error(str(error) + hint(error, args.addr))
         return EXIT_NOT_FOUND if error.code == grpc.StatusCode.NOT_FOUND else EXIT_ERROR
     except UsageError as error:
         _error(str(error))

@@ -21,6 +21,7 @@ from jobstatus.v1 import catalog_import_pb2 as cat
 from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus_server.access import auth
+from jobstatus_server.contract.errors import HOW_TO_PASS_A_KEY
 from tests.conftest import Databases, Stubs
 from tests.restkit import Keyed, keyed_server, metadata
 from tests.rpcerrors import fails
@@ -89,7 +90,10 @@ def _json(response: httpx.Response, status: int) -> Any:
 )
 def test_getapp_paths_401_and_403(keyed: Keyed, http: httpx.Client, path: str) -> None:
     missing = _json(http.get(path), 401)
-    assert missing == {"statusCode": 401, "message": "this call needs an API key"}
+    assert missing == {
+        "statusCode": 401,
+        "message": f"this call needs an API key: {HOW_TO_PASS_A_KEY}",
+    }
     for headers in (
         {"x-api-key": WRONG_SECRET},
         {"authorization": f"Bearer {WRONG_SECRET}"},

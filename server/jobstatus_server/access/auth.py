@@ -28,17 +28,23 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, create_engine, insert, pool, select, update
+from sqlalchemy import Connection, create_engine, func, insert, pool, select, update
 
 from jobstatus_server.access.credentials import KEY_PREFIX, parse_key
-from jobstatus_server.contract.errors import JobStatusError, PermissionDenied, Unauthenticated
+from jobstatus_server.contract.errors import (
+    HOW_TO_PASS_A_KEY,
+    JobStatusError,
+    PermissionDenied,
+    Unauthenticated,
+)
 from jobstatus_server.contract.tenants import DEFAULT_TENANT
 from jobstatus_server.observability.metrics import AUTH_FAILURES
-from jobstatus_server.state.models import ApiKey
+from jobstatus_server.state.models import ApiKey, Job
 
 log = logging.getLogger(__name__)
 
 API_KEY = ApiKey.__table__  # type: ignore[attr-defined]
+JOB = Job.__table__  # type: ignore[attr-defined]
 READ = "read"
 WRITE = "write"
 SCOPES = (READ, WRITE)
@@ -179,6 +185,13 @@ def create_key(url: str, tenant: str, scopes: Sequence[str], name: str = "") -> 
     return info, f"{KEY_PREFIX}_{key_id}_{secret}"
 
 
+def jobs_by_tenant(url: str) -> dict[str, int]:
+    """How many jobs each tenant has: what a new key may leave out of sight."""
+    query = select(JOB.c.tenant, func.count()).group_by(JOB.c.tenant)
+    rows = _admin(url, lambda conn: list(conn.execute(query)))
+    return {str(tenant): int(count) for tenant, count in rows}
+
+
 def list_keys(url: str) -> list[KeyInfo]:
     rows = _admin(
         url,
@@ -316,7 +329,9 @@ class Authenticator:
         keys = {value for value in presented if value is not None}  # present, even if empty
         if not keys:
             AUTH_FAILURES.labels("API_KEY_MISSING").inc()
-            raise Unauthenticated("this call needs an API key", reason="API_KEY_MISSING")
+            raise Unauthenticated(
+                f"this call needs an API key: {HOW_TO_PASS_A_KEY}", reason="API_KEY_MISSING"
+            )
         parsed = parse_key(keys.pop()) if len(keys) == 1 else None  # two different: invalid
         key = None
         if parsed is not None:
@@ -354,7 +369,8 @@ class Authenticator:
             if self.open:
                 return None
             return Unauthenticated(
-                "an API key is active now: every call needs one", reason="API_KEY_MISSING"
+                f"an API key is active now: every call needs one: {HOW_TO_PASS_A_KEY}",
+                reason="API_KEY_MISSING",
             )
         key = self._keys.get(caller.key_id)
         if key is None or key.revoked:

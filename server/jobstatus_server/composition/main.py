@@ -8,6 +8,7 @@ import sys
 from importlib.metadata import version
 
 from jobstatus_server.composition import config
+from jobstatus_server.contract.tenants import DEFAULT_TENANT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +60,30 @@ def main(argv: list[str] | None = None) -> int:
     return run(serve(settings))
 
 
+def _unseen_jobs(url: str, was_open: bool) -> list[str]:
+    """Warnings about jobs no active key can see, after a key was made. The first key
+    closes the open server, whose jobs belong to tenant `default`: they drop out of
+    sight unless a key of that tenant is made too."""
+    from jobstatus_server.access import auth
+
+    reached = {key.tenant for key in auth.list_keys(url) if key.active}
+    unseen = {t: n for t, n in auth.jobs_by_tenant(url).items() if t not in reached}
+    lines = []
+    if was_open:
+        lines.append(
+            "jobstatus: warning: this is the first active key, so the server is no longer "
+            "open: every call now needs a key, and a key sees only its own tenant's jobs"
+        )
+    for tenant, count in sorted(unseen.items()):
+        made = " (made while the server was open)" if tenant == DEFAULT_TENANT else ""
+        lines.append(
+            f"jobstatus: warning: {count} job(s) of tenant {tenant}{made} are out of sight "
+            f"of every key; to reach them, make a key for that tenant: "
+            f"jobstatus-server keys create --tenant {tenant} --scope read,write"
+        )
+    return lines
+
+
 def _keys(args: argparse.Namespace, url: str) -> int:
     from datetime import UTC, datetime
 
@@ -70,6 +95,7 @@ def _keys(args: argparse.Namespace, url: str) -> int:
         return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     if args.keys_command == "create":
+        was_open = not any(key.active for key in auth.list_keys(url))
         try:
             info, secret = auth.create_key(url, args.tenant, [args.scope], args.name)
         except ValueError as error:
@@ -81,6 +107,8 @@ def _keys(args: argparse.Namespace, url: str) -> int:
             f"({','.join(info.scopes)}); the secret above is not shown again",
             file=sys.stderr,
         )
+        for line in _unseen_jobs(url, was_open):
+            print(line, file=sys.stderr)
         return 0
     if args.keys_command == "list":
         rows = [("ID", "TENANT", "SCOPES", "CREATED", "REVOKED", "NAME")]

@@ -201,7 +201,7 @@ class Server:
             tls_key=self.settings.tls_key,
             tls_client_ca=self.settings.tls_client_ca,
         )
-        self.http.config.http = limited_protocol(self.settings.max_header_bytes)
+        self.http.config.http = limited_protocol(self.settings.max_header_bytes, self.grpc_address)
         quiet_client_faults()
         http_task = asyncio.create_task(self.http.serve(), name="jobstatus-http")
         while not self.http.started:

@@ -20,6 +20,13 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 DOMAIN = "jobstatus.v1"
 
+# How a caller passes an API key, said wherever a call lacks one (API_KEY_MISSING).
+HOW_TO_PASS_A_KEY = (
+    "send one as x-api-key metadata or authorization: Bearer <key> (gRPC), or as the "
+    "X-Api-Key or Authorization: Bearer header (HTTP); the jobstatus command takes "
+    "--api-key or JOBSTATUS_API_KEY; `jobstatus-server keys create` makes one"
+)
+
 
 def _pack(detail: Message) -> any_pb2.Any:
     packed = any_pb2.Any()

@@ -53,6 +53,7 @@ from jobstatus_server.contract.errors import (
     InvalidArgument,
     NotFound,
 )
+from jobstatus_server.contract.tenants import DEFAULT_TENANT
 
 M = TypeVar("M", bound=Message)
 OUTPUT_ONLY = frozenset({"revision", "create_time", "update_time"})
@@ -153,13 +154,20 @@ class Kind(Generic[M]):
         stamp: timestamp_pb2.Timestamp = getattr(message, "expire_time")  # noqa: B009
         return float(stamp.seconds) + stamp.nanos / 1e9
 
-    def not_found(self, *job_ids: str) -> NotFound:
+    def not_found(self, *job_ids: str, tenant: str = "") -> NotFound:
         """The error of a job (or of several, by a watch) that does not exist: one
-        message, reason and metadata for every transport."""
+        message, reason and metadata for every transport. Given the caller's `tenant`,
+        it says where it looked: a caller sees only its own tenant's jobs."""
+        looked = (
+            f" in tenant {tenant!r} (a caller sees only the jobs of its API key's tenant; "
+            f"the open server's callers are tenant {DEFAULT_TENANT!r})"
+            if tenant
+            else ""
+        )
         return NotFound(
-            f"no {self.display} with {self.id_field} {', '.join(map(repr, job_ids))}",
+            f"no {self.display} with {self.id_field} {', '.join(map(repr, job_ids))}{looked}",
             reason=self.not_found_reason,
-            metadata={self.id_field: ",".join(job_ids)},
+            metadata={self.id_field: ",".join(job_ids), **({"tenant": tenant} if tenant else {})},
         )
 
     def check_transition(self, old: int, new: int) -> None:

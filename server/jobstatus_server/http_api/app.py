@@ -7,6 +7,7 @@ through the fast path, fast_path.py), the SSE watch (sse.py) and /openapi.json
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import ssl
@@ -25,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from jobstatus_server.access.limits import HTTP, refuse
+from jobstatus_server.http_api import wrong_port
 from jobstatus_server.http_api.error_body import limit_refusal
 from jobstatus_server.http_api.fast_path import DocumentedGets, flush_request_counts
 from jobstatus_server.http_api.rest import Path
@@ -127,6 +129,25 @@ class LimitedHttpTools(HttpToolsProtocol):
     more of it is kept in memory."""
 
     max_header_bytes = 64 * 1024
+    grpc_hint = wrong_port.hint("the port of --grpc-addr")
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # The first bytes are looked at once, for a gRPC client's HTTP/2 preface. (The
+        # event loop, uvloop, binds data_received before this runs: it cannot be swapped.)
+        self._relay: Callable[[bytes], None] | None = self._first_data
+
+    def data_received(self, data: bytes) -> None:
+        if self._relay is None:
+            HttpToolsProtocol.data_received(self, data)
+        else:
+            self._relay(data)
+
+    def _first_data(self, data: bytes) -> None:
+        self._relay = None
+        if wrong_port.is_http2(data):
+            self._relay = wrong_port.GrpcOnHttpPort(self.transport, self.grpc_hint).feed
+        self.data_received(data)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -168,6 +189,12 @@ class LimitedHttpTools(HttpToolsProtocol):
         self.transport.close()
 
 
-def limited_protocol(max_header_bytes: int) -> type[LimitedHttpTools]:
-    """LimitedHttpTools bounded at `max_header_bytes`, for uvicorn's `http` setting."""
-    return type("LimitedHttpTools", (LimitedHttpTools,), {"max_header_bytes": max_header_bytes})
+def limited_protocol(max_header_bytes: int, grpc_address: str = "") -> type[LimitedHttpTools]:
+    """LimitedHttpTools bounded at `max_header_bytes`, for uvicorn's `http` setting; a gRPC
+    client that reaches it is told to use `grpc_address`."""
+    named = {"grpc_hint": wrong_port.hint(grpc_address)} if grpc_address else {}
+    return type(
+        "LimitedHttpTools",
+        (LimitedHttpTools,),
+        {"max_header_bytes": max_header_bytes, **named},
+    )

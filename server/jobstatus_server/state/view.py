@@ -281,7 +281,7 @@ class View:
         """As `get`, but NotFound for a job that does not exist."""
         entry = await self.get(kind, tenant, job_id, min_revision, remaining)
         if entry is None:
-            raise kind.not_found(job_id)
+            raise kind.not_found(job_id, tenant=tenant)
         return entry
 
     async def _fill(self, kind: Kind[Any], key: Key) -> Entry | None:

@@ -308,7 +308,7 @@ class Core:
         def run(tx: Tx) -> Any:
             current = tx.load(kind, tenant, job_id)
             if current is None:
-                raise kind.not_found(job_id)
+                raise kind.not_found(job_id, tenant=tenant)
             revision = int(getattr(current, "revision"))  # noqa: B009
             if expected_revision and revision != expected_revision:
                 raise Aborted(
@@ -332,7 +332,7 @@ class Core:
     async def get(self, kind: Kind[M], tenant: str, job_id: str) -> M:
         job = await self.store.get(kind, tenant, job_id)
         if job is None:
-            raise kind.not_found(job_id)
+            raise kind.not_found(job_id, tenant=tenant)
         return job
 
     async def list(
