@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -566,3 +567,12 @@ def test_starting_a_dataset_import_names_no_expected_revision() -> None:
     start = DATASET.operations["StartDatasetImport"]
     assert start.expected_revision(ds.StartDatasetImportRequest(dataset_id="d")) == 0
     assert start.job_id(ds.StartDatasetImportRequest(dataset_id="d")) == "d"
+
+
+def test_the_readme_lists_what_each_status_needs() -> None:
+    """README's "What each status needs" is Kind.needs, row for row."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for kind in KINDS.values():
+        for status, need in kind.needs.items():
+            row = f"| {kind.display} | {kind.spell_both(status)} | {need} |"
+            assert row in readme, f"README.md lacks the row {row!r}"

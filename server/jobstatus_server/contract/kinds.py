@@ -167,7 +167,7 @@ class Kind(Generic[M]):
         return NotFound(
             f"no {self.display} with {self.id_field} {', '.join(map(repr, job_ids))}{looked}",
             reason=self.not_found_reason,
-            metadata={self.id_field: ",".join(job_ids), **({"tenant": tenant} if tenant else {})},
+            metadata={self.id_field: ",".join(job_ids)},
         )
 
     def check_transition(self, old: int, new: int) -> None:
