@@ -356,12 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--addr",
         default=os.environ.get("JOBSTATUS_GRPC_ADDR", DEFAULT_ADDR),
-        help=f"host:port of the server (JOBSTATUS_GRPC_ADDR, default {DEFAULT_ADDR})",
+        help=f"host:port of the server's gRPC listener, not its HTTP one "
+        f"(JOBSTATUS_GRPC_ADDR, default {DEFAULT_ADDR})",
     )
     common.add_argument(
         "--api-key",
         default=os.environ.get("JOBSTATUS_API_KEY"),
-        help="sent as x-api-key (JOBSTATUS_API_KEY)",
+        help="the API key, sent as x-api-key metadata (JOBSTATUS_API_KEY; default none, "
+        "which only an open server, one without keys, accepts)",
     )
     common.add_argument(
         "--timeout",

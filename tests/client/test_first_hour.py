@@ -181,15 +181,17 @@ def on_a_terminal(*args: str) -> tuple[int, str]:
         dimensions=(24, 400),
     )  # fmt: skip
     child.expect(pexpect.EOF)
-    child.close()
     assert isinstance(child.before, bytes)
-    return int(child.exitstatus or 0), one_line(child.before.decode())
+    screen = one_line(child.before.decode())
+    status = child.wait()
+    assert child.signalstatus is None, f"ended by signal {child.signalstatus}: {screen}"
+    return int(status), screen
 
 
 def test_nothing_answering_names_the_flag_and_variable_of_the_address() -> None:
     nowhere = f"127.0.0.1:{free_port()}"
     status, screen = on_a_terminal("get", "map-import", "m-1", "--addr", nowhere)
-    assert status == 1
+    assert status == 1, screen
     assert f"nothing answers at {nowhere}: is the server running?" in screen
     assert "--addr or JOBSTATUS_GRPC_ADDR sets the address" in screen
 
@@ -202,7 +204,7 @@ def test_a_grpc_client_on_the_http_port_is_told_where_grpc_is(
     where = f"gRPC is served on {server.address} (--grpc-addr, JOBSTATUS_GRPC_ADDR"
 
     status, screen = on_a_terminal("get", "map-import", "m-1", "--addr", http_address)
-    assert status == 1
+    assert status == 1, screen
     assert told in screen and where in screen
 
     listed = run(GRPCURL, "-plaintext", "-max-time", "20", http_address, "list")
