@@ -218,4 +218,21 @@ MUTANTS: list[Mutant] = [
         replace="if expected_revision and revision < expected_revision:",
         tests=(f"{WRITES}::test_stale_expected_revision_is_aborted",),
     ),
+    # --- an update that changes nothing -----------------------------------------------
+    Mutant(
+        name="lifecycle-overridden-update-answers-ok",
+        guarantee="an update whose values the status's rules put back fails and names them",
+        file=CORE,
+        find="    if not fields:\n        return\n",
+        replace="    if fields:\n        return\n",
+        tests=(f"{WRITES}::test_an_update_the_status_puts_back_is_refused_and_names_the_rule",),
+    ),
+    Mutant(
+        name="lifecycle-update-sent-again-refused",
+        guarantee="an update sent again (a retry, the state the job has) succeeds unchanged",
+        file=CORE,
+        find="fields = [p for p in paths if _value(asked, p) != _value(current, p)]",
+        replace="fields = list(paths)",
+        tests=(f"{WRITES}::test_an_update_sent_again_still_succeeds_and_changes_nothing",),
+    ),
 ]
