@@ -55,6 +55,15 @@ def keys_create(url: str, tenant: str) -> tuple[str, str]:
     return done.stdout.strip(), " ".join(done.stderr.split())
 
 
+def keys_revoke(url: str, key: str) -> str:
+    """`jobstatus-server keys revoke` of a key (`jsk_<id>_<secret>`): what it says."""
+    key_id = key.split("_")[1]
+    done = run(sys.executable, "-m", "jobstatus_server", "--database-url", url,
+               "keys", "revoke", key_id)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return " ".join((done.stdout + done.stderr).split())
+
+
 def until(what: str, check: Callable[[], Any], within: float = 20.0) -> Any:
     """`check()` once it is truthy, within `within` seconds, else fail with its last value."""
     deadline = time.monotonic() + within
@@ -90,7 +99,7 @@ def test_the_first_key_warns_of_the_jobs_it_hides_and_a_get_names_its_tenant(
         assert "this is the first active key" in said
         assert (
             "1 job(s) of tenant default (made while the server was open) are out of sight of "
-            "every key; to reach them, make a key for that tenant: "
+            "every caller; to reach them, make a key for that tenant: "
             "jobstatus-server keys create --tenant default --scope read,write"
         ) in said
 
@@ -129,6 +138,12 @@ def test_the_first_key_warns_of_the_jobs_it_hides_and_a_get_names_its_tenant(
         answer = httpx.get(f"{server.http_url}/api/v2/map/import/status/catalog-42", timeout=10)
         assert answer.status_code == 401
         assert "X-Api-Key or Authorization: Bearer header" in answer.json()["message"]
+
+        # revoking: acme's key leaves nothing out of sight; the last key opens the server
+        acme_revoked = keys_revoke(url, key)
+        assert "warning" not in acme_revoked
+        last_revoked = keys_revoke(url, default_key)
+        assert "no active key is left, so the server is open again" in last_revoked
     finally:
         server.stop()
 

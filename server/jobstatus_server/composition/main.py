@@ -60,25 +60,33 @@ def main(argv: list[str] | None = None) -> int:
     return run(serve(settings))
 
 
-def _unseen_jobs(url: str, was_open: bool) -> list[str]:
-    """Warnings about jobs no active key can see, after a key was made. The first key
-    closes the open server, whose jobs belong to tenant `default`: they drop out of
-    sight unless a key of that tenant is made too."""
+def _key_warnings(url: str, was_open: bool) -> list[str]:
+    """What a change of keys did to who sees which jobs: the first key closes the open
+    server, the last one revoked opens it again, and a tenant none of the callers can be
+    any longer (no active key of it; the open server's callers are tenant `default`)
+    has jobs out of sight."""
     from jobstatus_server.access import auth
 
-    reached = {key.tenant for key in auth.list_keys(url) if key.active}
+    active = {key.tenant for key in auth.list_keys(url) if key.active}
+    reached = active or {DEFAULT_TENANT}
     unseen = {t: n for t, n in auth.jobs_by_tenant(url).items() if t not in reached}
     lines = []
-    if was_open:
+    if was_open and active:
         lines.append(
             "jobstatus: warning: this is the first active key, so the server is no longer "
             "open: every call now needs a key, and a key sees only its own tenant's jobs"
+        )
+    if not was_open and not active:
+        lines.append(
+            "jobstatus: warning: no active key is left, so the server is open again: every "
+            f"caller is tenant {DEFAULT_TENANT}, with read and write (on loopback only, "
+            "unless --allow-open)"
         )
     for tenant, count in sorted(unseen.items()):
         made = " (made while the server was open)" if tenant == DEFAULT_TENANT else ""
         lines.append(
             f"jobstatus: warning: {count} job(s) of tenant {tenant}{made} are out of sight "
-            f"of every key; to reach them, make a key for that tenant: "
+            f"of every caller; to reach them, make a key for that tenant: "
             f"jobstatus-server keys create --tenant {tenant} --scope read,write"
         )
     return lines
@@ -107,7 +115,7 @@ def _keys(args: argparse.Namespace, url: str) -> int:
             f"({','.join(info.scopes)}); the secret above is not shown again",
             file=sys.stderr,
         )
-        for line in _unseen_jobs(url, was_open):
+        for line in _key_warnings(url, was_open):
             print(line, file=sys.stderr)
         return 0
     if args.keys_command == "list":
@@ -127,10 +135,13 @@ def _keys(args: argparse.Namespace, url: str) -> int:
         for row in rows:
             print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
         return 0
+    was_open = not any(key.active for key in auth.list_keys(url))
     if not auth.revoke_key(url, args.key_id):
         print(f"jobstatus: no active key {args.key_id}", file=sys.stderr)
         return 1
     print(f"jobstatus: key {args.key_id} revoked")
+    for line in _key_warnings(url, was_open):
+        print(line, file=sys.stderr)
     return 0
 
 
