@@ -16,10 +16,7 @@ whose baseline the small store's, from the same run:
   another caller during it (target: under 50 ms);
 - the dashboard's first load: a real Chromium (tests/browser) opens the page, timed
   until it shows its first rows (whatever index.html and app.js request to get
-  there), with the server's peak RSS meanwhile;
-- the view's memory: after Gets of `large_view_reads` jobs not read before (a budget
-  that holds them all), the server's RSS growth against the bytes the view counts
-  (jobstatus_view_bytes; the budget's promise: within 25%).
+  there), with the server's peak RSS meanwhile.
 
 The ratio targets are the issue's (1M / 10k within 1.25x; for a throughput, at least
 1 / 1.25 = 0.8). A watch or a page that does not finish within `large_patience`
@@ -30,11 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import random
-import re
 import shutil
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -52,7 +47,6 @@ SCENARIO = "large_store"
 WITHIN = 1.25  # the issue's bound on every 1M / 10k ratio
 PEAK_RSS_MB = 300.0
 OTHER_GET_P99_MS = 50.0
-VIEW_MEMORY_WITHIN = 1.25
 MB = 1e6
 # The dashboard shows its first rows: a row of the jobs table (ARIA roles, not classes).
 FIRST_ROWS = "document.querySelector('[role=rowgroup] [role=row]') !== null && performance.now()"
@@ -68,7 +62,7 @@ class Store:
     @property
     def endpoint(self) -> Endpoint:
         assert self.server.process is not None
-        return Endpoint(f"{self.jobs:,} jobs", self.server.address, self.server.process.pid)
+        return Endpoint(self.name, self.server.address, self.server.process.pid)
 
     @property
     def name(self) -> str:
@@ -76,7 +70,7 @@ class Store:
 
 
 @contextlib.contextmanager
-def _serving(bench: Bench, count: int, extra: Sequence[str] = ()) -> Iterator[Store]:
+def serving(bench: Bench, count: int, extra: Sequence[str] = ()) -> Iterator[Store]:
     """A server on a fresh copy of the cached store of `count` jobs (removed after)."""
     source = bulk_fill.cached_store(count, log=bench.log)
     directory = bench.workdir / f"large-{count}-{time.monotonic_ns()}"
@@ -116,24 +110,27 @@ class PeakRss:
 
 
 def _row(
+    stores: tuple[Store, Store],
     case: str,
     metric: str,
     unit: str,
-    large: float,
-    small: float,
-    target: Target | None,
+    figures: tuple[float, float],
+    target: Target,
     **extra: Any,
 ) -> Row:
+    """A row of the large store's figure against the small one's (`figures`, in the
+    order of `stores`)."""
+    large, small = stores
     return Row(
         scenario=SCENARIO,
-        case=case,
+        case=f"{large.name}: {case}",
         metric=metric,
         unit=unit,
-        value=large,
-        baseline=small,
-        baseline_name="the same on the small store",
+        value=figures[0],
+        baseline=figures[1],
+        baseline_name=f"the same on {small.name}",
         target=target,
-        extra={k: v for k, v in extra.items() if v is not None},
+        extra=extra,
     )
 
 
@@ -167,11 +164,11 @@ def _unary_rows(bench: Bench, stores: tuple[Store, Store]) -> list[Row]:
     ours, theirs = _throughput(bench, stores, workers.GET, get_slots)
     rows = [
         _row(
+            stores,
             f"{callers} callers, {callers * per_caller} jobs spread over the store (view hits)",
             "GetMapImportStatus",
             "calls/s",
-            median([u.qps for u in ours]),
-            median([u.qps for u in theirs]),
+            (median([u.qps for u in ours]), median([u.qps for u in theirs])),
             Target(">=", 1 / WITHIN),
             errors=sum(u.errors for u in ours + theirs),
         )
@@ -197,11 +194,11 @@ def _unary_rows(bench: Bench, stores: tuple[Store, Store]) -> list[Row]:
     for name, fraction in (("p50", 0.5), ("p99", 0.99)):
         rows.append(
             _row(
+                stores,
                 f"1 caller, {count * sizes.rounds} jobs not read before (database reads)",
                 f"GetMapImportStatus {name}",
                 "ms",
-                percentile(large, fraction),
-                percentile(small, fraction),
+                (percentile(large, fraction), percentile(small, fraction)),
                 Target("<=", WITHIN),
             )
         )
@@ -221,11 +218,11 @@ def _update_rows(bench: Bench, stores: tuple[Store, Store]) -> list[Row]:
     ours, theirs = _throughput(bench, stores, workers.UPDATE, update_slots)
     return [
         _row(
+            stores,
             f"{writers} writers, each on an InProgress job of its own (SQLite, synchronous FULL)",
             "UpdateMapImport",
             "calls/s",
-            median([u.qps for u in ours]),
-            median([u.qps for u in theirs]),
+            (median([u.qps for u in ours]), median([u.qps for u in theirs])),
             Target(">=", 1 / WITHIN),
             errors=sum(u.errors for u in ours + theirs),
         )
@@ -307,36 +304,36 @@ def _watch_rows(bench: Bench, stores: tuple[Store, Store]) -> list[Row]:
     }
     return [
         _row(
+            stores,
             case,
             "time to the first event",
             "ms",
-            large.first_ms,
-            small.first_ms,
+            (large.first_ms, small.first_ms),
             Target("<=", WITHIN),
             **detail,
         ),
         _row(
+            stores,
             case,
             "initial state, per 1,000 jobs",
             "ms",
-            large.per_thousand_ms,
-            small.per_thousand_ms,
+            (large.per_thousand_ms, small.per_thousand_ms),
             Target("<=", WITHIN),
         ),
         _row(
+            stores,
             case,
             "server peak RSS during the watch's start",
             "MB",
-            large.peak_rss / MB,
-            small.peak_rss / MB,
+            (large.peak_rss / MB, small.peak_rss / MB),
             Target("<=", PEAK_RSS_MB, on="value"),
         ),
         _row(
+            stores,
             case,
             "another caller's Get p99 during it",
             "ms",
-            large.get_p99_ms,
-            small.get_p99_ms,
+            (large.get_p99_ms, small.get_p99_ms),
             Target("<=", OTHER_GET_P99_MS, on="value"),
             **{"other caller's Gets/s": bench.sizes.large_other_gets},
         ),
@@ -373,11 +370,11 @@ def _page_rows(bench: Bench, stores: tuple[Store, Store]) -> list[Row]:
     case = "Chromium opens the dashboard until its first rows show"
     return [
         _row(
+            stores,
             case,
             "first rows shown",
             "ms",
-            large.first_rows_ms,
-            small.first_rows_ms,
+            (large.first_rows_ms, small.first_rows_ms),
             Target("<=", WITHIN),
             **{
                 f"{store.name}": f"server peak RSS {p.peak_rss / MB:.0f} MB"
@@ -386,55 +383,19 @@ def _page_rows(bench: Bench, stores: tuple[Store, Store]) -> list[Row]:
             },
         ),
         _row(
+            stores,
             case,
             "first rows shown (the issue's 2 s)",
             "ms",
-            large.first_rows_ms,
-            small.first_rows_ms,
+            (large.first_rows_ms, small.first_rows_ms),
             Target("<=", 2000.0, on="value"),
         ),
     ]
 
 
-# --- the view's memory ----------------------------------------------------------------
-
-
-def _view_bytes(store: Store) -> float:
-    with urllib.request.urlopen(f"{store.server.http_url}/metrics", timeout=30) as response:
-        found = re.search(r"^jobstatus_view_bytes (\S+)$", response.read().decode(), re.MULTILINE)
-    assert found is not None, "no jobstatus_view_bytes in /metrics"
-    return float(found.group(1))
-
-
-def _view_row(bench: Bench) -> Row:
-    reads = bench.sizes.large_view_reads
-    count = bench.sizes.large_jobs
-    budget = str(4 * 1024**3)  # holds every job read
-    with _serving(bench, count, ("--view-budget", budget)) as store:
-        before_rss, before_view = rss_bytes(store.endpoint.pid), _view_bytes(store)
-        ids = bulk_fill.spread_ids(count, reads)
-        bench.pool.workers[0].call(
-            large_store_load.read_each, address=store.server.address, job_ids=ids, concurrency=16
-        )
-        grown, counted = (
-            rss_bytes(store.endpoint.pid) - before_rss,
-            _view_bytes(store) - before_view,
-        )
-    return Row(
-        scenario=SCENARIO,
-        case=f"Gets of {reads:,} jobs not read before, on {count:,} jobs (view budget 4 GiB)",
-        metric="server RSS growth against the view's counted bytes",
-        unit="MB",
-        value=grown / MB,
-        baseline=counted / MB,
-        baseline_name="jobstatus_view_bytes growth",
-        target=Target("<=", VIEW_MEMORY_WITHIN),
-    )
-
-
 def large_store(bench: Bench) -> list[Row]:
     sizes = bench.sizes
-    with _serving(bench, sizes.large_jobs) as large, _serving(bench, sizes.large_small) as small:
+    with serving(bench, sizes.large_jobs) as large, serving(bench, sizes.large_small) as small:
         stores = (large, small)
         rows: list[Row] = []
         for phase, measure in (
@@ -445,10 +406,4 @@ def large_store(bench: Bench) -> list[Row]:
         ):
             bench.log(f"{SCENARIO}: {phase} ...")
             rows += measure(bench, stores)
-    bench.log(f"{SCENARIO}: the view's memory ...")
-    rows.append(_view_row(bench))
-    for row in rows:
-        if row.baseline_name.startswith("the same"):
-            row.baseline_name = f"the same on {sizes.large_small:,} jobs"
-            row.case = f"{sizes.large_jobs:,} jobs: {row.case}"
     return rows

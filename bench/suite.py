@@ -41,7 +41,7 @@ def todo(name: str, title: str, reason: str) -> Scenario:
 
 
 def scenarios() -> list[Scenario]:
-    from bench import dashboard, large_store, tracing
+    from bench import dashboard, large_store, tracing, view_memory
     from bench import scenarios as s
 
     return [
@@ -106,6 +106,11 @@ def scenarios() -> list[Scenario]:
             "Get, durable updates, a watch of every job and the dashboard's first load "
             "on 1,000,000 stored jobs vs on 10,000",
             large_store.large_store,
+        ),
+        Scenario(
+            "view_memory",
+            "the server's RSS growth against the bytes its view counts, on 1,000,000 jobs",
+            view_memory.view_memory,
         ),
     ]
 
