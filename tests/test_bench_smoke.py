@@ -62,7 +62,8 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     run = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
         cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # The bulk-filled stores of the large-store scenario are cached in the test's scratch.
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "JOBSTATUS_BENCH_CACHE": str(out / "cache")},
         capture_output=True,
         text=True,
         timeout=840,  # a guard against a hang, not a speed check: the machine may be loaded

@@ -188,8 +188,9 @@ class View:
         self._measure_tables()
 
     def _measure_tables(self) -> None:
-        """Count the queues' tables as they are now (they grow in steps as entries are
-        added, and keep their size as entries leave, as a dict's table does)."""
+        """Count the queues' tables as they are now: a hash table grows in steps as
+        entries are added and keeps its size as they leave; the order's nodes come and
+        go with the entries."""
         tables = sys.getsizeof(self._active) + sys.getsizeof(self._settled)
         self.size += tables - self._tables
         self._tables = tables
