@@ -162,6 +162,7 @@ class View:
                 current,
             )
         VIEW_REVISION.set(self.revision)
+        self._measure_tables()  # whatever the changes added to the queues or took out
         self._evict()
         self._wake()
 
