@@ -57,6 +57,12 @@ class Sizes:
     dashboard_rate: float = 200.0
     dashboard_seconds: float = 5.0  # per round
     dashboard_jobs: int = 1_000
+    large_jobs: int = 1_000_000  # the large store (bench/large_store.py)
+    large_small: int = 10_000  # the store it is compared with
+    large_cold_gets: int = 500  # per round and store: Gets of jobs not read before
+    large_other_gets: float = 100.0  # another caller's Gets/s while a watch starts
+    large_view_reads: int = 200_000  # Gets that fill the view whose memory is measured
+    large_patience: float = 300.0  # the longest a watch's start or a page load may take
 
 
 FULL = Sizes()
@@ -95,6 +101,12 @@ SMOKE = Sizes(
     dashboard_rate=40.0,
     dashboard_seconds=0.6,
     dashboard_jobs=20,
+    large_jobs=3_000,
+    large_small=300,
+    large_cold_gets=20,
+    large_other_gets=20.0,
+    large_view_reads=1_000,
+    large_patience=120.0,
 )
 
 

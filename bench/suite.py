@@ -41,7 +41,7 @@ def todo(name: str, title: str, reason: str) -> Scenario:
 
 
 def scenarios() -> list[Scenario]:
-    from bench import dashboard, tracing
+    from bench import dashboard, large_store, tracing, view_memory
     from bench import scenarios as s
 
     return [
@@ -100,6 +100,17 @@ def scenarios() -> list[Scenario]:
             "dashboard_sse",
             "the dashboard's SSE streams: 100 open pages under 200 changes/s vs 1 gRPC watcher",
             dashboard.dashboard_sse,
+        ),
+        Scenario(
+            "large_store",
+            "Get, durable updates, a watch of every job and the dashboard's first load "
+            "on 1,000,000 stored jobs vs on 10,000",
+            large_store.large_store,
+        ),
+        Scenario(
+            "view_memory",
+            "the server's RSS growth against the bytes its view counts, on 1,000,000 jobs",
+            view_memory.view_memory,
         ),
     ]
 

@@ -62,7 +62,8 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     run = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
         cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # The bulk-filled stores of the large-store scenario are cached in the test's scratch.
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "JOBSTATUS_BENCH_CACHE": str(out / "cache")},
         capture_output=True,
         text=True,
         timeout=840,  # a guard against a hang, not a speed check: the machine may be loaded
@@ -94,6 +95,8 @@ def test_every_scenario_produced_rows(smoke: dict[str, Any]) -> None:
         "core_write_pg",
         "cross_replica_latency",
         "dashboard_sse",
+        "large_store",
+        "view_memory",
     }
     assert {row["scenario"] for row in smoke["rows"]} == measured
 
@@ -236,3 +239,38 @@ def test_ab_alternates_and_sums_up_rounds() -> None:
     noise = ab.Figure("c", "calls", "calls/s", "higher", [1.0] * rounds, mixed)
     assert noise.summary()["verdict"] == "within noise"
     assert ab._cases(["unary,updates"]) == ["unary", "updates_sqlite", "updates_pg"]
+
+
+def test_large_store_rows(smoke: dict[str, Any]) -> None:
+    """The large store against the small one (bulk-filled, bench/bulk_fill.py): every
+    operation measured on both, the watch and the page finished (not cut off)."""
+    rows = _rows(smoke, "large_store")
+    assert {row["metric"] for row in rows} == {
+        "GetMapImportStatus",
+        "GetMapImportStatus p50",
+        "GetMapImportStatus p99",
+        "UpdateMapImport",
+        "time to the first event",
+        "initial state, per 1,000 jobs",
+        "server peak RSS during the watch's start",
+        "another caller's Get p99 during it",
+        "first rows shown",
+        "first rows shown (the issue's 2 s)",
+    }
+    large, small = harness.SMOKE.large_jobs, harness.SMOKE.large_small
+    for row in rows:
+        where = f"{row['case']} / {row['metric']}"
+        assert row["value"] > 0 and row["baseline"] > 0, where
+        assert "cut off" not in json.dumps(row["extra"]), where
+        assert "failed)" not in json.dumps(row["extra"]).replace("(0 failed)", ""), where
+    assert all(row["case"].startswith(f"{large:,} jobs: ") for row in rows)
+    assert all(row["baseline_name"] == f"the same on {small:,} jobs" for row in rows)
+    watch = next(row for row in rows if row["metric"] == "time to the first event")
+    states = {key: str(value).split(" STATE events")[0] for key, value in watch["extra"].items()}
+    assert states == {f"{large:,} jobs": str(large), f"{small:,} jobs": str(small)}
+
+
+def test_view_memory_row_reads_the_servers_count(smoke: dict[str, Any]) -> None:
+    [row] = _rows(smoke, "view_memory")
+    assert row["baseline_name"] == "jobstatus_view_bytes growth"
+    assert row["value"] > 0 and row["baseline"] > 0  # the Gets filled the view

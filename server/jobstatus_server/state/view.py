@@ -22,10 +22,16 @@ Consistency, per process (and so per replica on PostgreSQL):
   one this process already answered for it (entries only move forward; an
   evicted job is read again from the database, which is at least as new).
 
-Memory is bounded by a budget in bytes (each entry's overhead and its renderings'
-exact size, which grows as forms are built and is checked at the next change or
-fill): settled jobs are evicted first, least
-recently read first, then active ones, least recently read first.
+Memory is bounded by a budget in bytes, counted exactly (`size`): per entry the
+`sys.getsizeof` of the entry, its key tuple, its job id and its ints, and its
+renderings' exact size (which grows as forms are built and is checked at the next
+change or fill); and the two queues' own tables, as `sys.getsizeof` of each
+OrderedDict states them (the hash table and the order's nodes: the slots the entries
+occupy, amortised as the tables grow). The key's kind is the Kind's own name and its
+tenant is interned, so both are shared by every entry of that kind and tenant, not
+held per entry. tests/state/test_view_memory.py measures the process's memory against
+it. Settled jobs are evicted first, least recently read first, then active ones,
+least recently read first.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -54,7 +61,6 @@ from jobstatus_server.state.renderings import Renderings
 from jobstatus_server.state.store import Change, KnownState, Store
 
 Key = tuple[str, str, str]  # (kind, tenant, job id)
-ENTRY_OVERHEAD = 200  # bytes an entry costs beyond its key's strings and its renderings
 DEFAULT_BUDGET = 64 * 1024 * 1024
 DEFAULT_WAIT = 5.0
 _HITS = VIEW_HITS.labels()  # a hit is counted on every read: `+= 1`, no lock
@@ -80,6 +86,16 @@ class Entry:
     size: int = 0  # what the entry costs beyond its renderings' size
 
 
+# What every entry costs whatever it holds: the entry's object and slots, its key's
+# tuple of three, and three ints past the small ones Python shares (an object each): the
+# entry's revision and size, and its renderings' size.
+ENTRY_FIXED = (
+    sys.getsizeof(Entry(0, 0, b"", False, Renderings(b"")))
+    + sys.getsizeof(("", "", ""))
+    + 3 * sys.getsizeof(2**29)
+)
+
+
 @dataclass(slots=True)
 class _Fill:
     seen: int = 0  # the newest revision of the job applied while a read was in flight
@@ -92,7 +108,8 @@ class View:
     budget: int = DEFAULT_BUDGET
     wait: float = DEFAULT_WAIT  # the longest a read without a deadline waits for the view
     revision: int = 0  # every change up to this revision is applied
-    size: int = 0
+    size: int = 0  # every byte counted against the budget (see the module's docstring)
+    _tables: int = 0  # of `size`: the queues' own tables, as last measured
     _active: OrderedDict[Key, Entry] = field(default_factory=OrderedDict)
     _settled: OrderedDict[Key, Entry] = field(default_factory=OrderedDict)
     _fills: dict[Key, _Fill] = field(default_factory=dict)
@@ -103,8 +120,12 @@ class View:
         """Begin at `revision` (the hub's): later changes arrive through `apply`."""
         self.revision = revision
         VIEW_REVISION.set(revision)
-        VIEW_JOBS.set_function(lambda: len(self._active) + len(self._settled))
+        VIEW_JOBS.set_function(lambda: len(self))
         VIEW_BYTES.set_function(lambda: self.size)
+
+    def __len__(self) -> int:
+        """The jobs the view holds."""
+        return len(self._active) + len(self._settled)
 
     # --- the change feed ----------------------------------------------------------
 
@@ -119,13 +140,13 @@ class View:
                 # may have missed changes, so it forgets everything.
                 self.clear()
             self.revision = revision
-            key = (change.kind, change.tenant, change.job_id)
+            kind = KINDS.get(change.kind)
+            if kind is None:
+                continue  # no read waits on a kind this server does not serve
+            key = (kind.name, sys.intern(change.tenant), change.job_id)
             fill = self._fills.get(key)
             if fill is not None:
                 fill.seen = revision
-            kind = KINDS.get(change.kind)
-            if kind is None:
-                continue
             current = self._active.get(key) or self._settled.get(key)
             if current is not None and current.revision >= revision:
                 continue
@@ -141,6 +162,7 @@ class View:
                 current,
             )
         VIEW_REVISION.set(self.revision)
+        self._measure_tables()  # whatever the changes added to the queues or took out
         self._evict()
         self._wake()
 
@@ -150,19 +172,29 @@ class View:
                 entry.renderings.account = None
         self._active.clear()
         self._settled.clear()
-        self.size = 0
+        self.size = self._tables = 0
+        self._measure_tables()
 
     def _put(self, key: Key, entry: Entry, current: Entry | None) -> None:
         if current is not None:
             (self._settled if current.settled else self._active).pop(key, None)
             self._forget(current)
-        # The entry and its key, and its renderings' exact bytes: forms built later add
-        # to the view's size as they are built (Renderings.account).
-        entry.size = ENTRY_OVERHEAD + len(key[1]) + len(key[2])
+        # The entry, its key and job id, and its renderings' exact bytes: forms built
+        # later add to the view's size as they are built (Renderings.account).
+        entry.size = ENTRY_FIXED + sys.getsizeof(key[2])
         (self._settled if entry.settled else self._active)[key] = entry
         renderings = entry.renderings
         renderings.account = self
         self.size += entry.size + renderings.size
+        self._measure_tables()
+
+    def _measure_tables(self) -> None:
+        """Count the queues' tables as they are now: a hash table grows in steps as
+        entries are added and keeps its size as they leave; the order's nodes come and
+        go with the entries."""
+        tables = sys.getsizeof(self._active) + sys.getsizeof(self._settled)
+        self.size += tables - self._tables
+        self._tables = tables
 
     def _forget(self, entry: Entry) -> None:
         renderings = entry.renderings
@@ -181,6 +213,7 @@ class View:
             else:
                 return  # only entries ahead of the feed: evicted once it catches up
             self._forget(queue.pop(victim))
+            self._measure_tables()
             VIEW_EVICTIONS.inc()
 
     # --- waiting for a revision ---------------------------------------------------
@@ -309,6 +342,6 @@ class View:
             status = kind.status_of(job)
             data = job.SerializeToString()
             entry = Entry(found, status, data, status in kind.settled, Renderings(data))
-            self._put(key, entry, current)
+            self._put((kind.name, sys.intern(key[1]), key[2]), entry, current)
             self._evict()
             return entry
