@@ -78,9 +78,7 @@ def read_position(conn: Connection) -> Position:
     return Position(counters["revision"], counters["compacted"])
 
 
-def _jobs(
-    conn: Connection, kind: str, tenant: str, ids: Sequence[str], after: str | None, limit: int
-) -> list[Change]:
+def page_query(kind: str, tenant: str, ids: Sequence[str], after: str | None, limit: int) -> Any:
     """Up to `limit` jobs with ids after `after`, in id order (the primary key's)."""
     query = select(
         JOB.c.revision, JOB.c.tenant, JOB.c.kind, JOB.c.job_id, JOB.c.status, JOB.c.data
@@ -89,7 +87,7 @@ def _jobs(
         query = query.where(JOB.c.job_id > after)
     if ids:
         query = query.where(JOB.c.job_id.in_(ids))
-    return [change_from_row(row) for row in conn.execute(query.order_by(JOB.c.job_id).limit(limit))]
+    return query.order_by(JOB.c.job_id).limit(limit)
 
 
 def catch_up_query(
@@ -217,7 +215,8 @@ class InitialState:
                 at.revision,
                 self.batch,
             )
-        jobs = _jobs(conn, self.kind, self.tenant, self.ids, self.after, self.page)
+        query = page_query(self.kind, self.tenant, self.ids, self.after, self.page)
+        jobs = [change_from_row(row) for row in conn.execute(query)]
         return Page(at, jobs, changes, changes_to)
 
     def _advance(self, page: Page) -> None:
