@@ -22,6 +22,8 @@ class Settings:
     health_interval: float = 1.0
     heartbeat: float = 15.0
     watch_buffer: int = 1024
+    watch_snapshot_streams: int = 4
+    watch_snapshot_stall: float = 30.0
     history_count: int = 100_000
     history_age: float = 24 * 3600.0
     compact_interval: float = 10.0
@@ -91,6 +93,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=int(env("JOBSTATUS_WATCH_BUFFER", "1024")),
         help="events queued per watch stream before a slow consumer is cut off",
+    )
+    parser.add_argument(
+        "--watch-snapshot-streams",
+        type=int,
+        default=int(env("JOBSTATUS_WATCH_SNAPSHOT_STREAMS", "4")),
+        help="watch streams reading and sending their initial state at once (others wait)",
+    )
+    parser.add_argument(
+        "--watch-snapshot-stall",
+        type=float,
+        default=float(env("JOBSTATUS_WATCH_SNAPSHOT_STALL", "30")),
+        help="seconds an event of a watch's initial state may wait on its client before "
+        "the stream is cut off",
     )
     parser.add_argument(
         "--history-count",
@@ -227,6 +242,8 @@ def from_arguments(args: argparse.Namespace) -> Settings:
         grace=args.grace,
         heartbeat=args.heartbeat,
         watch_buffer=args.watch_buffer,
+        watch_snapshot_streams=args.watch_snapshot_streams,
+        watch_snapshot_stall=args.watch_snapshot_stall,
         history_count=args.history_count,
         history_age=args.history_age,
         compact_interval=args.compact_interval,
