@@ -18,7 +18,6 @@ import pytest
 from sqlalchemy import Connection, select
 
 from jobstatus.v1 import delivery_pb2 as dl
-from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.v1 import watch_pb2
 from jobstatus_server.contract.errors import ResourceExhausted
 from jobstatus_server.contract.kinds import DELIVERY, MAP_IMPORT
@@ -26,9 +25,9 @@ from jobstatus_server.contract.tenants import DEFAULT_TENANT
 from jobstatus_server.state.renderings import Renderings, WatchForm
 from jobstatus_server.state.snapshot import PAGE, catch_up_query, page_query
 from jobstatus_server.state.sql import EVENT
-from jobstatus_server.state.store import Store, Tx
+from jobstatus_server.state.store import Store
 from jobstatus_server.state.watch import Hub, WatchSettings
-from tests.conftest import Databases
+from tests.bigstore import map_job, put_many
 from tests.streams import Reader
 
 STATE = watch_pb2.WATCH_EVENT_TYPE_STATE
@@ -139,39 +138,6 @@ def watch(
         return revision
 
     return Watching(asyncio.create_task(run()), queue)
-
-
-async def put_many(
-    store: Store, kind: Any, tenant: str, jobs: Sequence[Any], *, created: bool
-) -> list[int]:
-    """Commit each of `jobs` as one change, many at once (group commit); their revisions."""
-
-    async def put(job: Any) -> int:
-        def run(tx: Tx) -> int:
-            return int(tx.put(kind, tenant, job, created=created).revision)
-
-        return await store.transact(run)
-
-    revisions: list[int] = []
-    for start in range(0, len(jobs), 200):
-        revisions += await asyncio.gather(*(put(job) for job in jobs[start : start + 200]))
-    return revisions
-
-
-def map_job(job_id: str, progress: int = 0, footprint: str = "") -> mi.MapImport:
-    return mi.MapImport(
-        import_request_id=job_id,
-        status=mi.MAP_IMPORT_STATUS_START,
-        meta_data=mi.MapImportMetaData(progress=progress, footprint=footprint),
-    )
-
-
-@pytest.fixture
-async def store(databases: Databases) -> AsyncIterator[Store]:
-    opened = Store(databases.new())
-    await opened.start()
-    yield opened
-    await opened.close()
 
 
 @asynccontextmanager
