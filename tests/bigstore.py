@@ -4,7 +4,7 @@ RPC each), before or beside a server; and a server's resident memory."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ async def put_many(
     return revisions
 
 
-async def fill(url: str, kind: Any, jobs: dict[str, Sequence[Any]]) -> None:
+async def fill(url: str, kind: Any, jobs: Mapping[str, Sequence[Any]]) -> None:
     """Create `jobs` (by tenant) in the store at `url`, from a store of this process."""
     store = Store(url)
     await store.start()
