@@ -28,6 +28,7 @@ from jobstatus_server.state.sql import EVENT
 from jobstatus_server.state.store import Store
 from jobstatus_server.state.watch import Hub, WatchSettings
 from tests.bigstore import map_job, put_many
+from tests.conftest import Databases
 from tests.streams import Reader
 
 STATE = watch_pb2.WATCH_EVENT_TYPE_STATE
@@ -138,6 +139,14 @@ def watch(
         return revision
 
     return Watching(asyncio.create_task(run()), queue)
+
+
+@pytest.fixture
+async def store(databases: Databases) -> AsyncIterator[Store]:
+    opened = Store(databases.new())
+    await opened.start()
+    yield opened
+    await opened.close()
 
 
 @asynccontextmanager
