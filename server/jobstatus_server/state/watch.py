@@ -24,6 +24,18 @@ The revision a stream names as its resume point (on a cut-off, a shutdown, a
 heartbeat) is the last one whose send began: a send that has begun reaches the
 client even if the stream is ended while it waits, so it counts as sent.
 
+A watch from revision 0 first sends the matching jobs' current state, streamed in
+pages (snapshot.py explains how pages read at different revisions add up to the
+state at the revision SYNCED names): the server holds one page at a time, each send
+awaits the transport's flow control, and the loop yields between pages. At most
+`snapshot_streams` streams read and send an initial state at once; the others wait
+their turn (a task each, nothing read). A stream stalled in its initial state is cut
+off with RESOURCE_EXHAUSTED (WATCHER_TOO_SLOW) by the same rule as a live one, more
+than `buffer` of its changes published while one of its events waits, or when one
+event has waited `snapshot_stall` seconds (it holds one of the few slots). Until
+SYNCED the client has no consistent state, so such a stream (and one ended by a
+shutdown) names resume revision 0: the client reads the state again.
+
 One concept past 400 lines: publishing, the ring, the index of streams and each
 stream's cursor are one ordering guarantee (every change once, in revision order,
 never past a gap); split across modules, its invariants would be too.
