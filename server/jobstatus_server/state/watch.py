@@ -654,7 +654,7 @@ class Hub:
                 if change.revision <= stream.sent:
                     continue  # covered by the initial state
                 frame = change.renderings.watch_frame(framing, CHANGE, change.revision)
-                stream.sent = change.revision  # before the send: see _open
+                stream.sent = change.revision  # before the send (the module's docstring)
                 await send(frame)
                 stream.last_write = time.monotonic()
                 if settling is not None:
