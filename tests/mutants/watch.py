@@ -46,8 +46,8 @@ MUTANTS: list[Mutant] = [
         name="watch-start-zero-without-state",
         guarantee="a watch from revision 0 sends every watched job's state, then SYNCED",
         file=HUB,
-        find="                            if start_revision:\n                                # Changed",
-        replace="                            if True:\n                                # Changed",
+        find="if start_revision:\n                                # Changed",
+        replace="if True:\n                                # Changed",
         tests=(f"{WATCH}test_initial_state_then_synced_then_changes",),
     ),
     Mutant(
@@ -72,7 +72,8 @@ MUTANTS: list[Mutant] = [
         "revision it received",
         file=HUB,
         find=(
-            "                stream.sent = change.revision  # before the send (the module's docstring)\n"
+            "                stream.sent = change.revision  # before the send"
+            " (the module's docstring)\n"
             "                await send(frame)\n"
         ),
         replace=(
@@ -109,8 +110,8 @@ MUTANTS: list[Mutant] = [
         name="watch-until-settled-ends-before-the-settling-change",
         guarantee="an until_settled watch from revision R sends the changes after R before it ends",
         file=HUB,
-        find="job.revision <= start_revision\n                                        and job.status",
-        replace="job.revision >= 0\n                                        and job.status",
+        find="job.revision <= start_revision\n",
+        replace="job.revision >= 0\n",
         tests=(f"{WATCH}test_until_settled_from_a_revision_sends_the_later_changes_then_ends",),
     ),
     Mutant(
