@@ -71,6 +71,7 @@ class Page:
 
 
 def read_position(conn: Connection) -> Position:
+    """The store's revision and compaction point (in the read's transaction)."""
     counters = {
         str(name): int(value)
         for name, value in conn.execute(select(COUNTER.c.name, COUNTER.c.value))
@@ -167,6 +168,7 @@ class InitialState:
         self._first: list[Change] = []
 
     async def first(self) -> Page:
+        """Read the first page; `batches()` yields its jobs first."""
         page: Page = await self._read(self._read_page)
         self._first = page.jobs
         self._advance(page)
@@ -198,7 +200,10 @@ class InitialState:
                 )
                 yield more
             self._advance(page)
-            yield page.jobs
+            jobs = page.jobs
+            del page  # one page held at a time: none while the next is read
+            yield jobs
+            del jobs
 
     def _read_page(self, conn: Connection) -> Page:
         at = read_position(conn)

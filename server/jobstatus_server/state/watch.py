@@ -564,6 +564,7 @@ class Hub:
                             stream.sending_since = 0.0
                             if settling is not None:
                                 settling.see(job.job_id, job.status in settled_statuses)
+                        del jobs  # the page's jobs and renderings go before the next is read
             finally:
                 self._opening.discard(stream)
                 stream.disarm()
