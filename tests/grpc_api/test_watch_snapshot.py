@@ -13,6 +13,7 @@ import pytest
 from google.protobuf import duration_pb2
 
 from jobstatus.v1 import map_import_pb2 as mi
+from jobstatus.v1 import map_import_pb2_grpc as mi_grpc
 from jobstatus.v1 import watch_pb2
 from jobstatus_server.contract.kinds import MAP_IMPORT
 from jobstatus_server.contract.tenants import DEFAULT_TENANT
@@ -195,4 +196,56 @@ async def test_a_grpc_client_that_stops_reading_holds_little_memory_then_is_cut_
                 states += 1
             assert states < len(ids), f"{CUT}: the whole state was sent ({states} events)"
     finally:
+        server.stop()
+
+
+async def test_many_watches_starting_at_once_hold_little_memory(databases: Databases) -> None:
+    """Eight clients open a watch over the same 48 MB of jobs at once and stop reading:
+    a few read and hold a page each (--watch-snapshot-streams), the others wait their
+    turn, so the server's memory grows by less than one copy of the jobs, not eight
+    (measured here: 14 MB on SQLite, 26 MB on PostgreSQL, whose reader threads each
+    keep their own malloc arena)."""
+    why = "many watches starting at once are limited, never multiplying memory"
+    url = databases.new()
+    big = "x" * 8000
+    ids = [f"job-{n:05d}" for n in range(6000)]
+    await fill(url, MAP_IMPORT, {DEFAULT_TENANT: [map_job(i, footprint=big) for i in ids]})
+    stored = len(ids) * len(big)
+    server = ServerProcess(url).start()
+    assert server.process is not None
+    pid = server.process.pid
+    channels = [
+        grpc.aio.insecure_channel(server.address, options=[("grpc.http2.bdp_probe", 0)])
+        for _ in range(8)
+    ]
+    try:
+        async with client(server.address) as c:
+            warm = c.watch(import_request_ids=ids[:3])  # the first watch's one-time costs
+            await warm.reader.take_until(
+                lambda item: not isinstance(item, Event) or item.type == SYNCED, WAIT, "SYNCED", why
+            )
+            warm.call.cancel()
+        before = resident_bytes(pid)
+        calls = [
+            mi_grpc.MapImportServiceStub(channel).WatchMapImportStatus(
+                mi.WatchMapImportStatusRequest()
+            )
+            for channel in channels
+        ]
+        firsts = [asyncio.create_task(call.read()) for call in calls]  # then none read on
+        peak = before
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            peak = max(peak, resident_bytes(pid))
+        started = sum(first.done() for first in firsts)
+        # Before, each watch read every job at once: eight copies of the store.
+        assert peak - before < stored, (
+            f"{why}: the server grew from {before} to {peak} bytes while 8 stalled clients "
+            f"watched {stored} bytes of jobs ({started} of them got an event)"
+        )
+        for call in calls:
+            call.cancel()
+    finally:
+        for channel in channels:
+            await channel.close(None)
         server.stop()

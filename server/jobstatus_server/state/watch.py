@@ -547,7 +547,12 @@ class Hub:
             try:
                 async with contextlib.aclosing(state.batches()) as batches:
                     async for jobs in batches:
-                        for job in jobs:
+                        # Each job goes as soon as it is sent: a stalled stream holds
+                        # what is left of one page. Its frame is built for this stream
+                        # alone, so it is not kept in the job's renderings.
+                        jobs.reverse()
+                        while jobs:
+                            job = jobs.pop()
                             if start_revision:
                                 # Changed after the start: unsettled until its events arrive.
                                 if settling is not None:
@@ -557,14 +562,13 @@ class Hub:
                                         and job.status in settled_statuses,
                                     )
                                 continue
-                            frame = job.renderings.watch_frame(framing, STATE, job.revision)
+                            frame = framing.job_event(STATE, job.revision, job.renderings)
                             stream.behind = 0
                             stream.sending_since = time.monotonic()
                             await send(frame)
                             stream.sending_since = 0.0
                             if settling is not None:
                                 settling.see(job.job_id, job.status in settled_statuses)
-                        del jobs  # the page's jobs and renderings go before the next is read
             finally:
                 self._opening.discard(stream)
                 stream.disarm()
