@@ -11,6 +11,8 @@ WATCH_START = "server/jobstatus_server/contract/watch_start.py"
 SERVER = "server/jobstatus_server/composition/server.py"
 WATCH = "tests/grpc_api/test_watch.py::"
 SSE_TESTS = "tests/http_api/test_sse.py::"
+SNAPSHOT = "server/jobstatus_server/state/snapshot.py"
+PAGED = "tests/state/test_streamed_snapshot.py::"
 
 MUTANTS: list[Mutant] = [
     Mutant(
@@ -44,8 +46,8 @@ MUTANTS: list[Mutant] = [
         name="watch-start-zero-without-state",
         guarantee="a watch from revision 0 sends every watched job's state, then SYNCED",
         file=HUB,
-        find="with_jobs=start_revision == 0 or until_settled,",
-        replace="with_jobs=until_settled,",
+        find="if start_revision:\n                                # Changed",
+        replace="if True:\n                                # Changed",
         tests=(f"{WATCH}test_initial_state_then_synced_then_changes",),
     ),
     Mutant(
@@ -70,7 +72,8 @@ MUTANTS: list[Mutant] = [
         "revision it received",
         file=HUB,
         find=(
-            "                stream.sent = change.revision  # before the send: see _open\n"
+            "                stream.sent = change.revision  # before the send"
+            " (the module's docstring)\n"
             "                await send(frame)\n"
         ),
         replace=(
@@ -99,16 +102,16 @@ MUTANTS: list[Mutant] = [
         name="watch-until-settled-never-ends",
         guarantee="an until_settled watch ends with OK right after the event that settles it",
         file=HUB,
-        find="                    if all(settled.values()):\n                        return\n",
-        replace="                    if all(settled.values()):\n                        continue\n",
+        find="                    if settling.done:\n                        return\n",
+        replace="                    if settling.done:\n                        continue\n",
         tests=(f"{WATCH}test_until_settled_ends_with_ok",),
     ),
     Mutant(
         name="watch-until-settled-ends-before-the-settling-change",
         guarantee="an until_settled watch from revision R sends the changes after R before it ends",
         file=HUB,
-        find="settled[job.job_id] = job.revision <= start_revision and job.status in kind.settled",
-        replace="settled[job.job_id] = job.status in kind.settled",
+        find="job.revision <= start_revision\n",
+        replace="job.revision >= 0\n",
         tests=(f"{WATCH}test_until_settled_from_a_revision_sends_the_later_changes_then_ends",),
     ),
     Mutant(
@@ -157,5 +160,29 @@ MUTANTS: list[Mutant] = [
         find="                and jobs[job_id].revision <= start\n",
         replace="",
         tests=(f"{SSE_TESTS}test_a_reconnect_before_the_settling_change_gets_it_then_settled",),
+    ),
+    Mutant(
+        name="snapshot-drops-the-earlier-pages-changes",
+        guarantee="changes committed while a watch's initial state is sent are not lost",
+        file=SNAPSHOT,
+        find="            yield page.changes\n",
+        replace="            yield []\n",
+        tests=(f"{PAGED}test_changes_racing_the_pages_are_neither_lost_nor_sent_twice",),
+    ),
+    Mutant(
+        name="snapshot-catch-up-sends-later-pages-jobs",
+        guarantee="changes committed while a watch's initial state is sent are not sent twice",
+        file=SNAPSHOT,
+        find="case((EVENT.c.job_id <= upto, EVENT.c.data)",
+        replace="case((EVENT.c.job_id >= EVENT.c.job_id, EVENT.c.data)",
+        tests=(f"{PAGED}test_changes_racing_the_pages_are_neither_lost_nor_sent_twice",),
+    ),
+    Mutant(
+        name="snapshot-stalled-client-never-cut-off",
+        guarantee="a client that stops reading its initial state is cut off, resume revision 0",
+        file=HUB,
+        find="                    if stream.behind > buffer:\n",
+        replace="                    if False:\n",
+        tests=(f"{PAGED}test_a_client_that_stops_reading_costs_one_page_then_is_cut_off",),
     ),
 ]

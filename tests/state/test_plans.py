@@ -16,6 +16,7 @@ with its reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import re
 import time
@@ -49,6 +50,12 @@ ALLOWED: dict[str, str] = {
     r"^SELECT job\.revision, job\.tenant, job\.kind, job\.job_id, job\.status, job\.data"
     r" FROM job WHERE job\.tenant = \? AND job\.kind = \? ORDER BY job\.create_revision$": (
         "a watch's initial state over all of a tenant's jobs of a kind: every one is sent"
+    ),
+    r"^SELECT job\.revision, job\.tenant, job\.kind, job\.job_id, job\.status, job\.data"
+    r" FROM job WHERE job\.tenant = \? AND job\.kind = \? ORDER BY job\.job_id"
+    r" LIMIT \?( OFFSET \?)?$": (
+        "the first page of a watch's initial state (state/snapshot.py): the first jobs of"
+        " a tenant's kind in the primary key's order, as many as the LIMIT"
     ),
 }
 
@@ -187,6 +194,26 @@ async def watch_snapshots(run: Run) -> object:
     await run.store.snapshot(MAP_IMPORT.name, TENANT, [], with_jobs=False)
     await run.store.snapshot(MAP_IMPORT.name, TENANT, run.filled[:3], with_jobs=True)
     return await run.store.snapshot(MAP_IMPORT.name, TENANT, [], with_jobs=True)
+
+
+@path
+async def watch_initial_state_pages(run: Run) -> object:
+    """A watch's initial state in pages (state/snapshot.py), with the changes of the
+    earlier pages' jobs between pages; the position a resume checks; named jobs."""
+    await run.store.position()
+    named = run.store.initial_state(MAP_IMPORT.name, TENANT, run.filled[:3])
+    await named.first()
+    state = run.store.initial_state(MAP_IMPORT.name, TENANT, [])
+    await state.first()
+    pages = 0
+    async with contextlib.aclosing(state.batches()) as batches:
+        async for _ in batches:
+            pages += 1
+            if pages == 1:  # a change of a job of the first page, while the page is sent
+                await run.core.update(MAP_IMPORT, TENANT, *_progress(run.filled[0], 80), 0)
+            if pages > 6:
+                break
+    return pages
 
 
 @path

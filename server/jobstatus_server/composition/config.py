@@ -31,6 +31,8 @@ class Settings:
     health_interval: float = 1.0
     heartbeat: float = 15.0
     watch_buffer: int = 1024
+    watch_snapshot_streams: int = 4
+    watch_snapshot_stall: float = 30.0
     history_count: int = 100_000
     history_age: float = 24 * 3600.0
     compact_interval: float = 10.0
@@ -152,6 +154,18 @@ OPTIONS: tuple[Option, ...] = (
         "events queued per watch stream before a slow consumer is cut off with "
         "`RESOURCE_EXHAUSTED`",
         int,
+    ),
+    Option(
+        "--watch-snapshot-streams",
+        "watch streams reading and sending their initial state (start revision 0) at once, "
+        "a page of jobs at a time; the others wait their turn",
+        int,
+    ),
+    Option(
+        "--watch-snapshot-stall",
+        "seconds an event of a watch's initial state may wait on its client before the "
+        "stream is cut off with `RESOURCE_EXHAUSTED` and resume revision 0",
+        float,
     ),
     Option(
         "--history-count", "how many recent changes the event log keeps for resuming watches", int

@@ -142,6 +142,8 @@ class Server:
                 heartbeat=self.settings.heartbeat,
                 history_count=self.settings.history_count,
                 history_age=self.settings.history_age,
+                snapshot_streams=self.settings.watch_snapshot_streams,
+                snapshot_stall=self.settings.watch_snapshot_stall,
             ),
         )
         await self.hub.start()

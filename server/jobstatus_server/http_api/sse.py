@@ -66,6 +66,7 @@ from jobstatus_server.http_api import params
 from jobstatus_server.http_api.error_body import error_body
 from jobstatus_server.http_api.rest import CATALOG_BODY, DATASET_RUN, DELIVERY_BODY, MAP_V2
 from jobstatus_server.observability.metrics import HTTP_WATCH_STREAMS
+from jobstatus_server.state.changes import Change
 from jobstatus_server.state.renderings import Renderings, WatchForm
 from jobstatus_server.state.watch import Hub
 
@@ -297,10 +298,15 @@ class Watch:
         """Fail now, before the stream starts, where the watch would fail at once; True
         when there is nothing left to send (every watched job settled at `start`)."""
         until_done = until_settled and bool(ids)
-        snapshot = await self.hub.store.snapshot(kind.name, tenant, ids, with_jobs=until_done)
-        jobs = {job.job_id: job for job in snapshot.jobs}
+        store = self.hub.store
+        jobs: dict[str, Change] = {}
+        if until_done:  # the named jobs (at most MAX_IDS), read in one page
+            page = await store.initial_state(kind.name, tenant, ids).first()
+            at, jobs = page.at, {job.job_id: job for job in page.jobs}
+        else:
+            at = await store.position()
         check_watch_start(
-            kind, ids, start, until_settled, snapshot.revision, snapshot.compacted, jobs, SSE_RESUME
+            kind, ids, start, until_settled, at.revision, at.compacted, jobs, SSE_RESUME
         )
         return (
             until_done

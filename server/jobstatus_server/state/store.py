@@ -8,7 +8,8 @@ the facade the rest of the server uses (`Store`); the parts are beside it:
 - readers.py: the reader pool and its queries;
 - compaction.py: deleting the events beyond the kept window;
 - engines.py: engines and connections per database;
-- changes.py: `Change`, `Snapshot`, `History`, what reads and commits hand out.
+- changes.py: `Change`, `Snapshot`, `History`, what reads and commits hand out;
+- snapshot.py: a watch's initial state, read in pages (`initial_state`).
 
 Writes are committed in groups, one group at a time: the writes waiting on the
 event loop form a group and are committed together (group commit); each write
@@ -78,6 +79,7 @@ from jobstatus_server.state.group_commit import GroupCommit
 from jobstatus_server.state.notify import Listener
 from jobstatus_server.state.pg_writer import KnownSource, PostgresWriter
 from jobstatus_server.state.readers import Readers
+from jobstatus_server.state.snapshot import PAGE, InitialState, Position, read_position
 from jobstatus_server.state.sql import Statements
 from jobstatus_server.state.sqlite_writer import SqliteWriter
 from jobstatus_server.state.transaction import KnownState, Tx
@@ -269,6 +271,17 @@ class Store:
         """The store's revision, the compaction point and (if asked) the matching jobs, at once."""
         assert self._readers is not None
         return await self._readers.snapshot(kind, tenant, ids, with_jobs)
+
+    def initial_state(
+        self, kind: str, tenant: str, ids: Sequence[str], *, page: int = PAGE, batch: int = 512
+    ) -> InitialState:
+        """The matching jobs' current state, to be read in pages (snapshot.py): memory for
+        one page at a time, however many jobs match."""
+        return InitialState(self.read, kind, tenant, ids, page=page, batch=batch)
+
+    async def position(self) -> Position:
+        """The store's revision and compaction point, read at once."""
+        return await self.read(read_position, single_statement=True)
 
     async def history(
         self, kind: Kind[M], tenant: str, job_id: str, after: int, limit: int

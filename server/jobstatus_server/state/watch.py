@@ -24,6 +24,18 @@ The revision a stream names as its resume point (on a cut-off, a shutdown, a
 heartbeat) is the last one whose send began: a send that has begun reaches the
 client even if the stream is ended while it waits, so it counts as sent.
 
+A watch from revision 0 first sends the matching jobs' current state, streamed in
+pages (snapshot.py explains how pages read at different revisions add up to the
+state at the revision SYNCED names): the server holds one page at a time, each send
+awaits the transport's flow control, and the loop yields between pages. At most
+`snapshot_streams` streams read and send an initial state at once; the others wait
+their turn (a task each, nothing read). A stream stalled in its initial state is cut
+off with RESOURCE_EXHAUSTED (WATCHER_TOO_SLOW) by the same rule as a live one, more
+than `buffer` of its changes published while one of its events waits, or when one
+event has waited `snapshot_stall` seconds (it holds one of the few slots). Until
+SYNCED the client has no consistent state, so such a stream (and one ended by a
+shutdown) names resume revision 0: the client reads the state again.
+
 One concept past 400 lines: publishing, the ring, the index of streams and each
 stream's cursor are one ordering guarantee (every change once, in revision order,
 never past a gap); split across modules, its invariants would be too.
@@ -50,7 +62,7 @@ from jobstatus_server.contract.kinds import Kind
 from jobstatus_server.contract.watch_start import GRPC_RESUME, check_watch_start, revision_compacted
 from jobstatus_server.observability.metrics import HUB_REVISION, WATCH_CUTOFFS, WATCH_STREAMS
 from jobstatus_server.state.renderings import Framing
-from jobstatus_server.state.store import Change, Snapshot, Store
+from jobstatus_server.state.store import Change, Store
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +83,8 @@ class WatchSettings:
     poll_interval: float = 1.0
     history_count: int = 100_000
     history_age: float = 24 * 3600.0
+    snapshot_streams: int = 4  # watches reading and sending their initial state at once
+    snapshot_stall: float = 30.0  # seconds one event of an initial state may wait on its client
 
 
 @dataclass(eq=False, slots=True)
@@ -94,6 +108,10 @@ class Stream:
     last_write: float = 0.0  # monotonic time of the last write
     timer: asyncio.TimerHandle | None = None
     live: bool = False  # caught up: in the hub's fan-out
+    # While an event of its initial state waits on the client: since when (monotonic),
+    # and how many matching changes were published meanwhile (the stall rules).
+    sending_since: float = 0.0
+    behind: int = 0
 
     def arm(self) -> None:
         """Check for idleness when a heartbeat could next be due: one timer per
@@ -132,6 +150,29 @@ class Stream:
             self.task.cancel()
 
 
+class Settling:
+    """Which jobs an until_settled watch still waits for: the named jobs, or (a watch of
+    all jobs) every job seen so far that is not settled. It holds the unsettled jobs
+    only, not every job seen."""
+
+    __slots__ = ("seen", "unsettled")
+
+    def __init__(self, ids: frozenset[str]) -> None:
+        self.unsettled = set(ids)
+        self.seen = bool(ids)
+
+    def see(self, job_id: str, settled: bool) -> None:
+        self.seen = True
+        if settled:
+            self.unsettled.discard(job_id)
+        else:
+            self.unsettled.add(job_id)
+
+    @property
+    def done(self) -> bool:
+        return self.seen and not self.unsettled
+
+
 @dataclass
 class Hub:
     store: Store
@@ -142,6 +183,9 @@ class Hub:
     streams: set[Stream] = field(default_factory=set)
     _by_kind: dict[tuple[str, str], set[Stream]] = field(default_factory=dict)
     _by_job: dict[tuple[str, str, str], set[Stream]] = field(default_factory=dict)
+    # Streams sending their initial state (at most `snapshot_streams`, by `_slots`).
+    _opening: set[Stream] = field(default_factory=set)
+    _slots: asyncio.Semaphore = field(init=False)
     # Local commit groups that arrived before the changes ahead of them were published.
     _held: deque[list[Change]] = field(default_factory=deque)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -149,6 +193,9 @@ class Hub:
     _closing: bool = False
     # Called with every batch of changes before any stream sees them (the view, view.py).
     listeners: list[Callable[[Sequence[Change]], None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._slots = asyncio.Semaphore(self.settings.snapshot_streams)
 
     async def start(self) -> None:
         self.ring = deque(maxlen=self.settings.ring)
@@ -292,9 +339,16 @@ class Hub:
             listener(changes)
         buffer = self.settings.buffer
         by_kind, by_job = self._by_kind, self._by_job
+        opening = self._opening
         cut: list[Stream] = []
+        stalled: list[Stream] = []
         for change in changes:
             self.ring.append(change)
+            for stream in opening:
+                if stream.sending_since and stream.matches(change):
+                    stream.behind += 1
+                    if stream.behind > buffer:
+                        stalled.append(stream)
             self.revision = change.revision
             of_kind = by_kind.get((change.kind, change.tenant))
             of_job = by_job.get((change.kind, change.tenant, change.job_id))
@@ -323,6 +377,10 @@ class Hub:
                         metadata={"resume_revision": str(stream.sent)},
                     )
                 )
+        for stream in stalled:
+            self._cut_opening(
+                stream, f"more than {buffer} changes were committed while one event waited"
+            )
 
     # --- streams ------------------------------------------------------------------
 
@@ -413,10 +471,11 @@ class Hub:
         self.streams.add(stream)
         WATCH_STREAMS.inc()
         try:
-            settled = await self._open(stream, start_revision, until_settled, send, framing)
-            if settled is not None and until_settled and settled and all(settled.values()):
+            settling = Settling(stream.ids) if until_settled else None
+            await self._open(stream, start_revision, settling, send, framing)
+            if settling is not None and settling.done:
                 return stream.sent
-            await self._follow(stream, settled if until_settled else None, send, framing)
+            await self._follow(stream, settling, send, framing)
             return stream.sent
         except asyncio.CancelledError:
             if stream.ended is None:
@@ -425,6 +484,7 @@ class Hub:
             raise stream.ended from None
         finally:
             stream.disarm()
+            self._opening.discard(stream)
             self._detach(stream)
             self.streams.discard(stream)
             WATCH_STREAMS.dec()
@@ -433,61 +493,133 @@ class Hub:
         self,
         stream: Stream,
         start_revision: int,
-        until_settled: bool,
+        settling: Settling | None,
         send: Callable[[bytes], Any],
         framing: Framing,
-    ) -> dict[str, bool]:
-        """Check the request, send the initial state (start 0), and set the cursor;
-        returns the settled state of each watched job as of the stream's position."""
-        kind = stream.kind
-        if start_revision and not until_settled and start_revision <= self.revision:
-            # A resume the hub can answer alone: no read of the database.
-            snapshot = Snapshot(self.revision, self.compacted, [])
-        else:
-            snapshot = await self.store.snapshot(
-                kind.name,
-                stream.tenant,
-                sorted(stream.ids),
-                with_jobs=start_revision == 0 or until_settled,
-            )
+    ) -> None:
+        """Check the request, send the initial state (start 0), and set the cursor; an
+        until_settled watch learns which of its jobs are settled as of its position."""
+        if start_revision == 0 or settling is not None:
+            await self._initial_state(stream, start_revision, settling, send, framing)
+            return
+        current, compacted = self.revision, self.compacted
+        if start_revision > current:
+            # Ahead of this hub: is it ahead of the store too?
+            position = await self.store.position()
+            current, compacted = position.revision, position.compacted
+        # A resume the hub can answer alone: no read of the jobs.
         check_watch_start(
-            kind,
-            stream.ids,
-            start_revision,
-            until_settled,
-            snapshot.revision,
-            snapshot.compacted,
-            (job.job_id for job in snapshot.jobs),
-            GRPC_RESUME,
+            stream.kind, stream.ids, start_revision, False, current, compacted, (), GRPC_RESUME
         )
-        settled: dict[str, bool] = {job_id: False for job_id in stream.ids}
-        if start_revision == 0:
-            for job in snapshot.jobs:
-                # A send that has begun reaches the client even if the stream is ended
-                # while it waits: count it as sent before it starts (the resume point).
-                stream.sent = max(stream.sent, job.revision)
-                await send(job.renderings.watch_frame(framing, STATE, job.revision))
-                settled[job.job_id] = job.status in kind.settled
-            stream.sent = stream.cursor = snapshot.revision
-            await send(framing.marker(SYNCED, snapshot.revision))
-        else:
-            for job in snapshot.jobs:
-                # A job changed after the start is unsettled until its events arrive.
-                settled[job.job_id] = job.revision <= start_revision and job.status in kind.settled
+        stream.sent = stream.cursor = start_revision
+
+    async def _initial_state(
+        self,
+        stream: Stream,
+        start_revision: int,
+        settling: Settling | None,
+        send: Callable[[bytes], Any],
+        framing: Framing,
+    ) -> None:
+        """Read the matching jobs in pages (snapshot.py) and, from revision 0, send each as
+        a STATE event, then SYNCED at the revision the state is exact at; from a revision
+        (until_settled), only note which jobs were settled then. At most
+        `snapshot_streams` streams do so at once; the others wait their turn."""
+        kind, settled_statuses = stream.kind, stream.kind.settled
+        async with self._slots:
+            state = self.store.initial_state(
+                kind.name, stream.tenant, sorted(stream.ids), batch=self.settings.catch_up_batch
+            )
+            first = await state.first()
+            check_watch_start(
+                kind,
+                stream.ids,
+                start_revision,
+                settling is not None,
+                first.at.revision,
+                first.at.compacted,
+                (job.job_id for job in first.jobs),
+                GRPC_RESUME,
+            )
+            del first
+            self._opening.add(stream)
+            self._arm_stall(stream)
+            try:
+                async with contextlib.aclosing(state.batches()) as batches:
+                    async for jobs in batches:
+                        # Each job goes as soon as it is sent: a stalled stream holds
+                        # what is left of one page. Its frame is built for this stream
+                        # alone, so it is not kept in the job's renderings.
+                        jobs.reverse()
+                        while jobs:
+                            job = jobs.pop()
+                            if start_revision:
+                                # Changed after the start: unsettled until its events arrive.
+                                if settling is not None:
+                                    settling.see(
+                                        job.job_id,
+                                        job.revision <= start_revision
+                                        and job.status in settled_statuses,
+                                    )
+                                continue
+                            frame = framing.job_event(STATE, job.revision, job.renderings)
+                            stream.behind = 0
+                            stream.sending_since = time.monotonic()
+                            await send(frame)
+                            stream.sending_since = 0.0
+                            if settling is not None:
+                                settling.see(job.job_id, job.status in settled_statuses)
+            finally:
+                self._opening.discard(stream)
+                stream.disarm()
+        if start_revision:
             stream.sent = stream.cursor = start_revision
-        return settled
+            return
+        # Before SYNCED the client has no consistent state: a stream ended so far names
+        # revision 0 as its resume point (it reads the state again).
+        stream.sent = stream.cursor = state.revision
+        await send(framing.marker(SYNCED, state.revision))
+
+    def _arm_stall(self, stream: Stream) -> None:
+        """End a stream whose client has not taken an event of its initial state for
+        `snapshot_stall` seconds: it holds one of the few `snapshot_streams` slots."""
+        budget = self.settings.snapshot_stall
+        loop = asyncio.get_running_loop()
+
+        def check() -> None:
+            since = stream.sending_since
+            now = time.monotonic()
+            if since and now - since >= budget:
+                self._cut_opening(stream, f"its client took no event for {budget:g} s")
+                return
+            delay = since + budget - now if since else budget / 2
+            stream.timer = loop.call_later(delay, check)
+
+        stream.timer = loop.call_later(budget / 2, check)
+
+    def _cut_opening(self, stream: Stream, why: str) -> None:
+        """Cut off a stream stalled in its initial state: it resumes from revision 0."""
+        if stream not in self._opening:
+            return
+        self._opening.discard(stream)
+        stream.end(
+            ResourceExhausted(
+                f"the watcher stopped reading its initial state ({why}); "
+                f"watch again from revision {stream.sent}",
+                reason="WATCHER_TOO_SLOW",
+                metadata={"resume_revision": str(stream.sent)},
+            )
+        )
 
     async def _follow(
         self,
         stream: Stream,
-        settled: dict[str, bool] | None,
+        settling: Settling | None,
         send: Callable[[bytes], Any],
         framing: Framing,
     ) -> None:
         """Catch up by cursor, join the fan-out, and send what comes until the end."""
-        kind = stream.kind
-        settled_statuses = kind.settled
-        until_settled = settled is not None
+        settled_statuses = stream.kind.settled
         loop = asyncio.get_running_loop()
         while True:
             change = stream.next
@@ -527,11 +659,10 @@ class Hub:
                 if change.revision <= stream.sent:
                     continue  # covered by the initial state
                 frame = change.renderings.watch_frame(framing, CHANGE, change.revision)
-                stream.sent = change.revision  # before the send: see _open
+                stream.sent = change.revision  # before the send (the module's docstring)
                 await send(frame)
                 stream.last_write = time.monotonic()
-                if until_settled:
-                    assert settled is not None
-                    settled[change.job_id] = change.status in settled_statuses
-                    if all(settled.values()):
+                if settling is not None:
+                    settling.see(change.job_id, change.status in settled_statuses)
+                    if settling.done:
                         return
