@@ -117,6 +117,7 @@ class CatalogImport(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     LEASE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    LEASE_DURATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The import's id: an int64 as a decimal string."""
     status: Global___CatalogImportStatus.ValueType
@@ -142,6 +143,10 @@ class CatalogImport(_message.Message):
         once the job settles. Output only.
         """
 
+    @_builtins.property
+    def lease_duration(self) -> _duration_pb2.Duration:
+        """The lease_duration of the write that set the lease. Output only."""
+
     def __init__(
         self,
         *,
@@ -153,10 +158,11 @@ class CatalogImport(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         lease_expire_time: _timestamp_pb2.Timestamp | None = ...,
+        lease_duration: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "lease_expire_time", b"lease_expire_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "lease_duration", b"lease_duration", "lease_expire_time", b"lease_expire_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "lease_expire_time", b"lease_expire_time", "message", b"message", "revision", b"revision", "status", b"status", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "lease_duration", b"lease_duration", "lease_expire_time", b"lease_expire_time", "message", b"message", "revision", b"revision", "status", b"status", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -181,8 +187,9 @@ class CreateImportRequest(_message.Message):
     def lease_duration(self) -> _duration_pb2.Duration:
         """When above 0, the job's lease: unless a write renews it within this time
         (each write with lease_duration sets it to now + lease_duration), a job that
-        is not settled moves by itself to its failed status. At most 7 days; 0 or
-        unset leaves the job's lease as it is.
+        is not settled moves by itself to its failed status, with the error message
+        "lease expired: no report from the runner within <lease_duration>". From 1
+        second to 7 days (else INVALID_ARGUMENT); 0 or unset keeps the job's lease.
         """
 
     def __init__(
@@ -248,8 +255,9 @@ class UpdateImportRequest(_message.Message):
     def lease_duration(self) -> _duration_pb2.Duration:
         """When above 0, the job's lease: unless a write renews it within this time
         (each write with lease_duration sets it to now + lease_duration), a job that
-        is not settled moves by itself to its failed status. At most 7 days; 0 or
-        unset leaves the job's lease as it is.
+        is not settled moves by itself to its failed status, with the error message
+        "lease expired: no report from the runner within <lease_duration>". From 1
+        second to 7 days (else INVALID_ARGUMENT); 0 or unset keeps the job's lease.
         """
 
     def __init__(

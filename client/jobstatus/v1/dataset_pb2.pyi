@@ -218,6 +218,7 @@ class Dataset(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     START_REQUEST_ID_FIELD_NUMBER: _builtins.int
     LEASE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    LEASE_DURATION_FIELD_NUMBER: _builtins.int
     dataset_id: _builtins.str
     """The dataset's id, a uuid."""
     name: _builtins.str
@@ -240,10 +241,14 @@ class Dataset(_message.Message):
 
     @_builtins.property
     def lease_expire_time(self) -> _timestamp_pb2.Timestamp:
-        """When the job's lease runs out: unless renewed by then, a job that is not
-        settled moves by itself to its failed status. Unset without a lease; cleared
-        once the job settles. Output only.
+        """When the latest run's lease runs out: unless renewed by then, a run in
+        progress fails by itself. Unset without a lease; cleared once the run
+        settles. Output only.
         """
+
+    @_builtins.property
+    def lease_duration(self) -> _duration_pb2.Duration:
+        """The lease_duration of the write that set the lease. Output only."""
 
     def __init__(
         self,
@@ -256,10 +261,11 @@ class Dataset(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         start_request_id: _builtins.str = ...,
         lease_expire_time: _timestamp_pb2.Timestamp | None = ...,
+        lease_duration: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "latest_run", b"latest_run", "lease_expire_time", b"lease_expire_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "latest_run", b"latest_run", "lease_duration", b"lease_duration", "lease_expire_time", b"lease_expire_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "dataset_id", b"dataset_id", "latest_run", b"latest_run", "lease_expire_time", b"lease_expire_time", "name", b"name", "revision", b"revision", "start_request_id", b"start_request_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "dataset_id", b"dataset_id", "latest_run", b"latest_run", "lease_duration", b"lease_duration", "lease_expire_time", b"lease_expire_time", "name", b"name", "revision", b"revision", "start_request_id", b"start_request_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -282,10 +288,12 @@ class CreateDatasetRequest(_message.Message):
 
     @_builtins.property
     def lease_duration(self) -> _duration_pb2.Duration:
-        """When above 0, the job's lease: unless a write renews it within this time
-        (each write with lease_duration sets it to now + lease_duration), a job that
-        is not settled moves by itself to its failed status. At most 7 days; 0 or
-        unset leaves the job's lease as it is.
+        """When above 0, the run's lease: unless a write renews it within this time
+        (each write with lease_duration sets it to now + lease_duration), a run in
+        progress fails by itself: its running step fails with the log entry "lease
+        expired: no report from the runner within <lease_duration>". A dataset
+        without a run in progress holds no lease. From 1 second to 7 days (else
+        INVALID_ARGUMENT); 0 or unset keeps the lease as it is.
         """
 
     def __init__(
@@ -342,10 +350,12 @@ class StartDatasetImportRequest(_message.Message):
     """A caller-chosen id that makes the start idempotent."""
     @_builtins.property
     def lease_duration(self) -> _duration_pb2.Duration:
-        """When above 0, the job's lease: unless a write renews it within this time
-        (each write with lease_duration sets it to now + lease_duration), a job that
-        is not settled moves by itself to its failed status. At most 7 days; 0 or
-        unset leaves the job's lease as it is.
+        """When above 0, the run's lease: unless a write renews it within this time
+        (each write with lease_duration sets it to now + lease_duration), a run in
+        progress fails by itself: its running step fails with the log entry "lease
+        expired: no report from the runner within <lease_duration>". A dataset
+        without a run in progress holds no lease. From 1 second to 7 days (else
+        INVALID_ARGUMENT); 0 or unset keeps the lease as it is.
         """
 
     def __init__(
@@ -416,10 +426,12 @@ class UpdateDatasetImportRequest(_message.Message):
 
     @_builtins.property
     def lease_duration(self) -> _duration_pb2.Duration:
-        """When above 0, the job's lease: unless a write renews it within this time
-        (each write with lease_duration sets it to now + lease_duration), a job that
-        is not settled moves by itself to its failed status. At most 7 days; 0 or
-        unset leaves the job's lease as it is.
+        """When above 0, the run's lease: unless a write renews it within this time
+        (each write with lease_duration sets it to now + lease_duration), a run in
+        progress fails by itself: its running step fails with the log entry "lease
+        expired: no report from the runner within <lease_duration>". A dataset
+        without a run in progress holds no lease. From 1 second to 7 days (else
+        INVALID_ARGUMENT); 0 or unset keeps the lease as it is.
         """
 
     def __init__(

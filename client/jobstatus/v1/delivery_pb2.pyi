@@ -226,6 +226,7 @@ class PreparedDelivery(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     LEASE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    LEASE_DURATION_FIELD_NUMBER: _builtins.int
     catalog_id: _builtins.str
     """The catalog id of the delivered item."""
     status: Global___PreparedDeliveryStatus.ValueType
@@ -273,6 +274,10 @@ class PreparedDelivery(_message.Message):
         once the job settles. Output only.
         """
 
+    @_builtins.property
+    def lease_duration(self) -> _duration_pb2.Duration:
+        """The lease_duration of the write that set the lease. Output only."""
+
     def __init__(
         self,
         *,
@@ -288,10 +293,11 @@ class PreparedDelivery(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         lease_expire_time: _timestamp_pb2.Timestamp | None = ...,
+        lease_duration: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "expire_time", b"expire_time", "lease_expire_time", b"lease_expire_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "expire_time", b"expire_time", "lease_duration", b"lease_duration", "lease_expire_time", b"lease_expire_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "catalog_id", b"catalog_id", "create_time", b"create_time", "error", b"error", "expire_time", b"expire_time", "lease_expire_time", b"lease_expire_time", "progress", b"progress", "revision", b"revision", "size", b"size", "status", b"status", "update_time", b"update_time", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "catalog_id", b"catalog_id", "create_time", b"create_time", "error", b"error", "expire_time", b"expire_time", "lease_duration", b"lease_duration", "lease_expire_time", b"lease_expire_time", "progress", b"progress", "revision", b"revision", "size", b"size", "status", b"status", "update_time", b"update_time", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -316,8 +322,9 @@ class CreatePreparedDeliveryRequest(_message.Message):
     def lease_duration(self) -> _duration_pb2.Duration:
         """When above 0, the job's lease: unless a write renews it within this time
         (each write with lease_duration sets it to now + lease_duration), a job that
-        is not settled moves by itself to its failed status. At most 7 days; 0 or
-        unset leaves the job's lease as it is.
+        is not settled moves by itself to its failed status, with the error message
+        "lease expired: no report from the runner within <lease_duration>". From 1
+        second to 7 days (else INVALID_ARGUMENT); 0 or unset keeps the job's lease.
         """
 
     def __init__(
@@ -383,8 +390,9 @@ class UpdatePreparedDeliveryRequest(_message.Message):
     def lease_duration(self) -> _duration_pb2.Duration:
         """When above 0, the job's lease: unless a write renews it within this time
         (each write with lease_duration sets it to now + lease_duration), a job that
-        is not settled moves by itself to its failed status. At most 7 days; 0 or
-        unset leaves the job's lease as it is.
+        is not settled moves by itself to its failed status, with the error message
+        "lease expired: no report from the runner within <lease_duration>". From 1
+        second to 7 days (else INVALID_ARGUMENT); 0 or unset keeps the job's lease.
         """
 
     def __init__(
