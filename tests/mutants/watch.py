@@ -71,10 +71,10 @@ MUTANTS: list[Mutant] = [
         file=HUB,
         find=(
             "                stream.sent = change.revision  # before the send: see _open\n"
-            "                await send(message)\n"
+            "                await send(frame)\n"
         ),
         replace=(
-            "                await send(message)\n                stream.sent = change.revision\n"
+            "                await send(frame)\n                stream.sent = change.revision\n"
         ),
         tests=(f"{WATCH}test_a_cut_off_names_exactly_the_last_revision_received",),
     ),

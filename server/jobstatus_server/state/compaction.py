@@ -59,10 +59,14 @@ async def compact(
             str(name): int(value)
             for name, value in conn.execute(select(COUNTER.c.name, COUNTER.c.value))
         }
+        # The newest event older than the cutoff, found in the index by age. Revisions
+        # are handed out in commit order and stamped as their group commits, so it is
+        # the newest such revision; were a clock to step back, an older one, and less
+        # is deleted, never more.
         by_age = conn.execute(
             select(EVENT.c.revision)
             .where(EVENT.c.created_at < cutoff)
-            .order_by(EVENT.c.revision.desc())
+            .order_by(EVENT.c.created_at.desc(), EVENT.c.revision.desc())
             .limit(1)
         ).scalar_one_or_none()
         cut = max(counters["revision"] - keep_count, int(by_age or 0))

@@ -14,6 +14,8 @@ class Job(SQLModel, table=True):
         Index("ix_job_list", "tenant", "kind", "create_revision"),
         Index("ix_job_request", "tenant", "kind", "request_id", unique=True),
         Index("ix_job_due", "due_at"),
+        # A tenant's jobs of a kind in some statuses (a rule's `jobs_in`, a filtered list).
+        Index("ix_job_status", "tenant", "kind", "status", "create_revision"),
         # The retention policy's order (usecases/retention.py): only settled jobs.
         Index(
             "ix_job_settled",
@@ -44,6 +46,7 @@ class Event(SQLModel, table=True):
     __table_args__ = (
         Index("ix_event_kind", "kind", "revision"),
         Index("ix_event_job", "tenant", "kind", "job_id", "revision"),  # a job's history
+        Index("ix_event_created", "created_at", "revision"),  # compaction's cut by age
     )
 
     revision: int = Field(

@@ -170,11 +170,14 @@ class Readers:
                     JOB.c.revision, JOB.c.tenant, JOB.c.kind, JOB.c.job_id, JOB.c.status, JOB.c.data
                 ).where(JOB.c.tenant == tenant, JOB.c.kind == kind)
                 if ids:
-                    query = query.where(JOB.c.job_id.in_(ids))
-                jobs = [
-                    change_from_row(row)
-                    for row in conn.execute(query.order_by(JOB.c.create_revision))
-                ]
+                    # The watched jobs by their keys, put in creation order here: asked
+                    # to order them, SQLite (without statistics) walks every job of the
+                    # tenant's kind in that order instead.
+                    query = query.add_columns(JOB.c.create_revision).where(JOB.c.job_id.in_(ids))
+                    rows = sorted(conn.execute(query), key=lambda row: int(row.create_revision))
+                else:
+                    rows = list(conn.execute(query.order_by(JOB.c.create_revision)))
+                jobs = [change_from_row(row) for row in rows]
             return Snapshot(int(counters["revision"]), int(counters["compacted"]), jobs)
 
         return self.read(run)

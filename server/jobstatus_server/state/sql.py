@@ -148,12 +148,16 @@ class Statements:
         raise NotImplementedError
 
     def load_many(self, keys: Sequence[tuple[str, str, str]]) -> tuple[str, tuple[str, ...]]:
-        """A statement (and its parameters) reading the jobs with these keys."""
+        """A statement (and its parameters) reading the jobs with these keys: one
+        primary-key lookup per key. The keys are a table of their own joined to `job`;
+        SQLite's CROSS JOIN keeps them the outer loop (its planner runs `(tenant, kind,
+        job_id) IN (VALUES ...)` as a scan of `job`), PostgreSQL plans it as any join."""
         mark = self.mark
         rows = ", ".join([f"({mark}, {mark}, {mark})"] * len(keys))
         return (
-            "SELECT tenant, kind, job_id, data FROM job"
-            f" WHERE (tenant, kind, job_id) IN (VALUES {rows})",
+            f"WITH k (tenant, kind, job_id) AS (VALUES {rows})"
+            " SELECT job.tenant, job.kind, job.job_id, job.data FROM k CROSS JOIN job"
+            " WHERE job.tenant = k.tenant AND job.kind = k.kind AND job.job_id = k.job_id",
             tuple(part for key in keys for part in key),
         )
 

@@ -3,8 +3,8 @@
 Jobs already settled count as settled at the upgrade: the retention age runs from then,
 so no job is deleted earlier than the policy allows.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-07
 """
 
@@ -17,8 +17,8 @@ from alembic import op
 
 from jobstatus_server.contract.kinds import KINDS
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
