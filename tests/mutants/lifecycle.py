@@ -239,7 +239,7 @@ MUTANTS: list[Mutant] = [
         file=CORE,
         find="        if not holds and not lease.has_lease(new):\n",
         replace="        if not holds:\n",
-        tests=(f"{LEASE}::test_settling_clears_the_lease[sqlite-map_import-settle0]",),
+        tests=(f"{LEASE}::test_settling_clears_the_lease[sqlite-map_import]",),
     ),
     Mutant(
         name="lifecycle-lease-not-renewed",

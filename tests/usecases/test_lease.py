@@ -378,6 +378,7 @@ def test_renewing_keeps_a_job_alive_and_an_update_without_lease_keeps_it(
             ),
         ),
     ],
+    ids=["map_import", "dataset"],
 )
 def test_settling_clears_the_lease(
     stubs: Stubs, uid: str, name: str, settle: Callable[[Stubs, str], Message]
