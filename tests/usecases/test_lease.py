@@ -7,6 +7,9 @@ server's own clock: never before the deadline, no later than one timer tick plus
 slack. Renewing keeps a job alive; settling clears its lease. Where a test must know
 that the timer has passed a deadline without acting, a witness job whose lease runs
 out later is watched until it fails: no sleeps stand in for assertions.
+
+One concept past 400 lines: the lease of the four kinds, each kind's way to a leased
+job and its failed status described once (KINDS) and shared by every test.
 """
 
 from __future__ import annotations

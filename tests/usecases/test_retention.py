@@ -5,6 +5,9 @@ every path answers as for an id that never existed.
 The server here deletes after AGE seconds and looks every half second. Deletions are
 awaited as watch events, bounded by the call's deadline; each is checked against the
 job's last change: never earlier than AGE after it.
+
+One concept past 400 lines: the retention policy, end to end (the four kinds' paths
+described once in KINDS, a second replica, the plans of its statements, its flag).
 """
 
 from __future__ import annotations
