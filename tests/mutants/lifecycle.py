@@ -17,6 +17,10 @@ HISTORY = "tests/usecases/test_history.py"
 LIFECYCLE = "tests/contract/test_lifecycle.py"
 WRITES = "tests/usecases/test_writes.py"
 EXPIRY = "tests/usecases/test_expiry.py"
+LEASE = "tests/usecases/test_lease.py"
+RETENTION = "tests/usecases/test_retention.py"
+LEASE_RULES = "server/jobstatus_server/contract/lease.py"
+RETENTION_RULES = "server/jobstatus_server/usecases/retention.py"
 
 MUTANTS: list[Mutant] = [
     # --- compaction -------------------------------------------------------------------
@@ -234,5 +238,52 @@ MUTANTS: list[Mutant] = [
         find="fields = [p for p in paths if _value(asked, p) != _value(current, p)]",
         replace="fields = list(paths)",
         tests=(f"{WRITES}::test_an_update_sent_again_still_succeeds_and_changes_nothing",),
+    ),
+    # --- the lease and the retention policy ----------------------------------------------
+    Mutant(
+        name="lifecycle-lease-not-a-due-time",
+        guarantee="a job whose lease runs out fails by itself, as an event",
+        file=KINDS,
+        find="due = lease.deadline(message) if self.holds_lease(message) else None",
+        replace="due = None",
+        tests=(
+            f"{LEASE}::test_a_job_whose_lease_runs_out_fails_once_as_an_event[sqlite-map_import]",
+        ),
+    ),
+    Mutant(
+        name="lifecycle-lease-kept-once-settled",
+        guarantee="settling a job clears its lease",
+        file=CORE,
+        find="        if not holds and not lease.has_lease(new):\n",
+        replace="        if not holds:\n",
+        tests=(f"{LEASE}::test_settling_clears_the_lease[sqlite-map_import]",),
+    ),
+    Mutant(
+        name="lifecycle-lease-not-renewed",
+        guarantee="a write with lease_duration renews the job's lease from now",
+        file=CORE,
+        find="            lease.renew(new, lease_duration, tx.now)\n",
+        replace="            if not lease.has_lease(new):\n"
+        "                lease.renew(new, lease_duration, tx.now)\n",
+        tests=(f"{LEASE}::test_renewing_keeps_a_job_alive_and_an_update_without_lease_keeps_it",),
+    ),
+    Mutant(
+        name="lifecycle-lease-range-unchecked",
+        guarantee="a lease_duration under a second or over 7 days is INVALID_ARGUMENT",
+        file=LEASE_RULES,
+        find="    if not _nanos(MIN) <= nanos <= _nanos(MAX):\n",
+        replace="    if nanos < 0:\n",
+        tests=(f"{LEASE}::test_a_bad_lease_duration_is_refused_and_changes_nothing",),
+    ),
+    Mutant(
+        name="lifecycle-retention-ignores-the-age",
+        guarantee="retention deletes a settled job no earlier than --retention-age after its "
+        "last change",
+        file=RETENTION_RULES,
+        find="            cutoff = time.time() - self.age\n",
+        replace="            cutoff = time.time()\n",
+        tests=(
+            f"{RETENTION}::test_a_change_while_settled_restarts_the_age_and_a_running_job_is_kept",
+        ),
     ),
 ]

@@ -3,14 +3,14 @@ database's own plan, on SQLite and PostgreSQL.
 
 The real store and use cases run every such path (`PATHS`: creates, updates, Gets,
 list pages, history pages, the watch's snapshot and catch-up reads, time-driven
-transitions, compaction by count and by age) on a database filled with jobs and
-events, while tests/plans.py records every statement they send; each distinct
-statement is then planned by the database itself (SQLite as the server runs it,
-without statistics, and again after ANALYZE; PostgreSQL after ANALYZE), and none may
-scan a table of GROWING or search one bounded by tenant and kind alone. A statement
-added later is checked by the path that sends it; a new path is one more function
-under `@path`. A statement that rightly reads a growing table whole goes in ALLOWED
-with its reason.
+transitions, compaction by count and by age, the retention policy) on a database
+filled with jobs and events, while tests/plans.py records every statement they send;
+each distinct statement is then planned by the database itself (SQLite as the server
+runs it, without statistics, and again after ANALYZE; PostgreSQL after ANALYZE), and
+none may scan a table of GROWING or search one bounded by tenant and kind alone. A
+statement added later is checked by the path that sends it; a new path is one more
+function under `@path`. A statement that rightly reads a growing table whole goes in
+ALLOWED with its reason.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from jobstatus_server.contract.kinds import CATALOG_IMPORT, MAP_IMPORT, Kind
 from jobstatus_server.state import models  # noqa: F401  (registers the tables)
 from jobstatus_server.state.store import Store
 from jobstatus_server.usecases.jobs import Core
+from jobstatus_server.usecases.retention import Retention
 from tests.conftest import Databases
 from tests.plans import Recorder, Statement, plan, table_reads
 
@@ -252,6 +253,15 @@ async def compaction_by_age(run: Run) -> object:
     compacted = await run.store.compact(keep_count=10**9, keep_age=58 * HOUR, batch=100)
     assert 300 < compacted < EVENTS // 20  # the fill's events of 2 of its 60 hours
     return compacted
+
+
+@path
+async def retention(run: Run) -> object:
+    """The retention policy with an age of 0: the jobs the paths above settled (the due
+    ones, expired) are found by when they settled, and deleted with their events."""
+    deleted = await Retention(run.store, age=0.0).delete_expired()
+    assert deleted == len(run.due)
+    return deleted
 
 
 def _fill(url: str) -> tuple[list[str], list[str], int]:

@@ -36,6 +36,7 @@ class Settings:
     history_count: int = 100_000
     history_age: float = 24 * 3600.0
     compact_interval: float = 10.0
+    retention_age: float = 0.0  # seconds; 0: settled jobs are kept for ever
     max_connection_age: float = 1800.0
     max_connection_age_grace: float = 60.0
     tls_cert: str = ""
@@ -63,6 +64,23 @@ def _positive(text: str) -> int:
 
 def _seconds(value: float) -> str:
     return f"{value:g}"
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _age(text: str) -> float:
+    """Seconds from `90`, `90s`, `15m`, `12h` or `30d`; 0 or more."""
+    number, unit = (text[:-1], _UNITS[text[-1]]) if text[-1:] in _UNITS else (text, 1)
+    try:
+        value = float(number) * unit
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a number of seconds or 30d-like age: {text!r}"
+        ) from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
 
 
 # The sections of the README that hold a table of options each.
@@ -177,6 +195,14 @@ OPTIONS: tuple[Option, ...] = (
         note="24 hours",
     ),
     Option("--compact-interval", "seconds between compactions of the event log", float),
+    Option(
+        "--retention-age",
+        "delete jobs settled with no change for longer than this (seconds, or `90s`, `15m`, "
+        "`12h`, `30d`), with their history, every `--compact-interval`; watchers get a "
+        "`DELETED` event with the job's last state, then its id is unknown",
+        _age,
+        note="off",
+    ),
     Option(
         "--max-connection-age",
         "seconds before a connection is asked to go away, so streams rebalance across replicas",

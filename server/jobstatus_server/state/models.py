@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, LargeBinary
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, text
 from sqlmodel import Field, SQLModel
 
 
@@ -16,6 +16,13 @@ class Job(SQLModel, table=True):
         Index("ix_job_due", "due_at"),
         # A tenant's jobs of a kind in some statuses (a rule's `jobs_in`, a filtered list).
         Index("ix_job_status", "tenant", "kind", "status", "create_revision"),
+        # The retention policy's order (usecases/retention.py): only settled jobs.
+        Index(
+            "ix_job_settled",
+            "settled_at",
+            sqlite_where=text("settled_at IS NOT NULL"),
+            postgresql_where=text("settled_at IS NOT NULL"),
+        ),
     )
 
     tenant: str = Field(primary_key=True, max_length=64)
@@ -27,6 +34,8 @@ class Job(SQLModel, table=True):
     request_id: str | None = Field(default=None, max_length=128)
     # When the job's time-driven transition fires (POSIX seconds), if it has one.
     due_at: float | None = None
+    # When the job last changed while settled (POSIX seconds); None while it is not settled.
+    settled_at: float | None = None
     data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, bindparam, select
 
 from jobstatus_server.contract.errors import Unavailable
 from jobstatus_server.state.changes import Change, History, Snapshot, change_from_row
@@ -21,6 +21,14 @@ from jobstatus_server.state.sql import COUNTER, EVENT, JOB, Sql
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# The retention policy's read (Readers.settled_before), on ix_job_settled.
+SETTLED_BEFORE = (
+    select(JOB.c.kind, JOB.c.tenant, JOB.c.job_id)
+    .where(JOB.c.settled_at <= bindparam("cutoff"))
+    .order_by(JOB.c.settled_at)
+    .limit(bindparam("limit"))
+)
 
 
 class Readers:
@@ -106,6 +114,18 @@ class Readers:
 
         return self.read(run)
 
+    def settled_before(
+        self, cutoff: float, limit: int
+    ) -> asyncio.Future[list[tuple[str, str, str]]]:
+        """The jobs settled with no change since `cutoff` (POSIX seconds), longest settled
+        first: (kind, tenant, job_id). Read through ix_job_settled."""
+
+        def run(conn: Connection) -> list[tuple[str, str, str]]:
+            rows = conn.execute(SETTLED_BEFORE, {"cutoff": cutoff, "limit": limit})
+            return [(str(k), str(t), str(j)) for k, t, j in rows]
+
+        return self.read(run)
+
     def events_after(
         self,
         after: int,
@@ -187,7 +207,8 @@ class Readers:
                         EVENT.c.tenant == tenant,
                         EVENT.c.kind == kind,
                         EVENT.c.job_id == job_id,
-                        EVENT.c.revision > after,
+                        # from its creation: not a deleted job's of the same id (its DELETED)
+                        EVENT.c.revision > max(after, int(created) - 1),
                     )
                     .order_by(EVENT.c.revision)
                     .limit(limit)

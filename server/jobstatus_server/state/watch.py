@@ -70,6 +70,7 @@ STATE = watch_pb2.WATCH_EVENT_TYPE_STATE
 SYNCED = watch_pb2.WATCH_EVENT_TYPE_SYNCED
 CHANGE = watch_pb2.WATCH_EVENT_TYPE_CHANGE
 HEARTBEAT = watch_pb2.WATCH_EVENT_TYPE_HEARTBEAT
+DELETED = watch_pb2.WATCH_EVENT_TYPE_DELETED
 
 
 @dataclass
@@ -658,11 +659,12 @@ class Hub:
                     stream.backlog -= 1
                 if change.revision <= stream.sent:
                     continue  # covered by the initial state
-                frame = change.renderings.watch_frame(framing, CHANGE, change.revision)
+                event = DELETED if change.deleted else CHANGE
+                frame = change.renderings.watch_frame(framing, event, change.revision)
                 stream.sent = change.revision  # before the send (the module's docstring)
                 await send(frame)
                 stream.last_write = time.monotonic()
                 if settling is not None:
-                    settling.see(change.job_id, change.status in settled_statuses)
+                    settling.see(change.job_id, change.deleted or change.status in settled_statuses)
                     if settling.done:
                         return
