@@ -34,11 +34,11 @@ from rich.live import Live
 from rich.table import Table
 
 from jobstatus import demo
-from jobstatus.client import Client
 from jobstatus.errors import JobStatusError
 from jobstatus.kinds import KINDS, Kind
 from jobstatus.live import Outcome, WatchView, event_json, outcome
 from jobstatus.spelling import by_spelling, spell
+from jobstatus.sync import Client
 
 EXIT_OK = 0
 EXIT_ERROR = 1

@@ -43,10 +43,10 @@ from google.protobuf.message import Message
 from rich.console import Console
 from rich.text import Text
 
-from jobstatus.client import Client
 from jobstatus.errors import JobStatusError
 from jobstatus.kinds import CATALOG_IMPORT, DATASET, DELIVERY, KINDS, MAP_IMPORT, Kind
 from jobstatus.live import Outcome, outcome, progress, status_text
+from jobstatus.sync import Client
 from jobstatus.v1 import catalog_import_pb2 as cat
 from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import delivery_pb2 as dl
@@ -189,13 +189,15 @@ class Demo:
             job_id=self.rng.randint(10_000, 99_999), file_name=f"{area}.gpkg", zoom_level=14
         )
 
-        def update(note: str = "", fields: tuple[str, ...] = ("status",), **job: Any) -> None:
+        def update(note: str = "", mask: tuple[str, ...] = ("status",), **job: Any) -> None:
             request = mi.MapImport(import_request_id=job_id, **job)
-            self.show(MAP_IMPORT, maps.update(request, fields=fields, timeout=self.timeout), note)
+            self.show(
+                MAP_IMPORT, maps.update(request, update_mask=mask, timeout=self.timeout), note
+            )
 
         def cancel() -> Message:
             request = mi.MapImport(import_request_id=job_id, status=mi.MAP_IMPORT_STATUS_CANCEL)
-            return maps.update(request, fields=["status"], timeout=self.timeout)
+            return maps.update(request, update_mask=["status"], timeout=self.timeout)
 
         created = maps.create(
             mi.MapImport(import_request_id=job_id, meta_data=meta), timeout=self.timeout
@@ -286,10 +288,10 @@ class Demo:
             ),
         ]
 
-        def update(note: str, fields: tuple[str, ...], **job: Any) -> None:
+        def update(note: str, mask: tuple[str, ...], **job: Any) -> None:
             request = dl.PreparedDelivery(catalog_id=catalog_id, **job)
             self.show(
-                DELIVERY, deliveries.update(request, fields=fields, timeout=self.timeout), note
+                DELIVERY, deliveries.update(request, update_mask=mask, timeout=self.timeout), note
             )
 
         def fail() -> Message:
@@ -301,7 +303,7 @@ class Demo:
                     message="the demo stopped before this job finished",
                 ),
             )
-            return deliveries.update(request, fields=["status", "error"], timeout=self.timeout)
+            return deliveries.update(request, update_mask=["status", "error"], timeout=self.timeout)
 
         created = deliveries.create(
             dl.PreparedDelivery(catalog_id=catalog_id), timeout=self.timeout
@@ -423,7 +425,7 @@ class Demo:
 
         def abort() -> Message:
             request = cat.CatalogImport(id=job_id, status=cat.CATALOG_IMPORT_STATUS_ABORTED)
-            return imports.update(request, fields=["status"], timeout=self.timeout)
+            return imports.update(request, update_mask=["status"], timeout=self.timeout)
 
         self.track(CATALOG_IMPORT, job, abort)
         return self.show(CATALOG_IMPORT, job, note)
@@ -436,8 +438,8 @@ class Demo:
         message: str = "",
     ) -> Message:
         request = cat.CatalogImport(id=job_id, status=status, message=message)
-        fields = ["status", "message"] if message else ["status"]
-        job = self.client.catalog_imports.update(request, fields=fields, timeout=self.timeout)
+        mask = ["status", "message"] if message else ["status"]
+        job = self.client.catalog_imports.update(request, update_mask=mask, timeout=self.timeout)
         return self.show(CATALOG_IMPORT, job, note)
 
     def catalog_pair(self) -> Scenario:

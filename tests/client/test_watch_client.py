@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import pytest
 
-from jobstatus.client import AsyncClient
+from jobstatus import AsyncClient
 from jobstatus.errors import DeadlineExceeded, JobStatusError
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.watch import EventType, WatchEvent
