@@ -374,6 +374,7 @@ def test_a_prefix_goes_before_every_path() -> None:
 def test_compile_all_builds_the_checker_of_every_contained_type() -> None:
     validation._checker.cache_clear()
     validation.compile_all([mi.CreateMapImportRequest.DESCRIPTOR])
-    assert validation._checker.cache_info().currsize == 5  # request, job, error, meta, Timestamp
+    # request, job, error, meta, Timestamp, Duration (lease_duration)
+    assert validation._checker.cache_info().currsize == 6
     validation.compile_all([mi.CreateMapImportRequest.DESCRIPTOR, mi.MapImport.DESCRIPTOR])
-    assert validation._checker.cache_info().currsize == 5
+    assert validation._checker.cache_info().currsize == 6

@@ -29,7 +29,7 @@ from jobstatus.v1 import options_pb2 as jobstatus_dot_v1_dot_options__pb2
 from jobstatus.v1 import watch_pb2 as jobstatus_dot_v1_dot_watch__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!jobstatus/v1/catalog_import.proto\x12\x0cjobstatus.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ajobstatus/v1/options.proto\x1a\x18jobstatus/v1/watch.proto\"\xae\x02\n\rCatalogImport\x12-\n\x02id\x18\x01 \x01(\tB!\xca\xf3\x18\x1d\x10\x13*\x08^[0-9]+$2\x0f\x61 decimal int64\x12\x31\n\x06status\x18\x02 \x01(\x0e\x32!.jobstatus.v1.CatalogImportStatus\x12-\n\x04type\x18\x03 \x01(\x0e\x32\x1f.jobstatus.v1.CatalogImportType\x12\x18\n\x07message\x18\x04 \x01(\tB\x07\xca\xf3\x18\x03\x10\x80 \x12\x10\n\x08revision\x18\x05 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"o\n\x13\x43reateImportRequest\x12\x1b\n\nrequest_id\x18\x01 \x01(\tB\x07\xca\xf3\x18\x03\x10\x80\x01\x12;\n\x0e\x63\x61talog_import\x18\x02 \x01(\x0b\x32\x1b.jobstatus.v1.CatalogImportB\x06\xca\xf3\x18\x02\x08\x01\"K\n\x14\x43reateImportResponse\x12\x33\n\x0e\x63\x61talog_import\x18\x01 \x01(\x0b\x32\x1b.jobstatus.v1.CatalogImport\"\xa6\x01\n\x13UpdateImportRequest\x12;\n\x0e\x63\x61talog_import\x18\x01 \x01(\x0b\x32\x1b.jobstatus.v1.CatalogImportB\x06\xca\xf3\x18\x02\x08\x01\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12!\n\x11\x65xpected_revision\x18\x03 \x01(\x03\x42\x06\xca\xf3\x18\x02\x18\x00\"K\n\x14UpdateImportResponse\x12\x33\n\x0e\x63\x61talog_import\x18\x01 \x01(\x0b\x32\x1b.jobstatus.v1.CatalogImport\"J\n\x16GetImportStatusRequest\x12\x12\n\x02id\x18\x01 \x01(\tB\x06\xca\xf3\x18\x02\x08\x01\x12\x1c\n\x0cmin_revision\x18\x02 \x01(\x03\x42\x06\xca\xf3\x18\x02\x18\x00\"N\n\x17GetImportStatusResponse\x12\x33\n\x0e\x63\x61talog_import\x18\x01 \x01(\x0b\x32\x1b.jobstatus.v1.CatalogImport\"\x81\x01\n\x12ListImportsRequest\x12\x19\n\tpage_size\x18\x01 \x01(\x05\x42\x06\xca\xf3\x18\x02\x18\x00\x12\x1b\n\npage_token\x18\x02 \x01(\tB\x07\xca\xf3\x18\x03\x10\x80\x04\x12\x33\n\x08statuses\x18\x03 \x03(\x0e\x32!.jobstatus.v1.CatalogImportStatus\"d\n\x13ListImportsResponse\x12\x34\n\x0f\x63\x61talog_imports\x18\x01 \x03(\x0b\x32\x1b.jobstatus.v1.CatalogImport\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x9e\x01\n\x18WatchImportStatusRequest\x12\x14\n\x03ids\x18\x01 \x03(\tB\x07\xca\xf3\x18\x03\x10\xe8\x07\x12\x1e\n\x0estart_revision\x18\x02 \x01(\x03\x42\x06\xca\xf3\x18\x02\x18\x00\x12\x15\n\runtil_settled\x18\x03 \x01(\x08\x12\x35\n\x12heartbeat_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x8e\x01\n\x19WatchImportStatusResponse\x12*\n\x04type\x18\x01 \x01(\x0e\x32\x1c.jobstatus.v1.WatchEventType\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\x33\n\x0e\x63\x61talog_import\x18\x03 \x01(\x0b\x32\x1b.jobstatus.v1.CatalogImport\"e\n\x17GetImportHistoryRequest\x12\x12\n\x02id\x18\x01 \x01(\tB\x06\xca\xf3\x18\x02\x08\x01\x12\x19\n\tpage_size\x18\x02 \x01(\x05\x42\x06\xca\xf3\x18\x02\x18\x00\x12\x1b\n\npage_token\x18\x03 \x01(\tB\x07\xca\xf3\x18\x03\x10\x80\x04\"\x86\x01\n\x13\x43\x61talogImportChange\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0e\x63\x61talog_import\x18\x03 \x01(\x0b\x32\x1b.jobstatus.v1.CatalogImport\"\x93\x01\n\x18GetImportHistoryResponse\x12\x32\n\x07\x63hanges\x18\x01 \x03(\x0b\x32!.jobstatus.v1.CatalogImportChange\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x17\n\x0foldest_revision\x18\x03 \x01(\x03\x12\x11\n\ttruncated\x18\x04 \x01(\x08*\x98\x03\n\x13\x43\x61talogImportStatus\x12%\n!CATALOG_IMPORT_STATUS_UNSPECIFIED\x10\x00\x12\x32\n\x1f\x43\x41TALOG_IMPORT_STATUS_NOT_FOUND\x10\x01\x1a\r\xc2\xf3\x18\tNOT_FOUND\x12.\n\x1d\x43\x41TALOG_IMPORT_STATUS_WAITING\x10\x02\x1a\x0b\xc2\xf3\x18\x07WAITING\x12.\n\x1d\x43\x41TALOG_IMPORT_STATUS_BLOCKED\x10\x03\x1a\x0b\xc2\xf3\x18\x07\x42LOCKED\x12\x36\n!CATALOG_IMPORT_STATUS_IN_PROGRESS\x10\x04\x1a\x0f\xc2\xf3\x18\x0bIN_PROGRESS\x12.\n\x1d\x43\x41TALOG_IMPORT_STATUS_SUCCESS\x10\x05\x1a\x0b\xc2\xf3\x18\x07SUCCESS\x12.\n\x1d\x43\x41TALOG_IMPORT_STATUS_FAILURE\x10\x06\x1a\x0b\xc2\xf3\x18\x07\x46\x41ILURE\x12.\n\x1d\x43\x41TALOG_IMPORT_STATUS_ABORTED\x10\x07\x1a\x0b\xc2\xf3\x18\x07\x41\x42ORTED*\xa4\x02\n\x11\x43\x61talogImportType\x12#\n\x1f\x43\x41TALOG_IMPORT_TYPE_UNSPECIFIED\x10\x00\x12.\n\x1c\x43\x41TALOG_IMPORT_TYPE_PRODUCTS\x10\x01\x1a\x0c\xc2\xf3\x18\x08PRODUCTS\x12$\n\x17\x43\x41TALOG_IMPORT_TYPE_ADS\x10\x02\x1a\x07\xc2\xf3\x18\x03\x41\x44S\x12.\n\x1c\x43\x41TALOG_IMPORT_TYPE_SYNONYMS\x10\x03\x1a\x0c\xc2\xf3\x18\x08SYNONYMS\x12\x38\n!CATALOG_IMPORT_TYPE_CONFIGURATION\x10\x04\x1a\x11\xc2\xf3\x18\rCONFIGURATION\x12*\n\x1a\x43\x41TALOG_IMPORT_TYPE_PANELS\x10\x05\x1a\n\xc2\xf3\x18\x06PANELS2\xc3\x04\n\x14\x43\x61talogImportService\x12U\n\x0c\x43reateImport\x12!.jobstatus.v1.CreateImportRequest\x1a\".jobstatus.v1.CreateImportResponse\x12U\n\x0cUpdateImport\x12!.jobstatus.v1.UpdateImportRequest\x1a\".jobstatus.v1.UpdateImportResponse\x12^\n\x0fGetImportStatus\x12$.jobstatus.v1.GetImportStatusRequest\x1a%.jobstatus.v1.GetImportStatusResponse\x12R\n\x0bListImports\x12 .jobstatus.v1.ListImportsRequest\x1a!.jobstatus.v1.ListImportsResponse\x12\x66\n\x11WatchImportStatus\x12&.jobstatus.v1.WatchImportStatusRequest\x1a\'.jobstatus.v1.WatchImportStatusResponse0\x01\x12\x61\n\x10GetImportHistory\x12%.jobstatus.v1.GetImportHistoryRequest\x1a&.jobstatus.v1.GetImportHistoryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!jobstatus/v1/catalog_import.proto\x12\x0cjobstatus.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ajobstatus/v1/options.proto\x1a\x18jobstatus/v1/watch.proto\"\x98\x03\n\rCatalogImport\x12-\n\x02id\x18\x01 \x01(\tB!\xca\xf3\x18\x1d\x10\x13*\x08^[0-9]+$2\x0f\x61 decimal int64\x12\x31\n\x06status\x18\x02 \x01(\x0e\x32!.jobstatus.v1.CatalogImportStatus\x12-\n\x04type\x18\x03 \x01(\x0e\x32\x1f.jobstatus.v1.CatalogImportType\x12\x18\n\x07message\x18\x04 \x01(\tB\x07\xca\xf3\x18\x03\x10\x80 \x12\x10\n\x08revision\x18\x05 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11lease_expire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x0elease_duration\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa2\x01\n\x13\x43reateImportRequest\x12\x1b\n\nrequest_id\x18\x01 \x01(\tB\x07\xca\xf3\x18\x03\x10\x80\x01\x12;\n\x0e\x63\x61talog_import\x18\x02 \x01(\x0b\x32\x1b.jobstatus.v1.CatalogImportB\x06\xca\xf3\x18\x02\x08\x01\x12\x31\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"K\n\x14\x43reateImportResponse\x12\x33\n\x0e\x63\x61talog_import\x18\x01 \x01(\x0b\x32\x1b.jobstatus.v1.CatalogImport\"\xd9\x01\n\x13UpdateImportRequest\x12;\n\x0e\x63\x61talog_import\x18\x01 \x01(\x0b\x32\x1b.jobstatus.v1.CatalogImportB\x06\xca\xf3\x18\x02\x08\x01\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12!\n\x11\x65xpected_revision\x18\x03 \x01(\x03\x42\x06\xca\xf3\x18\x02\x18\x00\x12\x31\n\x0elease_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"K\n\x14UpdateImportResponse\x12\x33\n\x0e\x63\x61talog_import\x18\x01 \x01(\x0b\x32\x1b.jobstatus.v1.CatalogImport\"J\n\x16GetImportStatusRequest\x12\x12\n\x02id\x18\x01 \x01(\tB\x06\xca\xf3\x18\x02\x08\x01\x12\x1c\n\x0cmin_revision\x18\x02 \x01(\x03\x42\x06\xca\xf3\x18\x02\x18\x00\"N\n\x17GetImportStatusResponse\x12\x33\n\x0e\x63\x61talog_import\x18\x01 \x01(\x0b\x32\x1b.jobstatus.v1.CatalogImport\"\x81\x01\n\x12ListImportsRequest\x12\x19\n\tpage_size\x18\x01 \x01(\x05\x42\x06\xca\xf3\x18\x02\x18\x00\x12\x1b\n\npage_token\x18\x02 \x01(\tB\x07\xca\xf3\x18\x03\x10\x80\x04\x12\x33\n\x08statuses\x18\x03 \x03(\x0e\x32!.jobstatus.v1.CatalogImportStatus\"d\n\x13ListImportsResponse\x12\x34\n\x0f\x63\x61talog_imports\x18\x01 \x03(\x0b\x32\x1b.jobstatus.v1.CatalogImport\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x9e\x01\n\x18WatchImportStatusRequest\x12\x14\n\x03ids\x18\x01 \x03(\tB\x07\xca\xf3\x18\x03\x10\xe8\x07\x12\x1e\n\x0estart_revision\x18\x02 \x01(\x03\x42\x06\xca\xf3\x18\x02\x18\x00\x12\x15\n\runtil_settled\x18\x03 \x01(\x08\x12\x35\n\x12heartbeat_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x8e\x01\n\x19WatchImportStatusResponse\x12*\n\x04type\x18\x01 \x01(\x0e\x32\x1c.jobstatus.v1.WatchEventType\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\x33\n\x0e\x63\x61talog_import\x18\x03 \x01(\x0b\x32\x1b.jobstatus.v1.CatalogImport\"e\n\x17GetImportHistoryRequest\x12\x12\n\x02id\x18\x01 \x01(\tB\x06\xca\xf3\x18\x02\x08\x01\x12\x19\n\tpage_size\x18\x02 \x01(\x05\x42\x06\xca\xf3\x18\x02\x18\x00\x12\x1b\n\npage_token\x18\x03 \x01(\tB\x07\xca\xf3\x18\x03\x10\x80\x04\"\x86\x01\n\x13\x43\x61talogImportChange\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0e\x63\x61talog_import\x18\x03 \x01(\x0b\x32\x1b.jobstatus.v1.CatalogImport\"\x93\x01\n\x18GetImportHistoryResponse\x12\x32\n\x07\x63hanges\x18\x01 \x03(\x0b\x32!.jobstatus.v1.CatalogImportChange\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x17\n\x0foldest_revision\x18\x03 \x01(\x03\x12\x11\n\ttruncated\x18\x04 \x01(\x08*\x98\x03\n\x13\x43\x61talogImportStatus\x12%\n!CATALOG_IMPORT_STATUS_UNSPECIFIED\x10\x00\x12\x32\n\x1f\x43\x41TALOG_IMPORT_STATUS_NOT_FOUND\x10\x01\x1a\r\xc2\xf3\x18\tNOT_FOUND\x12.\n\x1d\x43\x41TALOG_IMPORT_STATUS_WAITING\x10\x02\x1a\x0b\xc2\xf3\x18\x07WAITING\x12.\n\x1d\x43\x41TALOG_IMPORT_STATUS_BLOCKED\x10\x03\x1a\x0b\xc2\xf3\x18\x07\x42LOCKED\x12\x36\n!CATALOG_IMPORT_STATUS_IN_PROGRESS\x10\x04\x1a\x0f\xc2\xf3\x18\x0bIN_PROGRESS\x12.\n\x1d\x43\x41TALOG_IMPORT_STATUS_SUCCESS\x10\x05\x1a\x0b\xc2\xf3\x18\x07SUCCESS\x12.\n\x1d\x43\x41TALOG_IMPORT_STATUS_FAILURE\x10\x06\x1a\x0b\xc2\xf3\x18\x07\x46\x41ILURE\x12.\n\x1d\x43\x41TALOG_IMPORT_STATUS_ABORTED\x10\x07\x1a\x0b\xc2\xf3\x18\x07\x41\x42ORTED*\xa4\x02\n\x11\x43\x61talogImportType\x12#\n\x1f\x43\x41TALOG_IMPORT_TYPE_UNSPECIFIED\x10\x00\x12.\n\x1c\x43\x41TALOG_IMPORT_TYPE_PRODUCTS\x10\x01\x1a\x0c\xc2\xf3\x18\x08PRODUCTS\x12$\n\x17\x43\x41TALOG_IMPORT_TYPE_ADS\x10\x02\x1a\x07\xc2\xf3\x18\x03\x41\x44S\x12.\n\x1c\x43\x41TALOG_IMPORT_TYPE_SYNONYMS\x10\x03\x1a\x0c\xc2\xf3\x18\x08SYNONYMS\x12\x38\n!CATALOG_IMPORT_TYPE_CONFIGURATION\x10\x04\x1a\x11\xc2\xf3\x18\rCONFIGURATION\x12*\n\x1a\x43\x41TALOG_IMPORT_TYPE_PANELS\x10\x05\x1a\n\xc2\xf3\x18\x06PANELS2\xc3\x04\n\x14\x43\x61talogImportService\x12U\n\x0c\x43reateImport\x12!.jobstatus.v1.CreateImportRequest\x1a\".jobstatus.v1.CreateImportResponse\x12U\n\x0cUpdateImport\x12!.jobstatus.v1.UpdateImportRequest\x1a\".jobstatus.v1.UpdateImportResponse\x12^\n\x0fGetImportStatus\x12$.jobstatus.v1.GetImportStatusRequest\x1a%.jobstatus.v1.GetImportStatusResponse\x12R\n\x0bListImports\x12 .jobstatus.v1.ListImportsRequest\x1a!.jobstatus.v1.ListImportsResponse\x12\x66\n\x11WatchImportStatus\x12&.jobstatus.v1.WatchImportStatusRequest\x1a\'.jobstatus.v1.WatchImportStatusResponse0\x01\x12\x61\n\x10GetImportHistory\x12%.jobstatus.v1.GetImportHistoryRequest\x1a&.jobstatus.v1.GetImportHistoryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -90,38 +90,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETIMPORTHISTORYREQUEST'].fields_by_name['page_size']._serialized_options = b'\312\363\030\002\030\000'
   _globals['_GETIMPORTHISTORYREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_GETIMPORTHISTORYREQUEST'].fields_by_name['page_token']._serialized_options = b'\312\363\030\003\020\200\004'
-  _globals['_CATALOGIMPORTSTATUS']._serialized_start=2032
-  _globals['_CATALOGIMPORTSTATUS']._serialized_end=2440
-  _globals['_CATALOGIMPORTTYPE']._serialized_start=2443
-  _globals['_CATALOGIMPORTTYPE']._serialized_end=2735
+  _globals['_CATALOGIMPORTSTATUS']._serialized_start=2241
+  _globals['_CATALOGIMPORTSTATUS']._serialized_end=2649
+  _globals['_CATALOGIMPORTTYPE']._serialized_start=2652
+  _globals['_CATALOGIMPORTTYPE']._serialized_end=2944
   _globals['_CATALOGIMPORT']._serialized_start=205
-  _globals['_CATALOGIMPORT']._serialized_end=507
-  _globals['_CREATEIMPORTREQUEST']._serialized_start=509
-  _globals['_CREATEIMPORTREQUEST']._serialized_end=620
-  _globals['_CREATEIMPORTRESPONSE']._serialized_start=622
-  _globals['_CREATEIMPORTRESPONSE']._serialized_end=697
-  _globals['_UPDATEIMPORTREQUEST']._serialized_start=700
-  _globals['_UPDATEIMPORTREQUEST']._serialized_end=866
-  _globals['_UPDATEIMPORTRESPONSE']._serialized_start=868
-  _globals['_UPDATEIMPORTRESPONSE']._serialized_end=943
-  _globals['_GETIMPORTSTATUSREQUEST']._serialized_start=945
-  _globals['_GETIMPORTSTATUSREQUEST']._serialized_end=1019
-  _globals['_GETIMPORTSTATUSRESPONSE']._serialized_start=1021
-  _globals['_GETIMPORTSTATUSRESPONSE']._serialized_end=1099
-  _globals['_LISTIMPORTSREQUEST']._serialized_start=1102
-  _globals['_LISTIMPORTSREQUEST']._serialized_end=1231
-  _globals['_LISTIMPORTSRESPONSE']._serialized_start=1233
-  _globals['_LISTIMPORTSRESPONSE']._serialized_end=1333
-  _globals['_WATCHIMPORTSTATUSREQUEST']._serialized_start=1336
-  _globals['_WATCHIMPORTSTATUSREQUEST']._serialized_end=1494
-  _globals['_WATCHIMPORTSTATUSRESPONSE']._serialized_start=1497
-  _globals['_WATCHIMPORTSTATUSRESPONSE']._serialized_end=1639
-  _globals['_GETIMPORTHISTORYREQUEST']._serialized_start=1641
-  _globals['_GETIMPORTHISTORYREQUEST']._serialized_end=1742
-  _globals['_CATALOGIMPORTCHANGE']._serialized_start=1745
-  _globals['_CATALOGIMPORTCHANGE']._serialized_end=1879
-  _globals['_GETIMPORTHISTORYRESPONSE']._serialized_start=1882
-  _globals['_GETIMPORTHISTORYRESPONSE']._serialized_end=2029
-  _globals['_CATALOGIMPORTSERVICE']._serialized_start=2738
-  _globals['_CATALOGIMPORTSERVICE']._serialized_end=3317
+  _globals['_CATALOGIMPORT']._serialized_end=613
+  _globals['_CREATEIMPORTREQUEST']._serialized_start=616
+  _globals['_CREATEIMPORTREQUEST']._serialized_end=778
+  _globals['_CREATEIMPORTRESPONSE']._serialized_start=780
+  _globals['_CREATEIMPORTRESPONSE']._serialized_end=855
+  _globals['_UPDATEIMPORTREQUEST']._serialized_start=858
+  _globals['_UPDATEIMPORTREQUEST']._serialized_end=1075
+  _globals['_UPDATEIMPORTRESPONSE']._serialized_start=1077
+  _globals['_UPDATEIMPORTRESPONSE']._serialized_end=1152
+  _globals['_GETIMPORTSTATUSREQUEST']._serialized_start=1154
+  _globals['_GETIMPORTSTATUSREQUEST']._serialized_end=1228
+  _globals['_GETIMPORTSTATUSRESPONSE']._serialized_start=1230
+  _globals['_GETIMPORTSTATUSRESPONSE']._serialized_end=1308
+  _globals['_LISTIMPORTSREQUEST']._serialized_start=1311
+  _globals['_LISTIMPORTSREQUEST']._serialized_end=1440
+  _globals['_LISTIMPORTSRESPONSE']._serialized_start=1442
+  _globals['_LISTIMPORTSRESPONSE']._serialized_end=1542
+  _globals['_WATCHIMPORTSTATUSREQUEST']._serialized_start=1545
+  _globals['_WATCHIMPORTSTATUSREQUEST']._serialized_end=1703
+  _globals['_WATCHIMPORTSTATUSRESPONSE']._serialized_start=1706
+  _globals['_WATCHIMPORTSTATUSRESPONSE']._serialized_end=1848
+  _globals['_GETIMPORTHISTORYREQUEST']._serialized_start=1850
+  _globals['_GETIMPORTHISTORYREQUEST']._serialized_end=1951
+  _globals['_CATALOGIMPORTCHANGE']._serialized_start=1954
+  _globals['_CATALOGIMPORTCHANGE']._serialized_end=2088
+  _globals['_GETIMPORTHISTORYRESPONSE']._serialized_start=2091
+  _globals['_GETIMPORTHISTORYRESPONSE']._serialized_end=2238
+  _globals['_CATALOGIMPORTSERVICE']._serialized_start=2947
+  _globals['_CATALOGIMPORTSERVICE']._serialized_end=3526
 # @@protoc_insertion_point(module_scope)

@@ -116,6 +116,8 @@ class CatalogImport(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    LEASE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    LEASE_DURATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The import's id: an int64 as a decimal string."""
     status: Global___CatalogImportStatus.ValueType
@@ -134,6 +136,17 @@ class CatalogImport(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the import last changed. Output only."""
 
+    @_builtins.property
+    def lease_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the job's lease runs out: unless renewed by then, a job that is not
+        settled moves by itself to its failed status. Unset without a lease; cleared
+        once the job settles. Output only.
+        """
+
+    @_builtins.property
+    def lease_duration(self) -> _duration_pb2.Duration:
+        """The lease_duration of the write that set the lease. Output only."""
+
     def __init__(
         self,
         *,
@@ -144,10 +157,12 @@ class CatalogImport(_message.Message):
         revision: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        lease_expire_time: _timestamp_pb2.Timestamp | None = ...,
+        lease_duration: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "lease_duration", b"lease_duration", "lease_expire_time", b"lease_expire_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "message", b"message", "revision", b"revision", "status", b"status", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "lease_duration", b"lease_duration", "lease_expire_time", b"lease_expire_time", "message", b"message", "revision", b"revision", "status", b"status", "type", b"type", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -161,21 +176,32 @@ class CreateImportRequest(_message.Message):
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CATALOG_IMPORT_FIELD_NUMBER: _builtins.int
+    LEASE_DURATION_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """A caller-chosen id that makes the create idempotent."""
     @_builtins.property
     def catalog_import(self) -> Global___CatalogImport:
         """The import; type is required."""
 
+    @_builtins.property
+    def lease_duration(self) -> _duration_pb2.Duration:
+        """When above 0, the job's lease: unless a write renews it within this time
+        (each write with lease_duration sets it to now + lease_duration), a job that
+        is not settled moves by itself to its failed status, with the error message
+        "lease expired: no report from the runner within <lease_duration>". From 1
+        second to 7 days (else INVALID_ARGUMENT); 0 or unset keeps the job's lease.
+        """
+
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         catalog_import: Global___CatalogImport | None = ...,
+        lease_duration: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["catalog_import", b"catalog_import"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["catalog_import", b"catalog_import", "lease_duration", b"lease_duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catalog_import", b"catalog_import", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catalog_import", b"catalog_import", "lease_duration", b"lease_duration", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -214,6 +240,7 @@ class UpdateImportRequest(_message.Message):
     CATALOG_IMPORT_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
     EXPECTED_REVISION_FIELD_NUMBER: _builtins.int
+    LEASE_DURATION_FIELD_NUMBER: _builtins.int
     expected_revision: _builtins.int
     """When not 0, the update fails with ABORTED unless the import is at this revision."""
     @_builtins.property
@@ -224,16 +251,26 @@ class UpdateImportRequest(_message.Message):
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """The fields to change; when empty, every populated field."""
 
+    @_builtins.property
+    def lease_duration(self) -> _duration_pb2.Duration:
+        """When above 0, the job's lease: unless a write renews it within this time
+        (each write with lease_duration sets it to now + lease_duration), a job that
+        is not settled moves by itself to its failed status, with the error message
+        "lease expired: no report from the runner within <lease_duration>". From 1
+        second to 7 days (else INVALID_ARGUMENT); 0 or unset keeps the job's lease.
+        """
+
     def __init__(
         self,
         *,
         catalog_import: Global___CatalogImport | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
         expected_revision: _builtins.int = ...,
+        lease_duration: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["catalog_import", b"catalog_import", "update_mask", b"update_mask"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["catalog_import", b"catalog_import", "lease_duration", b"lease_duration", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catalog_import", b"catalog_import", "expected_revision", b"expected_revision", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catalog_import", b"catalog_import", "expected_revision", b"expected_revision", "lease_duration", b"lease_duration", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -430,7 +467,7 @@ class WatchImportStatusResponse(_message.Message):
     """The store revision this event brings the watcher to; resume from it."""
     @_builtins.property
     def catalog_import(self) -> Global___CatalogImport:
-        """The import, for STATE and CHANGE events."""
+        """The import, for STATE, CHANGE and DELETED events."""
 
     def __init__(
         self,

@@ -217,6 +217,8 @@ class Dataset(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     START_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    LEASE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    LEASE_DURATION_FIELD_NUMBER: _builtins.int
     dataset_id: _builtins.str
     """The dataset's id, a uuid."""
     name: _builtins.str
@@ -237,6 +239,17 @@ class Dataset(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the dataset last changed. Output only."""
 
+    @_builtins.property
+    def lease_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the latest run's lease runs out: unless renewed by then, a run in
+        progress fails by itself. Unset without a lease; cleared once the run
+        settles. Output only.
+        """
+
+    @_builtins.property
+    def lease_duration(self) -> _duration_pb2.Duration:
+        """The lease_duration of the write that set the lease. Output only."""
+
     def __init__(
         self,
         *,
@@ -247,10 +260,12 @@ class Dataset(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         start_request_id: _builtins.str = ...,
+        lease_expire_time: _timestamp_pb2.Timestamp | None = ...,
+        lease_duration: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "latest_run", b"latest_run", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "latest_run", b"latest_run", "lease_duration", b"lease_duration", "lease_expire_time", b"lease_expire_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "dataset_id", b"dataset_id", "latest_run", b"latest_run", "name", b"name", "revision", b"revision", "start_request_id", b"start_request_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "dataset_id", b"dataset_id", "latest_run", b"latest_run", "lease_duration", b"lease_duration", "lease_expire_time", b"lease_expire_time", "name", b"name", "revision", b"revision", "start_request_id", b"start_request_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -264,21 +279,33 @@ class CreateDatasetRequest(_message.Message):
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     DATASET_FIELD_NUMBER: _builtins.int
+    LEASE_DURATION_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """A caller-chosen id that makes the create idempotent."""
     @_builtins.property
     def dataset(self) -> Global___Dataset:
         """The dataset; latest_run must be unset."""
 
+    @_builtins.property
+    def lease_duration(self) -> _duration_pb2.Duration:
+        """When above 0, the run's lease: unless a write renews it within this time
+        (each write with lease_duration sets it to now + lease_duration), a run in
+        progress fails by itself: its running step fails with the log entry "lease
+        expired: no report from the runner within <lease_duration>". A dataset
+        without a run in progress holds no lease. From 1 second to 7 days (else
+        INVALID_ARGUMENT); 0 or unset keeps the lease as it is.
+        """
+
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         dataset: Global___Dataset | None = ...,
+        lease_duration: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "lease_duration", b"lease_duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "lease_duration", b"lease_duration", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -316,19 +343,31 @@ class StartDatasetImportRequest(_message.Message):
 
     DATASET_ID_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    LEASE_DURATION_FIELD_NUMBER: _builtins.int
     dataset_id: _builtins.str
     """The dataset."""
     request_id: _builtins.str
     """A caller-chosen id that makes the start idempotent."""
+    @_builtins.property
+    def lease_duration(self) -> _duration_pb2.Duration:
+        """When above 0, the run's lease: unless a write renews it within this time
+        (each write with lease_duration sets it to now + lease_duration), a run in
+        progress fails by itself: its running step fails with the log entry "lease
+        expired: no report from the runner within <lease_duration>". A dataset
+        without a run in progress holds no lease. From 1 second to 7 days (else
+        INVALID_ARGUMENT); 0 or unset keeps the lease as it is.
+        """
+
     def __init__(
         self,
         *,
         dataset_id: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        lease_duration: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_id", b"dataset_id", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_id", b"dataset_id", "lease_duration", b"lease_duration", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -370,6 +409,7 @@ class UpdateDatasetImportRequest(_message.Message):
     ENTRIES_FIELD_NUMBER: _builtins.int
     RUN_ID_FIELD_NUMBER: _builtins.int
     EXPECTED_REVISION_FIELD_NUMBER: _builtins.int
+    LEASE_DURATION_FIELD_NUMBER: _builtins.int
     dataset_id: _builtins.str
     """The dataset."""
     step: Global___DatasetImportStepName.ValueType
@@ -384,6 +424,16 @@ class UpdateDatasetImportRequest(_message.Message):
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___DatasetLogEntry]:
         """Log entries to append to the step."""
 
+    @_builtins.property
+    def lease_duration(self) -> _duration_pb2.Duration:
+        """When above 0, the run's lease: unless a write renews it within this time
+        (each write with lease_duration sets it to now + lease_duration), a run in
+        progress fails by itself: its running step fails with the log entry "lease
+        expired: no report from the runner within <lease_duration>". A dataset
+        without a run in progress holds no lease. From 1 second to 7 days (else
+        INVALID_ARGUMENT); 0 or unset keeps the lease as it is.
+        """
+
     def __init__(
         self,
         *,
@@ -393,10 +443,11 @@ class UpdateDatasetImportRequest(_message.Message):
         entries: _abc.Iterable[Global___DatasetLogEntry] | None = ...,
         run_id: _builtins.str = ...,
         expected_revision: _builtins.int = ...,
+        lease_duration: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_id", b"dataset_id", "entries", b"entries", "expected_revision", b"expected_revision", "run_id", b"run_id", "step", b"step", "step_status", b"step_status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_id", b"dataset_id", "entries", b"entries", "expected_revision", b"expected_revision", "lease_duration", b"lease_duration", "run_id", b"run_id", "step", b"step", "step_status", b"step_status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -593,7 +644,7 @@ class WatchDatasetStatusResponse(_message.Message):
     """The store revision this event brings the watcher to; resume from it."""
     @_builtins.property
     def dataset(self) -> Global___Dataset:
-        """The dataset, for STATE and CHANGE events."""
+        """The dataset, for STATE, CHANGE and DELETED events."""
 
     def __init__(
         self,

@@ -225,6 +225,8 @@ class PreparedDelivery(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    LEASE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    LEASE_DURATION_FIELD_NUMBER: _builtins.int
     catalog_id: _builtins.str
     """The catalog id of the delivered item."""
     status: Global___PreparedDeliveryStatus.ValueType
@@ -265,6 +267,17 @@ class PreparedDelivery(_message.Message):
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When a done delivery leaves the cache and becomes delete. Output only."""
 
+    @_builtins.property
+    def lease_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the job's lease runs out: unless renewed by then, a job that is not
+        settled moves by itself to its failed status. Unset without a lease; cleared
+        once the job settles. Output only.
+        """
+
+    @_builtins.property
+    def lease_duration(self) -> _duration_pb2.Duration:
+        """The lease_duration of the write that set the lease. Output only."""
+
     def __init__(
         self,
         *,
@@ -279,10 +292,12 @@ class PreparedDelivery(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
+        lease_expire_time: _timestamp_pb2.Timestamp | None = ...,
+        lease_duration: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "expire_time", b"expire_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "expire_time", b"expire_time", "lease_duration", b"lease_duration", "lease_expire_time", b"lease_expire_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "catalog_id", b"catalog_id", "create_time", b"create_time", "error", b"error", "expire_time", b"expire_time", "progress", b"progress", "revision", b"revision", "size", b"size", "status", b"status", "update_time", b"update_time", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "catalog_id", b"catalog_id", "create_time", b"create_time", "error", b"error", "expire_time", b"expire_time", "lease_duration", b"lease_duration", "lease_expire_time", b"lease_expire_time", "progress", b"progress", "revision", b"revision", "size", b"size", "status", b"status", "update_time", b"update_time", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -296,21 +311,32 @@ class CreatePreparedDeliveryRequest(_message.Message):
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     PREPARED_DELIVERY_FIELD_NUMBER: _builtins.int
+    LEASE_DURATION_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """A caller-chosen id that makes the create idempotent."""
     @_builtins.property
     def prepared_delivery(self) -> Global___PreparedDelivery:
         """The delivery; catalog_id is required."""
 
+    @_builtins.property
+    def lease_duration(self) -> _duration_pb2.Duration:
+        """When above 0, the job's lease: unless a write renews it within this time
+        (each write with lease_duration sets it to now + lease_duration), a job that
+        is not settled moves by itself to its failed status, with the error message
+        "lease expired: no report from the runner within <lease_duration>". From 1
+        second to 7 days (else INVALID_ARGUMENT); 0 or unset keeps the job's lease.
+        """
+
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         prepared_delivery: Global___PreparedDelivery | None = ...,
+        lease_duration: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["prepared_delivery", b"prepared_delivery"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration", "prepared_delivery", b"prepared_delivery"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["prepared_delivery", b"prepared_delivery", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration", "prepared_delivery", b"prepared_delivery", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -349,6 +375,7 @@ class UpdatePreparedDeliveryRequest(_message.Message):
     PREPARED_DELIVERY_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
     EXPECTED_REVISION_FIELD_NUMBER: _builtins.int
+    LEASE_DURATION_FIELD_NUMBER: _builtins.int
     expected_revision: _builtins.int
     """When not 0, the update fails with ABORTED unless the job is at this revision."""
     @_builtins.property
@@ -359,16 +386,26 @@ class UpdatePreparedDeliveryRequest(_message.Message):
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """The fields to change; when empty, every populated field."""
 
+    @_builtins.property
+    def lease_duration(self) -> _duration_pb2.Duration:
+        """When above 0, the job's lease: unless a write renews it within this time
+        (each write with lease_duration sets it to now + lease_duration), a job that
+        is not settled moves by itself to its failed status, with the error message
+        "lease expired: no report from the runner within <lease_duration>". From 1
+        second to 7 days (else INVALID_ARGUMENT); 0 or unset keeps the job's lease.
+        """
+
     def __init__(
         self,
         *,
         prepared_delivery: Global___PreparedDelivery | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
         expected_revision: _builtins.int = ...,
+        lease_duration: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["prepared_delivery", b"prepared_delivery", "update_mask", b"update_mask"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration", "prepared_delivery", b"prepared_delivery", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_revision", b"expected_revision", "prepared_delivery", b"prepared_delivery", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_revision", b"expected_revision", "lease_duration", b"lease_duration", "prepared_delivery", b"prepared_delivery", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -571,7 +608,7 @@ class WatchPreparedDeliveryStatusResponse(_message.Message):
     """The store revision this event brings the watcher to; resume from it."""
     @_builtins.property
     def prepared_delivery(self) -> Global___PreparedDelivery:
-        """The delivery, for STATE and CHANGE events."""
+        """The delivery, for STATE, CHANGE and DELETED events."""
 
     def __init__(
         self,

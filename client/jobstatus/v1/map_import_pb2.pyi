@@ -176,6 +176,8 @@ class MapImport(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    LEASE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    LEASE_DURATION_FIELD_NUMBER: _builtins.int
     import_request_id: _builtins.str
     """The id of the import request: the map's catalog id."""
     status: Global___MapImportStatus.ValueType
@@ -202,6 +204,17 @@ class MapImport(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the job last changed. Output only."""
 
+    @_builtins.property
+    def lease_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the job's lease runs out: unless renewed by then, a job that is not
+        settled moves by itself to its failed status. Unset without a lease; cleared
+        once the job settles. Output only.
+        """
+
+    @_builtins.property
+    def lease_duration(self) -> _duration_pb2.Duration:
+        """The lease_duration of the write that set the lease. Output only."""
+
     def __init__(
         self,
         *,
@@ -213,10 +226,12 @@ class MapImport(_message.Message):
         revision: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        lease_expire_time: _timestamp_pb2.Timestamp | None = ...,
+        lease_duration: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "expire_time", b"expire_time", "meta_data", b"meta_data", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "expire_time", b"expire_time", "lease_duration", b"lease_duration", "lease_expire_time", b"lease_expire_time", "meta_data", b"meta_data", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "expire_time", b"expire_time", "import_request_id", b"import_request_id", "meta_data", b"meta_data", "revision", b"revision", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "expire_time", b"expire_time", "import_request_id", b"import_request_id", "lease_duration", b"lease_duration", "lease_expire_time", b"lease_expire_time", "meta_data", b"meta_data", "revision", b"revision", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -230,21 +245,32 @@ class CreateMapImportRequest(_message.Message):
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     MAP_IMPORT_FIELD_NUMBER: _builtins.int
+    LEASE_DURATION_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """A caller-chosen id that makes the create idempotent."""
     @_builtins.property
     def map_import(self) -> Global___MapImport:
         """The job; import_request_id is required."""
 
+    @_builtins.property
+    def lease_duration(self) -> _duration_pb2.Duration:
+        """When above 0, the job's lease: unless a write renews it within this time
+        (each write with lease_duration sets it to now + lease_duration), a job that
+        is not settled moves by itself to its failed status, with the error message
+        "lease expired: no report from the runner within <lease_duration>". From 1
+        second to 7 days (else INVALID_ARGUMENT); 0 or unset keeps the job's lease.
+        """
+
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         map_import: Global___MapImport | None = ...,
+        lease_duration: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["map_import", b"map_import"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration", "map_import", b"map_import"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["map_import", b"map_import", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration", "map_import", b"map_import", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -283,6 +309,7 @@ class UpdateMapImportRequest(_message.Message):
     MAP_IMPORT_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
     EXPECTED_REVISION_FIELD_NUMBER: _builtins.int
+    LEASE_DURATION_FIELD_NUMBER: _builtins.int
     expected_revision: _builtins.int
     """When not 0, the update fails with ABORTED unless the job is at this revision."""
     @_builtins.property
@@ -293,16 +320,26 @@ class UpdateMapImportRequest(_message.Message):
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """The fields to change; when empty, every populated field."""
 
+    @_builtins.property
+    def lease_duration(self) -> _duration_pb2.Duration:
+        """When above 0, the job's lease: unless a write renews it within this time
+        (each write with lease_duration sets it to now + lease_duration), a job that
+        is not settled moves by itself to its failed status, with the error message
+        "lease expired: no report from the runner within <lease_duration>". From 1
+        second to 7 days (else INVALID_ARGUMENT); 0 or unset keeps the job's lease.
+        """
+
     def __init__(
         self,
         *,
         map_import: Global___MapImport | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
         expected_revision: _builtins.int = ...,
+        lease_duration: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["map_import", b"map_import", "update_mask", b"update_mask"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration", "map_import", b"map_import", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_revision", b"expected_revision", "map_import", b"map_import", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_revision", b"expected_revision", "lease_duration", b"lease_duration", "map_import", b"map_import", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -499,7 +536,7 @@ class WatchMapImportStatusResponse(_message.Message):
     """The store revision this event brings the watcher to; resume from it."""
     @_builtins.property
     def map_import(self) -> Global___MapImport:
-        """The job, for STATE and CHANGE events."""
+        """The job, for STATE, CHANGE and DELETED events."""
 
     def __init__(
         self,

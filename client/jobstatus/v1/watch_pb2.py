@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18jobstatus/v1/watch.proto\x12\x0cjobstatus.v1*\xa8\x01\n\x0eWatchEventType\x12 \n\x1cWATCH_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16WATCH_EVENT_TYPE_STATE\x10\x01\x12\x1b\n\x17WATCH_EVENT_TYPE_SYNCED\x10\x02\x12\x1b\n\x17WATCH_EVENT_TYPE_CHANGE\x10\x03\x12\x1e\n\x1aWATCH_EVENT_TYPE_HEARTBEAT\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18jobstatus/v1/watch.proto\x12\x0cjobstatus.v1*\xc6\x01\n\x0eWatchEventType\x12 \n\x1cWATCH_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16WATCH_EVENT_TYPE_STATE\x10\x01\x12\x1b\n\x17WATCH_EVENT_TYPE_SYNCED\x10\x02\x12\x1b\n\x17WATCH_EVENT_TYPE_CHANGE\x10\x03\x12\x1e\n\x1aWATCH_EVENT_TYPE_HEARTBEAT\x10\x04\x12\x1c\n\x18WATCH_EVENT_TYPE_DELETED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'jobstatus.v1.watch_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WATCHEVENTTYPE']._serialized_start=43
-  _globals['_WATCHEVENTTYPE']._serialized_end=211
+  _globals['_WATCHEVENTTYPE']._serialized_end=241
 # @@protoc_insertion_point(module_scope)

@@ -35,6 +35,10 @@ class _WatchEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WatchE
     """Nothing matched for a while; the event's revision is the store's current
     revision, so a client that resumes from it never falls behind the history.
     """
+    WATCH_EVENT_TYPE_DELETED: _WatchEventType.ValueType  # 5
+    """A settled job was deleted by the retention policy (--retention-age); the
+    event carries the job's last state. Its id is unknown from then on.
+    """
 
 class WatchEventType(_WatchEventType, metaclass=_WatchEventTypeEnumTypeWrapper):
     """WatchEventType says what one event of a Watch*Status stream carries."""
@@ -51,5 +55,9 @@ WATCH_EVENT_TYPE_CHANGE: WatchEventType.ValueType  # 3
 WATCH_EVENT_TYPE_HEARTBEAT: WatchEventType.ValueType  # 4
 """Nothing matched for a while; the event's revision is the store's current
 revision, so a client that resumes from it never falls behind the history.
+"""
+WATCH_EVENT_TYPE_DELETED: WatchEventType.ValueType  # 5
+"""A settled job was deleted by the retention policy (--retention-age); the
+event carries the job's last state. Its id is unknown from then on.
 """
 Global___WatchEventType: _TypeAlias = WatchEventType  # noqa: Y015
