@@ -1,0 +1,210 @@
+"""The job runner (jobstatus/runner.py) through the real client against a real server,
+on both databases: a run that ends well is done, one that raises is failed with the
+exception's message (and the exception goes on), progress is coalesced to at most one
+write per interval with the last value always sent, a job that exists is adopted.
+What the runner wrote is read back from the job's history."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+import pytest
+
+from jobstatus import AsyncClient, Client, JobStatusError
+from jobstatus.runner import leaf_paths
+from jobstatus.v1 import catalog_import_pb2 as cat
+from jobstatus.v1 import delivery_pb2 as dl
+from jobstatus.v1 import errors_pb2
+from jobstatus.v1 import map_import_pb2 as mi
+from tests.serverproc import ServerProcess
+
+NEVER = 3600.0  # a progress interval no test outlives: every write after the first waits
+BOUND = 30.0  # seconds any wait of these tests may take before it fails
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> Iterator[Client]:
+    with Client(server.address) as connected:
+        yield connected
+
+
+@pytest.fixture
+async def aclient(server: ServerProcess) -> AsyncIterator[AsyncClient]:
+    async with AsyncClient(server.address) as connected:
+        yield connected
+
+
+def package() -> mi.MapImport:
+    """What a Done map import needs: its package's url and footprint."""
+    return mi.MapImport(
+        meta_data=mi.MapImportMetaData(
+            package_url="https://packages.example.com/p.gpkg",
+            footprint='{"type": "Polygon", "coordinates": []}',
+        )
+    )
+
+
+def map_writes(client: Client, job_id: str) -> list[tuple[str, int]]:
+    """Each change of the map import: (status name, progress)."""
+    history = client.map_imports.history(job_id)
+    return [(str(c.status), c.job.meta_data.progress) for c in history.changes]
+
+
+START, RUNNING, DONE, ERROR = (
+    "MAP_IMPORT_STATUS_START",
+    "MAP_IMPORT_STATUS_IN_PROGRESS",
+    "MAP_IMPORT_STATUS_DONE",
+    "MAP_IMPORT_STATUS_ERROR",
+)
+
+
+def test_a_run_that_ends_well_is_done(client: Client, uid: str) -> None:
+    with client.map_imports.run(uid, progress_interval=NEVER) as job:
+        assert str(client.map_imports.status(job.job)) == RUNNING
+        for percent in range(1, 60):
+            job.progress(percent)
+        job.set_result(package())
+    done = client.map_imports.get(uid)
+    assert done.status == mi.MAP_IMPORT_STATUS_DONE
+    assert done.meta_data.package_url == "https://packages.example.com/p.gpkg"
+    assert done.meta_data.zoom_level == 1  # the result's paths only: no sibling cleared
+    # One progress write for 59 reports: the first; the rest coalesced into the final write.
+    assert map_writes(client, uid) == [(START, 0), (RUNNING, 0), (RUNNING, 1), (DONE, 100)]
+
+
+def test_a_run_that_raises_is_failed_with_the_message(client: Client, uid: str) -> None:
+    with pytest.raises(RuntimeError, match="tile source timed out"):
+        with client.map_imports.run(uid, progress_interval=NEVER) as job:
+            job.progress(5)
+            job.progress(7)
+            raise RuntimeError("tile source timed out at zoom 14")
+    failed = client.map_imports.get(uid)
+    assert failed.status == mi.MAP_IMPORT_STATUS_ERROR
+    assert failed.error.message == "tile source timed out at zoom 14"
+    assert failed.error.error_code == errors_pb2.ERROR_CODE_MAP_UNKNOWN
+    # The last progress value is sent, with the failed write.
+    assert map_writes(client, uid) == [(START, 0), (RUNNING, 0), (RUNNING, 5), (ERROR, 7)]
+
+
+def test_an_interrupted_run_is_failed_too(client: Client, uid: str) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        with client.map_imports.run(uid):
+            raise KeyboardInterrupt
+    failed = client.map_imports.get(uid)
+    assert failed.status == mi.MAP_IMPORT_STATUS_ERROR
+    assert failed.error.message == "KeyboardInterrupt"
+
+
+def test_the_last_progress_is_flushed_within_the_interval(client: Client, uid: str) -> None:
+    with client.map_imports.run(uid, progress_interval=0.2) as job:
+        for percent in range(1, 31):
+            job.progress(percent)
+        # No further report: the background flush sends 30 while the block still runs.
+        deadline = time.monotonic() + BOUND
+        seen: list[int] = []
+        while not seen or seen[-1] != 30:
+            assert time.monotonic() < deadline, f"progress 30 never sent; saw {seen}"
+            seen.append(client.map_imports.get(uid).meta_data.progress)
+            time.sleep(0.05)
+        job.set_result(package())
+    progress = [p for status, p in map_writes(client, uid) if status == RUNNING][1:]
+    assert progress[0] == 1 and progress[-1] == 30  # the first sent at once, the last flushed
+    assert progress == sorted(set(progress))  # never an older value after a newer one
+    assert len(progress) < 30  # coalesced
+
+
+def test_an_existing_job_is_adopted(client: Client, uid: str) -> None:
+    client.map_imports.create(
+        mi.MapImport(
+            import_request_id=uid,
+            status=mi.MAP_IMPORT_STATUS_START,
+            meta_data=mi.MapImportMetaData(job_id=77),
+        )
+    )
+    client.map_imports.update(
+        mi.MapImport(import_request_id=uid, status=mi.MAP_IMPORT_STATUS_PENDING)
+    )
+    with client.map_imports.run(uid) as job:
+        assert job.job.meta_data.job_id == 77
+        job.set_result(package())
+    statuses = [status for status, _ in map_writes(client, uid)]
+    assert statuses == [START, "MAP_IMPORT_STATUS_PENDING", RUNNING, DONE]
+
+
+def test_a_settled_job_is_not_run_again(client: Client, uid: str) -> None:
+    client.map_imports.create(
+        mi.MapImport(import_request_id=uid, status=mi.MAP_IMPORT_STATUS_DRAFT)
+    )
+    client.map_imports.update(
+        mi.MapImport(import_request_id=uid, status=mi.MAP_IMPORT_STATUS_CANCEL)
+    )
+    ran = False
+    with pytest.raises(JobStatusError) as caught, client.map_imports.run(uid):
+        ran = True
+    assert not ran
+    assert caught.value.reason == "TRANSITION_NOT_ALLOWED"
+
+
+def test_a_catalog_import_run_gets_its_id_and_reports_failure_in_message(
+    client: Client,
+) -> None:
+    synonyms = cat.CatalogImport(type=cat.CATALOG_IMPORT_TYPE_SYNONYMS)
+    with client.catalog_imports.run(resource=synonyms) as job:
+        assert job.job.status == cat.CATALOG_IMPORT_STATUS_IN_PROGRESS
+        with pytest.raises(TypeError):  # a catalog import has no percentage
+            job.progress(10)
+    assert client.catalog_imports.get(job.job_id).status == cat.CATALOG_IMPORT_STATUS_SUCCESS
+
+    with pytest.raises(ValueError), client.catalog_imports.run(resource=synonyms) as failing:
+        raise ValueError("3 ads reference unknown product keys")
+    failed = client.catalog_imports.get(failing.job_id)
+    assert failed.status == cat.CATALOG_IMPORT_STATUS_FAILURE
+    assert failed.message == "3 ads reference unknown product keys"
+
+
+ARTIFACT = dl.Artifact(item_key="m.gpkg", artifact_type="gpkg", url="https://c.test/m.gpkg")
+
+
+async def test_async_runs_end_done_or_failed(aclient: AsyncClient, uid: str) -> None:
+    async with aclient.deliveries.run(uid, progress_interval=NEVER) as job:
+        await job.progress(10)
+        await job.progress(20)
+        job.set_result(dl.PreparedDelivery(artifacts=[ARTIFACT]))
+    done = await aclient.deliveries.get(uid)
+    assert done.status == dl.PREPARED_DELIVERY_STATUS_DONE
+    assert done.url == ARTIFACT.url
+
+    with pytest.raises(OSError, match="disk full"):
+        async with aclient.deliveries.run(uid + "-2", progress_interval=NEVER) as failing:
+            await failing.progress(33)
+            await failing.progress(44)
+            raise OSError("disk full")
+    failed = await aclient.deliveries.get(uid + "-2")
+    assert failed.status == dl.PREPARED_DELIVERY_STATUS_ERROR
+    assert failed.error.message == "disk full"
+    assert failed.error.error_code == errors_pb2.ERROR_CODE_DELIVERY_UNKNOWN
+    history = await aclient.deliveries.history(uid + "-2")
+    assert [(str(c.status), c.job.progress) for c in history.changes] == [
+        ("PREPARED_DELIVERY_STATUS_START", 0),
+        ("PREPARED_DELIVERY_STATUS_IN_PROGRESS", 0),
+        ("PREPARED_DELIVERY_STATUS_IN_PROGRESS", 33),
+        ("PREPARED_DELIVERY_STATUS_ERROR", 44),
+    ]
+
+
+async def test_async_background_flush(aclient: AsyncClient, uid: str) -> None:
+    async with aclient.map_imports.run(uid, progress_interval=0.2) as job:
+        await job.progress(1)
+        await job.progress(2)
+        await job.progress(3)
+        deadline = time.monotonic() + BOUND
+        seen: list[int] = []
+        while not seen or seen[-1] != 3:
+            assert time.monotonic() < deadline, f"progress 3 never sent; saw {seen}"
+            seen.append((await aclient.map_imports.get(uid)).meta_data.progress)
+        job.set_result(package())
+    assert (await aclient.map_imports.get(uid)).status == mi.MAP_IMPORT_STATUS_DONE
+
+
+def test_leaf_paths_name_only_what_is_set() -> None:
+    assert sorted(leaf_paths(package())) == ["meta_data.footprint", "meta_data.package_url"]
