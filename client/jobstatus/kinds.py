@@ -122,7 +122,7 @@ class Kind(Generic[M]):
 
     @cached_property
     def statuses(self) -> type[Status]:
-        """The kind's Status enum: `client.map_imports.statuses.MAP_IMPORT_STATUS_DONE`."""
+        """The kind's Status enum: `MAP_IMPORT.statuses["MAP_IMPORT_STATUS_DONE"]`."""
         return status_type(self.status_enum)
 
     def status(self, job: Message) -> Status:

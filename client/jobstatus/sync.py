@@ -57,7 +57,7 @@ class BaseKindClient(Generic[M]):
 
     @property
     def statuses(self) -> type[Status]:
-        """The kind's statuses as an enum: `client.map_imports.statuses.MAP_IMPORT_STATUS_DONE`."""
+        """The kind's statuses, an enum: `statuses["MAP_IMPORT_STATUS_DONE"]`."""
         return self.kind.statuses
 
     def status(self, job: M) -> Status:

@@ -130,9 +130,9 @@ def test_statuses_print_as_their_names(client: Client, uid: str) -> None:
     ]
     status = changes[-1].status
     assert isinstance(status, Status)
-    assert status == mi.MAP_IMPORT_STATUS_IN_PROGRESS  # still the number for comparisons
+    assert int(status) == mi.MAP_IMPORT_STATUS_IN_PROGRESS  # still the number
     assert status.spelling == "InProgress"  # the documented spelling, as REST shows it
-    assert client.map_imports.statuses.MAP_IMPORT_STATUS_DONE == mi.MAP_IMPORT_STATUS_DONE
+    assert client.map_imports.statuses["MAP_IMPORT_STATUS_DONE"] == mi.MAP_IMPORT_STATUS_DONE
     assert str(client.deliveries.status(dl.PreparedDelivery())) == (
         "PREPARED_DELIVERY_STATUS_UNSPECIFIED"
     )
@@ -149,12 +149,12 @@ def test_watch_events_carry_status_names(client: Client, uid: str) -> None:
 
 
 def test_metadata_reaches_the_server(databases: Databases) -> None:
-    with keyed_server(databases.new("metadata"), {"rw": ("acme", ["read", "write"])}) as keyed:
-        # No api_key on the client: the key travels only in the call's metadata.
-        with Client(keyed.server.address) as client:
-            key = [("x-api-key", keyed.keys["rw"])]
-            created = client.map_imports.create(mi.MapImport(import_request_id="m"), metadata=key)
-            assert client.map_imports.get("m", metadata=key) == created
-            with pytest.raises(JobStatusError) as caught:
-                client.map_imports.get("m")
-            assert caught.value.code == Code.UNAUTHENTICATED
+    keys = {"rw": ("acme", ["read", "write"])}
+    # No api_key on the client: the key travels only in the call's metadata.
+    with keyed_server(databases.new("metadata"), keys) as keyed, Client(keyed.server.address) as c:
+        key = [("x-api-key", keyed.keys["rw"])]
+        created = c.map_imports.create(mi.MapImport(import_request_id="m"), metadata=key)
+        assert c.map_imports.get("m", metadata=key) == created
+        with pytest.raises(JobStatusError) as caught:
+            c.map_imports.get("m")
+        assert caught.value.code == Code.UNAUTHENTICATED

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
+
 import pytest
 
 from jobstatus import AsyncClient, Client, JobStatusError
@@ -73,11 +74,11 @@ def test_a_run_that_ends_well_is_done(client: Client, uid: str) -> None:
 
 
 def test_a_run_that_raises_is_failed_with_the_message(client: Client, uid: str) -> None:
-    with pytest.raises(RuntimeError, match="tile source timed out"):
-        with client.map_imports.run(uid, progress_interval=NEVER) as job:
-            job.progress(5)
-            job.progress(7)
-            raise RuntimeError("tile source timed out at zoom 14")
+    timed_out = pytest.raises(RuntimeError, match="tile source timed out")
+    with timed_out, client.map_imports.run(uid, progress_interval=NEVER) as job:
+        job.progress(5)
+        job.progress(7)
+        raise RuntimeError("tile source timed out at zoom 14")
     failed = client.map_imports.get(uid)
     assert failed.status == mi.MAP_IMPORT_STATUS_ERROR
     assert failed.error.message == "tile source timed out at zoom 14"
@@ -87,9 +88,8 @@ def test_a_run_that_raises_is_failed_with_the_message(client: Client, uid: str) 
 
 
 def test_an_interrupted_run_is_failed_too(client: Client, uid: str) -> None:
-    with pytest.raises(KeyboardInterrupt):
-        with client.map_imports.run(uid):
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), client.map_imports.run(uid):
+        raise KeyboardInterrupt
     failed = client.map_imports.get(uid)
     assert failed.status == mi.MAP_IMPORT_STATUS_ERROR
     assert failed.error.message == "KeyboardInterrupt"
