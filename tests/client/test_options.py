@@ -132,7 +132,7 @@ def test_statuses_print_as_their_names(client: Client, uid: str) -> None:
     assert isinstance(status, Status)
     assert int(status) == mi.MAP_IMPORT_STATUS_IN_PROGRESS  # still the number
     assert status.spelling == "InProgress"  # the documented spelling, as REST shows it
-    assert client.map_imports.statuses["MAP_IMPORT_STATUS_DONE"] == mi.MAP_IMPORT_STATUS_DONE
+    assert int(client.map_imports.statuses["MAP_IMPORT_STATUS_DONE"]) == mi.MAP_IMPORT_STATUS_DONE
     assert str(client.deliveries.status(dl.PreparedDelivery())) == (
         "PREPARED_DELIVERY_STATUS_UNSPECIFIED"
     )
