@@ -26,12 +26,13 @@ from jobstatus import kinds, sync
 from jobstatus.errors import JobStatusError
 from jobstatus.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind, Seconds, Status
 from jobstatus.options import (
-    DEFAULT_TARGET,
     CallOptions,
     Deadline,
     Session,
     channel_options,
+    key_or_default,
     new_request_id,
+    target_or_default,
 )
 from jobstatus.results import History, Page, history_of, joined
 from jobstatus.runner import DEFAULT_PROGRESS_INTERVAL, AsyncJobRun, RunOptions
@@ -269,7 +270,7 @@ class AsyncClient:
 
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: str | None = None,
         *,
         api_key: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
@@ -277,11 +278,11 @@ class AsyncClient:
     ) -> None:
         opts = channel_options(options)
         self.channel = (
-            grpc.aio.secure_channel(target, credentials, opts)
+            grpc.aio.secure_channel(target_or_default(target), credentials, opts)
             if credentials is not None
-            else grpc.aio.insecure_channel(target, opts)
+            else grpc.aio.insecure_channel(target_or_default(target), opts)
         )
-        self._session = Session(api_key)
+        self._session = Session(key_or_default(api_key))
         self.map_imports = AsyncKindClient(MAP_IMPORT, self.channel, self._session)
         self.deliveries = AsyncDeliveryClient(DELIVERY, self.channel, self._session)
         self.datasets = AsyncDatasetClient(DATASET, self.channel, self._session)

@@ -3,10 +3,13 @@
 Every method takes the options of a gRPC call as keyword arguments (CallOptions):
 `timeout`, the call's deadline in seconds, and `metadata`, extra (key, value)
 pairs sent with it. The client's API key travels in `x-api-key` on every call.
+A client without a target or a key takes them from JOBSTATUS_GRPC_ADDR and
+JOBSTATUS_API_KEY, as the jobstatus command does.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -39,6 +42,20 @@ class CallOptions(TypedDict, total=False):
 
     timeout: float | None
     metadata: Metadata
+
+
+ADDR_VARIABLE = "JOBSTATUS_GRPC_ADDR"
+KEY_VARIABLE = "JOBSTATUS_API_KEY"
+
+
+def target_or_default(target: str | None) -> str:
+    """`target`, else JOBSTATUS_GRPC_ADDR, else DEFAULT_TARGET (as the jobstatus command)."""
+    return target or os.environ.get(ADDR_VARIABLE) or DEFAULT_TARGET
+
+
+def key_or_default(api_key: str | None) -> str | None:
+    """`api_key`, else JOBSTATUS_API_KEY (as the jobstatus command); None: no key."""
+    return api_key or os.environ.get(KEY_VARIABLE) or None
 
 
 def new_request_id() -> str:

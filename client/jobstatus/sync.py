@@ -32,12 +32,13 @@ from jobstatus import kinds
 from jobstatus.errors import JobStatusError
 from jobstatus.kinds import CATALOG_IMPORT, DATASET, DELIVERY, MAP_IMPORT, Kind, Seconds, Status
 from jobstatus.options import (
-    DEFAULT_TARGET,
     CallOptions,
     Deadline,
     Session,
     channel_options,
+    key_or_default,
     new_request_id,
+    target_or_default,
 )
 from jobstatus.results import History, Page, history_of, joined
 from jobstatus.runner import DEFAULT_PROGRESS_INTERVAL, JobRun, RunOptions
@@ -301,12 +302,13 @@ class DatasetClient(BaseKindClient[dataset_pb2.Dataset]):
 class Client:
     """A connection to a jobstatus server; plaintext unless `credentials` are given.
 
-    `api_key` is sent as x-api-key on every call; `options` are gRPC channel options
-    (options.CHANNEL_OPTIONS are the defaults)."""
+    `target` is host:port (default: JOBSTATUS_GRPC_ADDR, else 127.0.0.1:50051);
+    `api_key` is sent as x-api-key on every call (default: JOBSTATUS_API_KEY);
+    `options` are gRPC channel options (options.CHANNEL_OPTIONS are the defaults)."""
 
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: str | None = None,
         *,
         api_key: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
@@ -314,11 +316,11 @@ class Client:
     ) -> None:
         opts = channel_options(options)
         self.channel = (
-            grpc.secure_channel(target, credentials, opts)
+            grpc.secure_channel(target_or_default(target), credentials, opts)
             if credentials is not None
-            else grpc.insecure_channel(target, opts)
+            else grpc.insecure_channel(target_or_default(target), opts)
         )
-        self._session = Session(api_key)
+        self._session = Session(key_or_default(api_key))
         self.map_imports = KindClient(MAP_IMPORT, self.channel, self._session)
         self.deliveries = DeliveryClient(DELIVERY, self.channel, self._session)
         self.datasets = DatasetClient(DATASET, self.channel, self._session)
