@@ -25,6 +25,7 @@ class Settings:
     history_count: int = 100_000
     history_age: float = 24 * 3600.0
     compact_interval: float = 10.0
+    retention_age: float = 0.0  # seconds; 0: settled jobs are kept for ever
     max_connection_age: float = 1800.0
     max_connection_age_grace: float = 60.0
     tls_cert: str = ""
@@ -109,6 +110,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=float(env("JOBSTATUS_COMPACT_INTERVAL", "10")),
         help="seconds between compactions of the event log",
+    )
+    parser.add_argument(
+        "--retention-age",
+        type=_age,
+        default=_age(env("JOBSTATUS_RETENTION_AGE", "0")),
+        help="delete jobs settled longer than this, with their history: seconds, or a "
+        "number with s, m, h or d (30d); 0, the default: keep them (JOBSTATUS_RETENTION_AGE)",
     )
     parser.add_argument(
         "--max-connection-age",
@@ -217,6 +225,23 @@ def _positive(text: str) -> int:
     return value
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _age(text: str) -> float:
+    """Seconds from `90`, `90s`, `15m`, `12h` or `30d`; 0 or more."""
+    number, unit = (text[:-1], _UNITS[text[-1]]) if text[-1:] in _UNITS else (text, 1)
+    try:
+        value = float(number) * unit
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a number of seconds or 30d-like age: {text!r}"
+        ) from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def from_arguments(args: argparse.Namespace) -> Settings:
     return Settings(
         grpc_addr=args.grpc_addr,
@@ -230,6 +255,7 @@ def from_arguments(args: argparse.Namespace) -> Settings:
         history_count=args.history_count,
         history_age=args.history_age,
         compact_interval=args.compact_interval,
+        retention_age=args.retention_age,
         max_connection_age=args.max_connection_age,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,

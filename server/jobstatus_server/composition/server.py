@@ -35,6 +35,7 @@ from jobstatus_server.state.store import Store
 from jobstatus_server.state.view import View
 from jobstatus_server.state.watch import Hub, WatchSettings
 from jobstatus_server.usecases.jobs import Core
+from jobstatus_server.usecases.retention import Retention
 
 log = logging.getLogger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -218,6 +219,10 @@ class Server:
             asyncio.create_task(self._every(self.settings.health_interval, self._check_storage)),
             asyncio.create_task(self._every(self.settings.compact_interval, self._compact)),
         ]
+        if self.settings.retention_age > 0:
+            self._tasks.append(
+                asyncio.create_task(self._every(self.settings.compact_interval, self._retain))
+            )
 
     def serving(self) -> bool:
         return self._storage_ok and not self._draining
@@ -247,6 +252,11 @@ class Server:
         moved = await self.core.expire_due()
         if moved:
             log.info("time-driven transitions: %d", moved)
+
+    async def _retain(self) -> None:
+        deleted = await Retention(self.store, self.settings.retention_age).delete_expired()
+        if deleted:
+            log.info("retention: deleted %d settled jobs", deleted)
 
     async def _compact(self) -> None:
         compacted = await self.store.compact(self.settings.history_count, self.settings.history_age)

@@ -3,7 +3,8 @@
 A run starts with the step fetch in progress (StartDatasetImport, idempotent by its
 request id; refused while a run is in progress). UpdateDatasetImport appends log
 entries to the running step and may end it: a failed step fails the run, a successful
-fetch starts the step import, a successful import succeeds the run. kinds.py's DATASET
+fetch starts the step import, a successful import succeeds the run; a run whose lease
+ran out fails by the server's hand (`fail_run`). kinds.py's DATASET
 row names these functions; the use cases apply them like any other change of a job.
 """
 
@@ -12,8 +13,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from google.protobuf.message import Message
+
 from jobstatus.spelling import spell
 from jobstatus.v1 import dataset_pb2
+from jobstatus_server.contract import lease
 from jobstatus_server.contract.errors import FailedPrecondition, invalid
 
 DS = dataset_pb2.DatasetImportStatus
@@ -52,8 +56,10 @@ def check_step_update(request: dataset_pb2.UpdateDatasetImportRequest) -> None:
     """What an update of the running step must hold, whatever the dataset."""
     if request.step_status == DS.DATASET_IMPORT_STATUS_IN_PROGRESS:
         raise invalid("step_status", "a step ends in success or failed")
-    if not request.entries and not request.step_status:
-        raise invalid("entries", "give log entries, a step_status, or both")
+    if not request.entries and not request.step_status and lease.requested(request) is None:
+        raise invalid(
+            "entries", "give log entries, a step_status, a lease_duration, or some of them"
+        )
 
 
 def update_step(
@@ -106,6 +112,21 @@ def update_step(
             )
             following.start.FromDatetime(now)
     return new
+
+
+def fail_run(job: Message, reason: str, now: datetime) -> None:
+    """Fail the run in progress by the server's hand (its lease ran out): the running
+    step fails at `now` with `reason` as its last log entry, and the run with it."""
+    assert isinstance(job, dataset_pb2.Dataset)
+    run = job.latest_run
+    step = run.steps[-1]
+    if step.status == DS.DATASET_IMPORT_STATUS_IN_PROGRESS:
+        step.entries.add(
+            detail=reason, level=dataset_pb2.DATASET_LOG_LEVEL_ERROR
+        ).created_at.FromDatetime(now)
+        step.status = DS.DATASET_IMPORT_STATUS_FAILED
+        step.end.FromDatetime(now)
+    run.status = DS.DATASET_IMPORT_STATUS_FAILED
 
 
 def _step_name(step: int) -> str:

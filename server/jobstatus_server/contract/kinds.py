@@ -46,7 +46,7 @@ from jobstatus.v1 import (
 from jobstatus.v1 import (
     map_import_pb2 as map_import,
 )
-from jobstatus_server.contract import dataset_run
+from jobstatus_server.contract import dataset_run, lease
 from jobstatus_server.contract.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -55,7 +55,7 @@ from jobstatus_server.contract.errors import (
 )
 
 M = TypeVar("M", bound=Message)
-OUTPUT_ONLY = frozenset({"revision", "create_time", "update_time"})
+OUTPUT_ONLY = frozenset({"revision", "create_time", "update_time", lease.EXPIRE_FIELD, lease.FIELD})
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,8 @@ class Context:
 
 
 Rule = Callable[[Message, Message | None, Context], None]
+# Moves a job (a copy, changed in place) to its kind's failed status with a reason, at a time.
+Fail = Callable[[Message, str, datetime], None]
 
 
 def _no_rule(new: Message, old: Message | None, ctx: Context) -> None:
@@ -108,6 +110,8 @@ class Kind(Generic[M]):
     status_of: Callable[[Message], int]
     api: client_kinds.Kind[Any]  # the service: RPC and field names (the client's table)
     servicer: type  # the generated *Servicer base class of the kind's service
+    # How the server fails a job by itself (its lease ran out): the kind's failed status.
+    fail: Fail
     new_id: Callable[[], str] | None = None
     output_only: frozenset[str] = OUTPUT_ONLY
     # Kind-specific rules and derived fields, applied to every new state; may raise.
@@ -132,14 +136,28 @@ class Kind(Generic[M]):
     def is_settled(self, message: Message) -> bool:
         return self.status_of(message) in self.settled
 
+    def holds_lease(self, message: Message) -> bool:
+        """Whether a job in this state can hold a lease (lease.py): one that is not
+        settled (for a dataset, one whose run is in progress: status 0 is no run)."""
+        status = self.status_of(message)
+        return status != 0 and status not in self.settled
+
+    def lease_ran_out(self, message: Message, now: float) -> bool:
+        """Whether the job holds a lease whose deadline is `now` (POSIX time) or earlier."""
+        deadline = lease.deadline(message) if self.holds_lease(message) else None
+        return deadline is not None and deadline <= now
+
     def due(self, message: Message) -> float | None:
-        """When the time-driven transition of `message` fires, as a POSIX time, if it has one."""
+        """When the next time-driven transition of `message` fires, as a POSIX time, if it
+        has one: its lease's deadline while it holds one, or its timed status's expire_time."""
+        due = lease.deadline(message) if self.holds_lease(message) else None
         if self.timed is None or self.status_of(message) != self.timed[0]:
-            return None
+            return due
         if not message.HasField("expire_time"):
-            return None
+            return due
         stamp: timestamp_pb2.Timestamp = getattr(message, "expire_time")  # noqa: B009
-        return float(stamp.seconds) + stamp.nanos / 1e9
+        expires = float(stamp.seconds) + stamp.nanos / 1e9
+        return expires if due is None else min(due, expires)
 
     def not_found(self, *job_ids: str) -> NotFound:
         """The error of a job (or of several, by a watch) that does not exist: one
@@ -225,6 +243,13 @@ def _map_rule(new: Message, old: Message | None, ctx: Context) -> None:
             new.error.error_code = errors_pb2.ERROR_CODE_MAP_UNKNOWN
 
 
+def _map_fail(job: Message, reason: str, now: datetime) -> None:
+    assert isinstance(job, map_import.MapImport)
+    job.status = map_import.MAP_IMPORT_STATUS_ERROR
+    job.ClearField("error")
+    job.error.message = reason  # the rule gives the code: MAP.unknown
+
+
 MAP_IMPORT = Kind(
     name="map_import",
     display="map import",
@@ -249,6 +274,7 @@ MAP_IMPORT = Kind(
     settled=client_kinds.MAP_IMPORT.settled,
     api=client_kinds.MAP_IMPORT,
     servicer=map_import_pb2_grpc.MapImportServiceServicer,
+    fail=_map_fail,
     status_of=lambda m: int(getattr(m, "status")),  # noqa: B009
     rule=_map_rule,
     timed=(_MAP["Done"], _MAP["Expired"]),
@@ -339,6 +365,14 @@ def _delivery_rule(new: Message, old: Message | None, ctx: Context) -> None:
         new.progress = 0
 
 
+def _delivery_fail(job: Message, reason: str, now: datetime) -> None:
+    assert isinstance(job, delivery.PreparedDelivery)
+    job.status = delivery.PREPARED_DELIVERY_STATUS_ERROR
+    job.error.CopyFrom(
+        errors_pb2.Error(error_code=errors_pb2.ERROR_CODE_DELIVERY_UNKNOWN, message=reason)
+    )
+
+
 DELIVERY = Kind(
     name="prepared_delivery",
     display="prepared delivery",
@@ -361,6 +395,7 @@ DELIVERY = Kind(
     settled=client_kinds.DELIVERY.settled,
     api=client_kinds.DELIVERY,
     servicer=delivery_pb2_grpc.DeliveryServiceServicer,
+    fail=_delivery_fail,
     status_of=lambda m: int(getattr(m, "status")),  # noqa: B009
     output_only=OUTPUT_ONLY | {"size", "url", "expire_time"},
     rule=_delivery_rule,
@@ -426,6 +461,12 @@ def _new_catalog_id() -> str:
     return str(secrets.randbelow(2**63 - 10**18) + 10**18)
 
 
+def _catalog_fail(job: Message, reason: str, now: datetime) -> None:
+    assert isinstance(job, catalog.CatalogImport)
+    job.status = catalog.CATALOG_IMPORT_STATUS_FAILURE
+    job.message = reason
+
+
 CATALOG_IMPORT = Kind(
     name="catalog_import",
     display="catalog import",
@@ -445,6 +486,7 @@ CATALOG_IMPORT = Kind(
     settled=client_kinds.CATALOG_IMPORT.settled,
     api=client_kinds.CATALOG_IMPORT,
     servicer=catalog_import_pb2_grpc.CatalogImportServiceServicer,
+    fail=_catalog_fail,
     status_of=lambda m: int(getattr(m, "status")),  # noqa: B009
     new_id=_new_catalog_id,
     rule=_catalog_rule,
@@ -470,6 +512,7 @@ DATASET = Kind(
     settled=client_kinds.DATASET.settled,
     api=client_kinds.DATASET,
     servicer=dataset_pb2_grpc.DatasetServiceServicer,
+    fail=dataset_run.fail_run,
     status_of=_dataset_status,
     new_id=lambda: str(uuid.uuid4()),
     output_only=OUTPUT_ONLY | {"latest_run", "start_request_id"},

@@ -21,6 +21,7 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from jobstatus_server.access.auth import CALLER
+from jobstatus_server.contract import lease
 from jobstatus_server.contract.kinds import KINDS, Kind, Operation
 from jobstatus_server.contract.validation import compile_all
 from jobstatus_server.contract.wire import encode_event, job_response
@@ -76,7 +77,11 @@ class KindService:
 
     async def create(self, request: Any, context: Context) -> bytes:
         job = await self.core.create(
-            self.kind, tenant_of(context), request.request_id, self.job_of(request)
+            self.kind,
+            tenant_of(context),
+            request.request_id,
+            self.job_of(request),
+            lease.requested(request),
         )
         return job_response(job.SerializeToString())
 
@@ -87,6 +92,7 @@ class KindService:
             self.job_of(request),
             request.update_mask,
             request.expected_revision,
+            lease.requested(request),
         )
 
     async def get(self, request: Any, context: Context) -> bytes:

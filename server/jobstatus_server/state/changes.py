@@ -9,6 +9,10 @@ from typing import Any
 
 from jobstatus_server.state.renderings import Renderings
 
+# The status of the change that deletes a job (the retention policy): no kind has it.
+# Its data is the job's last state; the watch sends it as a DELETED event.
+DELETED = -1
+
 
 @dataclass(slots=True, init=False)
 class Change:
@@ -39,6 +43,10 @@ class Change:
         self.status = status
         self.data = data
         self.renderings = Renderings(data)
+
+    @property
+    def deleted(self) -> bool:
+        return self.status == DELETED
 
 
 @dataclass(frozen=True)

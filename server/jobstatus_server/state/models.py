@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, LargeBinary
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, text
 from sqlmodel import Field, SQLModel
 
 
@@ -14,6 +14,13 @@ class Job(SQLModel, table=True):
         Index("ix_job_list", "tenant", "kind", "create_revision"),
         Index("ix_job_request", "tenant", "kind", "request_id", unique=True),
         Index("ix_job_due", "due_at"),
+        # The retention policy's order (usecases/retention.py): only settled jobs.
+        Index(
+            "ix_job_settled",
+            "settled_at",
+            sqlite_where=text("settled_at IS NOT NULL"),
+            postgresql_where=text("settled_at IS NOT NULL"),
+        ),
     )
 
     tenant: str = Field(primary_key=True, max_length=64)
@@ -25,6 +32,8 @@ class Job(SQLModel, table=True):
     request_id: str | None = Field(default=None, max_length=128)
     # When the job's time-driven transition fires (POSIX seconds), if it has one.
     due_at: float | None = None
+    # When the job last changed while settled (POSIX seconds); None while it is not settled.
+    settled_at: float | None = None
     data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 

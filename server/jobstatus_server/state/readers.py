@@ -106,6 +106,23 @@ class Readers:
 
         return self.read(run)
 
+    def settled_before(
+        self, cutoff: float, limit: int
+    ) -> asyncio.Future[list[tuple[str, str, str]]]:
+        """The jobs settled with no change since `cutoff` (POSIX seconds), longest settled
+        first: (kind, tenant, job_id). Read through ix_job_settled."""
+
+        def run(conn: Connection) -> list[tuple[str, str, str]]:
+            query = (
+                select(JOB.c.kind, JOB.c.tenant, JOB.c.job_id)
+                .where(JOB.c.settled_at <= cutoff)
+                .order_by(JOB.c.settled_at)
+                .limit(limit)
+            )
+            return [(str(k), str(t), str(j)) for k, t, j in conn.execute(query)]
+
+        return self.read(run)
+
     def events_after(
         self,
         after: int,
@@ -184,7 +201,8 @@ class Readers:
                         EVENT.c.tenant == tenant,
                         EVENT.c.kind == kind,
                         EVENT.c.job_id == job_id,
-                        EVENT.c.revision > after,
+                        # from its creation: not a deleted job's of the same id (its DELETED)
+                        EVENT.c.revision > max(after, int(created) - 1),
                     )
                     .order_by(EVENT.c.revision)
                     .limit(limit)

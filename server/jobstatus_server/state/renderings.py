@@ -128,7 +128,8 @@ class Renderings:
         return response
 
     def watch_frame(self, framing: Framing, event_type: int, revision: int) -> bytes:
-        """The STATE or CHANGE event of the change at `revision`, in `framing`'s form."""
+        """The STATE, CHANGE or DELETED event of the change at `revision`, in `framing`'s
+        form (a change is sent as CHANGE or DELETED, never both: they share a slot)."""
         frames = self._frames
         if frames is None:
             frames = self._frames = [None] * _FRAMES

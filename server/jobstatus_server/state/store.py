@@ -249,6 +249,12 @@ class Store:
         assert self._readers is not None
         return await self._readers.due(now, limit)
 
+    async def settled_before(self, cutoff: float, limit: int) -> list[tuple[str, str, str]]:
+        """The jobs settled with no change since `cutoff` (POSIX seconds), longest settled
+        first: (kind, tenant, job_id)."""
+        assert self._readers is not None
+        return await self._readers.settled_before(cutoff, limit)
+
     async def events_after(
         self,
         after: int,

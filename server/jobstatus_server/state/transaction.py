@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 from sqlalchemy import Connection
 
 from jobstatus_server.contract.kinds import Kind
-from jobstatus_server.state.changes import Change
+from jobstatus_server.state.changes import DELETED, Change
 from jobstatus_server.state.sql import ChangeRow, Statements
 
 M = TypeVar("M", bound=Message)
@@ -129,6 +129,7 @@ class Tx:
         status = kind.status_of(message)
         data = message.SerializeToString()
         due_at = kind.due(message)
+        settled_at = self.seconds if status in kind.settled else None
         if created:
             self.flush()
             self.sql.insert_job.execute(
@@ -141,10 +142,32 @@ class Tx:
                 create_revision=revision,
                 request_id=request_id or None,
                 due_at=due_at,
+                settled_at=settled_at,
                 data=data,
             )
-        self.rows.append((revision, tenant, kind.name, job_id, status, due_at, data, not created))
+        self.rows.append(
+            (revision, tenant, kind.name, job_id, status, due_at, settled_at, data, not created)
+        )
         self.loaded[(tenant, kind.name, job_id)] = data
         change = Change(revision, tenant, kind.name, job_id, status, data)
         self.changes.append(change)
         return message
+
+    def delete(self, kind: Kind[M], tenant: str, message: M) -> None:
+        """Delete the job `message` (its current state) with its kept events, and log the
+        deletion: a change with the next revision, status DELETED, the job's last state."""
+        if self.from_view:
+            raise NeedsRead(kind.name)
+        self.flush()
+        job_id = kind.job_id(message)
+        self.sql.erase_events.execute(self.cur, w_tenant=tenant, w_kind=kind.name, w_job_id=job_id)
+        self.sql.delete_job.execute(self.cur, tenant=tenant, kind=kind.name, job_id=job_id)
+        self.revision += 1
+        self.changed = True
+        self.kinds.append(kind.name)
+        data = message.SerializeToString()
+        self.rows.append(
+            (self.revision, tenant, kind.name, job_id, DELETED, None, None, data, False)
+        )
+        self.loaded[(tenant, kind.name, job_id)] = None
+        self.changes.append(Change(self.revision, tenant, kind.name, job_id, DELETED, data))

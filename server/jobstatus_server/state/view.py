@@ -129,6 +129,11 @@ class View:
             current = self._active.get(key) or self._settled.get(key)
             if current is not None and current.revision >= revision:
                 continue
+            if change.deleted:  # the retention policy deleted the job: it is unknown now
+                if current is not None:
+                    (self._settled if current.settled else self._active).pop(key, None)
+                    self._forget(current)
+                continue
             self._put(
                 key,
                 Entry(

@@ -58,6 +58,7 @@ STATE = watch_pb2.WATCH_EVENT_TYPE_STATE
 SYNCED = watch_pb2.WATCH_EVENT_TYPE_SYNCED
 CHANGE = watch_pb2.WATCH_EVENT_TYPE_CHANGE
 HEARTBEAT = watch_pb2.WATCH_EVENT_TYPE_HEARTBEAT
+DELETED = watch_pb2.WATCH_EVENT_TYPE_DELETED
 
 
 @dataclass
@@ -526,12 +527,13 @@ class Hub:
                     stream.backlog -= 1
                 if change.revision <= stream.sent:
                     continue  # covered by the initial state
-                frame = change.renderings.watch_frame(framing, CHANGE, change.revision)
+                event = DELETED if change.deleted else CHANGE
+                frame = change.renderings.watch_frame(framing, event, change.revision)
                 stream.sent = change.revision  # before the send: see _open
                 await send(frame)
                 stream.last_write = time.monotonic()
                 if until_settled:
                     assert settled is not None
-                    settled[change.job_id] = change.status in settled_statuses
+                    settled[change.job_id] = change.deleted or change.status in settled_statuses
                     if all(settled.values()):
                         return

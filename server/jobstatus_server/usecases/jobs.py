@@ -5,10 +5,10 @@ from the kind table (contract/kinds.py: lifecycles, rules, a kind's own writes s
 as a dataset's import run), the storage from store.py. Requests reach the core validated
 against the contract's field rules (validation.py).
 
-One concept, a little past 400 lines: every use case of a job (create, update
-through a field mask, the kind's own writes, get, list with page tokens, the
-time-driven transitions) runs through the same transaction and the same rules, and
-the field-mask merge they share is here with them.
+One concept, past 400 lines: every use case of a job (create, update through a field
+mask, the kind's own writes, get, list with page tokens, the time-driven transitions
+and the lease they enforce) runs through the same transaction and the same rules, and
+the field-mask merge and the lease's upkeep they share are here with them.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from google.protobuf import field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from jobstatus_server.contract import lease
 from jobstatus_server.contract.errors import (
     Aborted,
     AlreadyExists,
@@ -169,7 +170,14 @@ class Core:
 
     # --- create ---------------------------------------------------------------
 
-    async def create(self, kind: Kind[M], tenant: str, request_id: str, resource: M) -> M:
+    async def create(
+        self,
+        kind: Kind[M],
+        tenant: str,
+        request_id: str,
+        resource: M,
+        lease_duration: duration_pb2.Duration | None = None,
+    ) -> M:
         field = kind.name
         job_id = kind.job_id(resource)
         if not job_id and kind.new_id is None:
@@ -206,6 +214,7 @@ class Core:
             if kind.generic_update:
                 setattr(new, "status", status)  # noqa: B010
             kind.rule(new, None, self._context(tx, kind, tenant))
+            new = self._leased(kind, new, new, lease_duration, tx)
             return tx.put(kind, tenant, new, created=True, request_id=request_id)
 
         return await self.store.transact(run)
@@ -219,8 +228,9 @@ class Core:
         resource: M,
         mask: field_mask_pb2.FieldMask,
         expected_revision: int,
+        lease_duration: duration_pb2.Duration | None = None,
     ) -> M:
-        job_id, mutate = self._update(kind, tenant, resource, mask)
+        job_id, mutate = self._update(kind, tenant, resource, mask, lease_duration)
         job: M = await self._modify(kind, tenant, job_id, mutate, expected_revision, False)
         return job
 
@@ -231,17 +241,24 @@ class Core:
         resource: M,
         mask: field_mask_pb2.FieldMask,
         expected_revision: int,
+        lease_duration: duration_pb2.Duration | None = None,
     ) -> bytes:
         """As `update`, answered as the serialized Update response (kinds.job_response):
         the job's bytes as they were stored, not a message to copy and serialize again."""
-        job_id, mutate = self._update(kind, tenant, resource, mask)
+        job_id, mutate = self._update(kind, tenant, resource, mask, lease_duration)
         response: bytes = await self._modify(kind, tenant, job_id, mutate, expected_revision, True)
         return response
 
     def _update(
-        self, kind: Kind[M], tenant: str, resource: M, mask: field_mask_pb2.FieldMask
+        self,
+        kind: Kind[M],
+        tenant: str,
+        resource: M,
+        mask: field_mask_pb2.FieldMask,
+        lease_duration: duration_pb2.Duration | None,
     ) -> tuple[str, Callable[[M, Tx], M]]:
-        """The job an update names and the change it makes, checked against the mask."""
+        """The job an update names and the change it makes, checked against the mask
+        (none: a renewal of the job's lease only, when the update names one)."""
         field = kind.name
         job_id = kind.job_id(resource)
         if not job_id:
@@ -260,7 +277,7 @@ class Core:
                 for p in _leaf_paths(resource)
                 if p.split(".", 1)[0] not in kind.output_only | {kind.id_field}
             ]
-        if not paths:
+        if not paths and lease_duration is None:
             raise invalid("update_mask", "names no field to change")
         merge = mask_merger(kind.descriptor, tuple(paths))
 
@@ -273,7 +290,7 @@ class Core:
                 raise invalid(f"{field}.status", "is required", "REQUIRED")
             kind.check_transition(kind.status_of(current), status)
             kind.rule(new, current, self._context(tx, kind, tenant))
-            return new
+            return self._leased(kind, current, new, lease_duration, tx)
 
         return job_id, mutate
 
@@ -347,7 +364,8 @@ class Core:
     # --- time-driven transitions ------------------------------------------------
 
     async def expire_due(self) -> int:
-        """Move every job whose time has come to its timed status; return how many moved."""
+        """Move every job whose time has come: to its kind's failed status if its lease
+        ran out, else to its timed status (expire_time); return how many moved."""
         now = datetime.now(UTC).timestamp()
         moved = 0
         for kind_name, tenant, job_id in await self.store.due(now):
@@ -367,15 +385,21 @@ class Core:
 
         def mutate(current: Message, tx: Tx) -> Message:
             moved.clear()  # the last run of the write counts (a group may run it again)
+            now = tx.now.timestamp()
             due = kind.due(current)
-            if kind.timed is None or due is None or due > tx.now.timestamp():
+            if due is None or due > now:
                 return current
             new = kind.message()
             new.CopyFrom(current)
-            setattr(new, "status", kind.timed[1])  # noqa: B010
+            if kind.lease_ran_out(current, now):
+                kind.fail(new, lease.reason(current), tx.now)
+            elif kind.timed is not None and kind.status_of(current) == kind.timed[0]:
+                setattr(new, "status", kind.timed[1])  # noqa: B010
+            else:
+                return current
             kind.rule(new, current, self._context(tx, kind, tenant))
             moved.append(True)
-            return new
+            return self._leased(kind, new, new, None, tx)
 
         return mutate
 
@@ -383,16 +407,45 @@ class Core:
 
     async def apply(self, kind: Kind[M], operation: Operation, tenant: str, request: Any) -> M:
         """Make the change `operation` describes for `request`, in one transaction."""
+        lease_duration = lease.requested(request)
         operation.check(request)
 
         def mutate(current: M, tx: Tx) -> M:
             new = operation.change(request, current, tx.now)
             assert isinstance(new, kind.message)
-            return new
+            return self._leased(kind, current, new, lease_duration, tx)
 
         return await self.modify(
             kind, tenant, operation.job_id(request), mutate, operation.expected_revision(request)
         )
+
+    # --- the lease (contract/lease.py) --------------------------------------------------
+
+    def _leased(
+        self,
+        kind: Kind[M],
+        current: M,
+        new: M,
+        lease_duration: duration_pb2.Duration | None,
+        tx: Tx,
+    ) -> M:
+        """`new` with its lease kept up: renewed from now by `lease_duration` (if given)
+        while the job can hold one, dropped once it cannot (settled). `current` is
+        never changed: a change of the lease is made on a copy."""
+        holds = kind.holds_lease(new)
+        if holds and lease_duration is None:
+            return new  # keeps the lease it has, if any
+        if not holds and not lease.has_lease(new):
+            return new
+        if new is current:
+            new = kind.message()
+            new.CopyFrom(current)
+        if holds:
+            assert lease_duration is not None
+            lease.renew(new, lease_duration, tx.now)
+        else:
+            lease.clear(new)
+        return new
 
 
 LIST_TOKENS = PageTokens(b"jobstatus.v1 page token")  # {"k", "s": the statuses, "a"}
