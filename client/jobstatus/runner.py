@@ -126,18 +126,8 @@ class RunPlan(Generic[M]):
             value, self.pending = self.pending, None
             return self._update(progress=value)
         if self.renew_every and now >= self.written_at + self.renew_every:
-            # Rewrite a field the runner owns with the value the server holds: the job
-            # stays as it is and the lease is renewed (a status changed by someone else
-            # meanwhile is not overwritten, for the progress kinds; the status kinds'
-            # renewal fails if the job was settled, as it should).
-            assert self.job is not None
-            path = self.lifecycle.progress_path or "status"
-            held: Any = self.job
-            for name in path.split("."):
-                held = getattr(held, name)
-            if self.lifecycle.progress_path:
-                return self._update(progress=int(held))
-            return self._update(**{path: held})
+            # An update with no field but the lease renews it and changes nothing else.
+            return Write(self.kind.new_job(self.job_id), [])
         return None
 
     def set_result(self, resource: M, update_mask: Sequence[str]) -> None:

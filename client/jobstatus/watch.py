@@ -35,6 +35,8 @@ class EventType(enum.Enum):
     SYNCED = watch_pb2.WATCH_EVENT_TYPE_SYNCED
     CHANGE = watch_pb2.WATCH_EVENT_TYPE_CHANGE
     HEARTBEAT = watch_pb2.WATCH_EVENT_TYPE_HEARTBEAT
+    # The job was deleted by the server's retention policy; `job` is its last state.
+    DELETED = watch_pb2.WATCH_EVENT_TYPE_DELETED
     # Client-side only: forget what the watch told you so far; the current state
     # (STATE events, then SYNCED) follows. Sent when the history the watch
     # would resume from is gone (OUT_OF_RANGE), or when a stream broke in the
@@ -45,7 +47,7 @@ class EventType(enum.Enum):
 @dataclass(frozen=True)
 class WatchEvent(Generic[M]):
     """One event of a watch. `job` and `status` (the job's Status, printed as its name)
-    are set for STATE and CHANGE; RESYNC has revision 0."""
+    are set for STATE, CHANGE and DELETED (the job's last state); RESYNC has revision 0."""
 
     type: EventType
     revision: int
@@ -137,8 +139,8 @@ class WatchResumer:
             self.synced = True
             self.sent_state = False
             return EventType.SYNCED
-        if event_type == EventType.CHANGE.value:
-            return self._change(revision, EventType.CHANGE)
+        if event_type in (EventType.CHANGE.value, EventType.DELETED.value):
+            return self._change(revision, EventType(event_type))
         if event_type == EventType.HEARTBEAT.value:
             return EventType.HEARTBEAT if revision >= self.last_change else None
         return None  # an event type this client does not know yet

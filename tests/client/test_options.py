@@ -1,6 +1,6 @@
 """Every RPC option reaches the server through the client, under the RPC's own name:
 min_revision, update_mask, expected_revision, request_id, page_size and page_token,
-the deadline (timeout) and metadata; and statuses print as
+lease_duration's range, the deadline (timeout) and metadata; and statuses print as
 their names. A real server on both databases (tests/conftest.py)."""
 
 from __future__ import annotations
@@ -146,6 +146,13 @@ def test_watch_events_carry_status_names(client: Client, uid: str) -> None:
     events = client.map_imports.watch([uid], until_settled=True, timeout=30)
     statuses = [str(event.status) for event in events if event.status is not None]
     assert statuses == ["MAP_IMPORT_STATUS_CANCEL"]
+
+
+def test_lease_duration_out_of_range_is_refused_by_its_name(client: Client, uid: str) -> None:
+    with pytest.raises(JobStatusError) as caught:
+        client.map_imports.create(mi.MapImport(import_request_id=uid), lease_duration=8 * 86400)
+    assert caught.value.code == Code.INVALID_ARGUMENT
+    assert any("lease_duration" in field for field, _ in caught.value.field_violations)
 
 
 def test_metadata_reaches_the_server(databases: Databases) -> None:

@@ -2,12 +2,20 @@
 on both databases: a run that ends well is done, one that raises is failed with the
 exception's message (and the exception goes on), progress is coalesced to at most one
 write per interval with the last value always sent, a job that exists is adopted.
-What the runner wrote is read back from the job's history."""
+What the runner wrote is read back from the job's history. A leased run renews its
+lease while it works without a word, and a runner killed with SIGKILL leaves a job
+that the server fails when the lease runs out, as an event its watchers see."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -17,7 +25,7 @@ from jobstatus.v1 import catalog_import_pb2 as cat
 from jobstatus.v1 import delivery_pb2 as dl
 from jobstatus.v1 import errors_pb2
 from jobstatus.v1 import map_import_pb2 as mi
-from tests.serverproc import ServerProcess
+from tests.serverproc import ROOT, ServerProcess
 
 NEVER = 3600.0  # a progress interval no test outlives: every write after the first waits
 BOUND = 30.0  # seconds any wait of these tests may take before it fails
@@ -208,3 +216,94 @@ async def test_async_background_flush(aclient: AsyncClient, uid: str) -> None:
 
 def test_leaf_paths_name_only_what_is_set() -> None:
     assert sorted(leaf_paths(package())) == ["meta_data.footprint", "meta_data.package_url"]
+
+
+# --- the lease ---------------------------------------------------------------------------
+
+LEASE = timedelta(seconds=1)  # the shortest the server takes: renewed every third of it
+RENEWALS = 4  # renewals seen before a leased run's end: well past one lease of silence
+
+
+def lease_writes(changes: list[Any]) -> int:
+    """How many changes only moved the lease: same status and progress, a later expiry."""
+    count = 0
+    for before, after in itertools.pairwise(changes):
+        same = before.job.status == after.job.status
+        same = same and _progress(before.job) == _progress(after.job)
+        later = after.job.lease_expire_time.ToDatetime() > before.job.lease_expire_time.ToDatetime()
+        count += same and later
+    return count
+
+
+def _progress(job: Any) -> int:
+    return int(job.meta_data.progress) if hasattr(job, "meta_data") else int(job.progress)
+
+
+def test_a_leased_run_renews_its_lease_while_it_works_silently(client: Client, uid: str) -> None:
+    with client.map_imports.run(uid, lease=LEASE) as job:
+        assert job.job.HasField("lease_expire_time")
+        deadline = time.monotonic() + BOUND
+        # Nothing reported meanwhile: only the background renewals keep the job alive.
+        while lease_writes(client.map_imports.history(uid).changes) < RENEWALS:
+            assert time.monotonic() < deadline, "the lease was not renewed"
+            time.sleep(0.1)
+        assert client.map_imports.get(uid).status == mi.MAP_IMPORT_STATUS_IN_PROGRESS
+        job.set_result(package())
+    done = client.map_imports.get(uid)
+    assert done.status == mi.MAP_IMPORT_STATUS_DONE
+    assert not done.HasField("lease_expire_time")  # settling cleared the lease
+
+
+async def test_async_leased_run_renews_its_lease(aclient: AsyncClient, uid: str) -> None:
+    async with aclient.deliveries.run(uid, lease=LEASE) as job:
+        deadline = time.monotonic() + BOUND
+        while lease_writes((await aclient.deliveries.history(uid)).changes) < RENEWALS:
+            assert time.monotonic() < deadline, "the lease was not renewed"
+            await asyncio.sleep(0.1)
+        job.set_result(dl.PreparedDelivery(artifacts=[ARTIFACT]))
+    assert (await aclient.deliveries.get(uid)).status == dl.PREPARED_DELIVERY_STATUS_DONE
+
+
+RUNNER = """
+import sys, time
+from datetime import timedelta
+from jobstatus import Client
+
+with Client(sys.argv[1]) as client:
+    with client.map_imports.run(sys.argv[2], lease=timedelta(seconds=1)) as job:
+        job.progress(30)
+        print("running", flush=True)
+        time.sleep(3600)
+"""
+
+
+def test_a_runner_killed_without_a_word_fails_when_its_lease_runs_out(
+    client: Client, server: ServerProcess, uid: str
+) -> None:
+    runner = subprocess.Popen(
+        [sys.executable, "-c", RUNNER, server.address, uid],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert runner.stdout is not None
+        assert runner.stdout.readline().strip() == "running"  # bounded by pytest's timeout
+        running = client.map_imports.get(uid)
+        assert running.status == mi.MAP_IMPORT_STATUS_IN_PROGRESS
+        events = client.map_imports.watch([uid], until_settled=True, timeout=BOUND)
+        first = next(events)  # the watch runs: its first event is the job's state, running
+        runner.kill()  # SIGKILL: no __exit__, no last word
+        runner.wait(BOUND)
+        seen = [(str(e.status), e.job.error.message) for e in [first, *events] if e.job is not None]
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait(BOUND)
+        if runner.stdout is not None:
+            runner.stdout.close()
+    # The watcher saw the job go from running to failed, with the reason.
+    assert seen[0] == (RUNNING, "")
+    assert seen[-1] == (ERROR, "lease expired: no report from the runner within 1s")
+    failed = client.map_imports.get(uid)
+    assert failed.meta_data.progress == 30
