@@ -99,11 +99,16 @@ class RunPlan(Generic[M]):
         return Write(resource, paths, progress)
 
     def entering(self) -> Write[M] | None:
-        """The write that moves a created or adopted job to the running status, if needed."""
+        """The write that moves a created or adopted job to the running status, if needed
+        (for an adopted job already running: the renewal that gives it the run's lease)."""
         assert self.job is not None
-        if self.kind.status_of(self.job) == self.lifecycle.running:
-            return None
-        return self._update(status=self.lifecycle.running)
+        if self.kind.status_of(self.job) != self.lifecycle.running:
+            return self._update(status=self.lifecycle.running)
+        return self._renewal() if self.renew_every else None
+
+    def _renewal(self) -> Write[M]:
+        # An update with no field but the lease renews it and changes nothing else.
+        return Write(self.kind.new_job(self.job_id), [])
 
     def progress(self, value: int, now: float) -> Write[M] | None:
         """The write to send now for `value`, or None: it waits (coalesced) for the flush."""
@@ -126,8 +131,7 @@ class RunPlan(Generic[M]):
             value, self.pending = self.pending, None
             return self._update(progress=value)
         if self.renew_every and now >= self.written_at + self.renew_every:
-            # An update with no field but the lease renews it and changes nothing else.
-            return Write(self.kind.new_job(self.job_id), [])
+            return self._renewal()
         return None
 
     def set_result(self, resource: M, update_mask: Sequence[str]) -> None:
@@ -268,7 +272,7 @@ class _RunBase(Generic[M]):
         self.failure: JobStatusError | None = None  # a background write that failed
 
     @property
-    def job(self) -> M:
+    def latest(self) -> M:
         """The job as the server last answered a write of this run."""
         if self.plan.job is None:
             raise RuntimeError("the run has not started: use it in a with block")
@@ -366,9 +370,10 @@ class JobRun(_RunBase[M]):
             self._wake.notify()
         if self._thread is not None:
             self._thread.join()
-        error = exc if exc is not None else self.failure
+        # A background write that failed was raised by progress() if the block reported
+        # after it; the block's end is what decides: done, or failed with its exception.
         try:
-            self._send(self.plan.finish(error))
+            self._send(self.plan.finish(exc))
         except JobStatusError as failed:
             _note_failure(exc, failed)
 
@@ -449,10 +454,9 @@ class AsyncJobRun(_RunBase[M]):
             self._task.cancel()
             with suppress(asyncio.CancelledError):
                 await self._task
-        error = exc if exc is not None else self.failure
         async with self._lock:
             try:
-                await self._send(self.plan.finish(error))
+                await self._send(self.plan.finish(exc))
             except JobStatusError as failed:
                 _note_failure(exc, failed)
 

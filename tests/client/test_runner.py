@@ -69,7 +69,7 @@ START, RUNNING, DONE, ERROR = (
 
 def test_a_run_that_ends_well_is_done(client: Client, uid: str) -> None:
     with client.map_imports.run(uid, progress_interval=NEVER) as job:
-        assert str(client.map_imports.status(job.job)) == RUNNING
+        assert str(client.map_imports.status(job.latest)) == RUNNING
         for percent in range(1, 60):
             job.progress(percent)
         job.set_result(package())
@@ -133,7 +133,7 @@ def test_an_existing_job_is_adopted(client: Client, uid: str) -> None:
         mi.MapImport(import_request_id=uid, status=mi.MAP_IMPORT_STATUS_PENDING)
     )
     with client.map_imports.run(uid) as job:
-        assert job.job.meta_data.job_id == 77
+        assert job.latest.meta_data.job_id == 77
         job.set_result(package())
     statuses = [status for status, _ in map_writes(client, uid)]
     assert statuses == [START, "MAP_IMPORT_STATUS_PENDING", RUNNING, DONE]
@@ -158,7 +158,7 @@ def test_a_catalog_import_run_gets_its_id_and_reports_failure_in_message(
 ) -> None:
     synonyms = cat.CatalogImport(type=cat.CATALOG_IMPORT_TYPE_SYNONYMS)
     with client.catalog_imports.run(resource=synonyms) as job:
-        assert job.job.status == cat.CATALOG_IMPORT_STATUS_IN_PROGRESS
+        assert job.latest.status == cat.CATALOG_IMPORT_STATUS_IN_PROGRESS
         with pytest.raises(TypeError):  # a catalog import has no percentage
             job.progress(10)
     assert client.catalog_imports.get(job.job_id).status == cat.CATALOG_IMPORT_STATUS_SUCCESS
@@ -241,7 +241,7 @@ def _progress(job: Any) -> int:
 
 def test_a_leased_run_renews_its_lease_while_it_works_silently(client: Client, uid: str) -> None:
     with client.map_imports.run(uid, lease=LEASE) as job:
-        assert job.job.HasField("lease_expire_time")
+        assert job.latest.HasField("lease_expire_time")
         deadline = time.monotonic() + BOUND
         # Nothing reported meanwhile: only the background renewals keep the job alive.
         while lease_writes(client.map_imports.history(uid).changes) < RENEWALS:
@@ -307,3 +307,31 @@ def test_a_runner_killed_without_a_word_fails_when_its_lease_runs_out(
     assert seen[-1] == (ERROR, "lease expired: no report from the runner within 1s")
     failed = client.map_imports.get(uid)
     assert failed.meta_data.progress == 30
+
+
+def test_a_job_settled_by_someone_else_is_not_overwritten(client: Client, uid: str) -> None:
+    cancel = mi.MapImport(import_request_id=uid, status=mi.MAP_IMPORT_STATUS_CANCEL)
+    with pytest.raises(JobStatusError) as caught, client.map_imports.run(uid):
+        client.map_imports.update(cancel)  # the requester cancels while the runner works
+    assert caught.value.reason == "TRANSITION_NOT_ALLOWED"  # the done write is refused
+    assert client.map_imports.get(uid).status == mi.MAP_IMPORT_STATUS_CANCEL
+
+    other = uid + "-2"
+    with pytest.raises(ZeroDivisionError) as crashed, client.map_imports.run(other):
+        client.map_imports.update(mi.MapImport(import_request_id=other, status=cancel.status))
+        _ = 1 / 0
+    # The runner's own exception goes on, with a note that the failed write was refused.
+    assert any("could not be marked failed" in note for note in crashed.value.__notes__)
+    assert client.map_imports.get(other).status == mi.MAP_IMPORT_STATUS_CANCEL
+
+
+def test_an_adopted_running_job_takes_the_runs_lease(client: Client, uid: str) -> None:
+    client.map_imports.create(mi.MapImport(import_request_id=uid))
+    running = client.map_imports.update(
+        mi.MapImport(import_request_id=uid, status=mi.MAP_IMPORT_STATUS_IN_PROGRESS)
+    )
+    assert not running.HasField("lease_expire_time")
+    with client.map_imports.run(uid, lease=timedelta(seconds=60)) as job:
+        assert job.latest.HasField("lease_expire_time")
+        assert job.latest.status == mi.MAP_IMPORT_STATUS_IN_PROGRESS
+        job.set_result(package())
