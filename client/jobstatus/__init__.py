@@ -13,15 +13,17 @@ from jobstatus.errors import DeadlineExceeded, JobStatusError
 from jobstatus.kinds import Status
 from jobstatus.options import CallOptions, new_request_id
 from jobstatus.results import History, JobChange, Page
-from jobstatus.runner import AsyncJobRun, JobRun
+from jobstatus.runner import AsyncDatasetRun, AsyncJobRun, DatasetRun, JobRun
 from jobstatus.sync import Client
 from jobstatus.watch import EventType, WatchEvent
 
 __all__ = [
     "AsyncClient",
+    "AsyncDatasetRun",
     "AsyncJobRun",
     "CallOptions",
     "Client",
+    "DatasetRun",
     "DeadlineExceeded",
     "EventType",
     "History",

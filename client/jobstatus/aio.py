@@ -35,7 +35,8 @@ from jobstatus.options import (
     target_or_default,
 )
 from jobstatus.results import History, Page, history_of, joined
-from jobstatus.runner import DEFAULT_PROGRESS_INTERVAL, AsyncJobRun, RunOptions
+from jobstatus.runner import AsyncDatasetRun, AsyncJobRun, RunOptions
+from jobstatus.runplan import DEFAULT_INTERVAL
 from jobstatus.v1 import dataset_pb2, delivery_pb2
 from jobstatus.watch import EventType, WatchCalls, WatchEvent, track
 
@@ -193,7 +194,7 @@ class AsyncKindClient(AsyncBaseKindClient[M]):
         resource: M | None = None,
         request_id: str | None = None,
         lease: Seconds | None = None,
-        progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
+        progress_interval: float = DEFAULT_INTERVAL,
         **options: Unpack[CallOptions],
     ) -> AsyncJobRun[M]:
         return AsyncJobRun(
@@ -250,6 +251,19 @@ class AsyncDatasetClient(AsyncBaseKindClient[dataset_pb2.Dataset]):
             dataset_id, step, step_status, entries, run_id, expected_revision, lease_duration
         )
         return self.kind.job_of(await self._call("UpdateDatasetImport", request, options))
+
+    def run(
+        self,
+        dataset_id: str,
+        *,
+        request_id: str | None = None,
+        lease: Seconds | None = None,
+        progress_interval: float = DEFAULT_INTERVAL,
+        **options: Unpack[CallOptions],
+    ) -> AsyncDatasetRun:
+        return AsyncDatasetRun(
+            self, RunOptions(dataset_id, None, request_id, lease, progress_interval, options)
+        )
 
 
 # The async methods document themselves with their sync twins' docstrings: one text.

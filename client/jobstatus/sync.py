@@ -41,7 +41,8 @@ from jobstatus.options import (
     target_or_default,
 )
 from jobstatus.results import History, Page, history_of, joined
-from jobstatus.runner import DEFAULT_PROGRESS_INTERVAL, JobRun, RunOptions
+from jobstatus.runner import DatasetRun, JobRun, RunOptions
+from jobstatus.runplan import DEFAULT_INTERVAL
 from jobstatus.v1 import dataset_pb2, delivery_pb2
 from jobstatus.watch import EventType, WatchCalls, WatchEvent, track
 
@@ -229,7 +230,7 @@ class KindClient(BaseKindClient[M]):
         resource: M | None = None,
         request_id: str | None = None,
         lease: Seconds | None = None,
-        progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
+        progress_interval: float = DEFAULT_INTERVAL,
         **options: Unpack[CallOptions],
     ) -> JobRun[M]:
         """A job run by a `with` block (runner.py): created as `resource` with the id
@@ -297,6 +298,24 @@ class DatasetClient(BaseKindClient[dataset_pb2.Dataset]):
             dataset_id, step, step_status, entries, run_id, expected_revision, lease_duration
         )
         return self.kind.job_of(self._call("UpdateDatasetImport", request, options))
+
+    def run(
+        self,
+        dataset_id: str,
+        *,
+        request_id: str | None = None,
+        lease: Seconds | None = None,
+        progress_interval: float = DEFAULT_INTERVAL,
+        **options: Unpack[CallOptions],
+    ) -> DatasetRun:
+        """An import run of the dataset by a `with` block (runner.py): started (or
+        adopted, when one is in progress), step fetch running; `log()` adds entries to
+        the running step (at most one write per `progress_interval`), `end_step()`
+        ends it; the block's end ends the remaining steps with success, an exception
+        fails the running step with its message. `lease` as for KindClient.run."""
+        return DatasetRun(
+            self, RunOptions(dataset_id, None, request_id, lease, progress_interval, options)
+        )
 
 
 class Client:

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from jobstatus import AsyncClient, Client, JobStatusError
-from jobstatus.runner import leaf_paths
+from jobstatus.runplan import leaf_paths
 from jobstatus.v1 import catalog_import_pb2 as cat
+from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import delivery_pb2 as dl
 from jobstatus.v1 import errors_pb2
 from jobstatus.v1 import map_import_pb2 as mi
@@ -335,3 +336,73 @@ def test_an_adopted_running_job_takes_the_runs_lease(client: Client, uid: str) -
         assert job.latest.HasField("lease_expire_time")
         assert job.latest.status == mi.MAP_IMPORT_STATUS_IN_PROGRESS
         job.set_result(package())
+
+
+# --- a dataset's import run --------------------------------------------------------------
+
+
+def steps(dataset: ds.Dataset) -> list[tuple[str, str, list[str]]]:
+    """Each step of the latest run: (name, status, the details of its entries)."""
+    step_names = ds.DatasetImportStepName.Name
+    return [
+        (step_names(s.name), ds.DatasetImportStatus.Name(s.status), [e.detail for e in s.entries])
+        for s in dataset.latest_run.steps
+    ]
+
+
+def test_a_dataset_run_logs_coalesced_and_ends_every_step(client: Client, uid: str) -> None:
+    dataset = client.datasets.create(ds.Dataset(name=uid))
+    with client.datasets.run(dataset.dataset_id, progress_interval=NEVER) as run:
+        run.log("fetching rows")
+        run.log("downloaded 1,000 rows")  # waits for the next write
+        run.log("12 rows skipped", ds.DATASET_LOG_LEVEL_WARNING)
+        run.end_step()  # carries the two waiting entries
+        run.log("importing 988 features")
+    done = client.datasets.get(dataset.dataset_id)
+    assert done.latest_run.status == ds.DATASET_IMPORT_STATUS_SUCCESS
+    assert steps(done) == [
+        (
+            "DATASET_IMPORT_STEP_NAME_FETCH",
+            "DATASET_IMPORT_STATUS_SUCCESS",
+            ["fetching rows", "downloaded 1,000 rows", "12 rows skipped"],
+        ),
+        # The last entry waited, and went with the final write.
+        (
+            "DATASET_IMPORT_STEP_NAME_IMPORT",
+            "DATASET_IMPORT_STATUS_SUCCESS",
+            ["importing 988 features"],
+        ),
+    ]
+    writes = client.datasets.history(dataset.dataset_id).changes
+    # create, start, the first entry, the end of fetch, the end of import
+    assert len(writes) == 5
+
+
+async def test_async_dataset_run_fails_the_running_step(aclient: AsyncClient, uid: str) -> None:
+    dataset = await aclient.datasets.create(ds.Dataset(name=uid))
+    with pytest.raises(KeyError):
+        async with aclient.datasets.run(dataset.dataset_id, progress_interval=NEVER) as run:
+            await run.log("fetching rows")
+            await run.end_step()
+            await run.log("importing")
+            await run.log("store_id 1204 twice")
+            raise KeyError("duplicate key store_id=1204")
+    failed = await aclient.datasets.get(dataset.dataset_id)
+    assert failed.latest_run.status == ds.DATASET_IMPORT_STATUS_FAILED
+    assert steps(failed)[-1] == (
+        "DATASET_IMPORT_STEP_NAME_IMPORT",
+        "DATASET_IMPORT_STATUS_FAILED",
+        ["importing", "store_id 1204 twice", "'duplicate key store_id=1204'"],
+    )
+    assert failed.latest_run.steps[-1].entries[-1].level == ds.DATASET_LOG_LEVEL_ERROR
+
+
+def test_a_dataset_run_in_progress_is_adopted_and_leased(client: Client, uid: str) -> None:
+    dataset = client.datasets.create(ds.Dataset(name=uid))
+    started = client.datasets.start_import(dataset.dataset_id)
+    with client.datasets.run(dataset.dataset_id, lease=timedelta(seconds=60)) as run:
+        assert run.latest.latest_run.id == started.latest_run.id
+        assert run.latest.HasField("lease_expire_time")
+    assert client.datasets.get(dataset.dataset_id).latest_run.status == (
+        ds.DATASET_IMPORT_STATUS_SUCCESS
+    )
