@@ -35,7 +35,8 @@ from jobstatus.options import (
     target_or_default,
 )
 from jobstatus.results import History, Page, history_of, joined
-from jobstatus.runner import AsyncDatasetRun, AsyncJobRun, RunOptions
+from jobstatus.runbase import RunOptions
+from jobstatus.runner import AsyncDatasetRun, AsyncJobRun
 from jobstatus.runplan import DEFAULT_INTERVAL
 from jobstatus.v1 import dataset_pb2, delivery_pb2
 from jobstatus.watch import EventType, WatchCalls, WatchEvent, track
