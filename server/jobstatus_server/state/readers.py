@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, bindparam, select
 
 from jobstatus_server.contract.errors import Unavailable
 from jobstatus_server.state.changes import Change, History, Snapshot, change_from_row
@@ -21,6 +21,14 @@ from jobstatus_server.state.sql import COUNTER, EVENT, JOB, Sql
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# The retention policy's read (Readers.settled_before), on ix_job_settled.
+SETTLED_BEFORE = (
+    select(JOB.c.kind, JOB.c.tenant, JOB.c.job_id)
+    .where(JOB.c.settled_at <= bindparam("cutoff"))
+    .order_by(JOB.c.settled_at)
+    .limit(bindparam("limit"))
+)
 
 
 class Readers:
@@ -113,13 +121,8 @@ class Readers:
         first: (kind, tenant, job_id). Read through ix_job_settled."""
 
         def run(conn: Connection) -> list[tuple[str, str, str]]:
-            query = (
-                select(JOB.c.kind, JOB.c.tenant, JOB.c.job_id)
-                .where(JOB.c.settled_at <= cutoff)
-                .order_by(JOB.c.settled_at)
-                .limit(limit)
-            )
-            return [(str(k), str(t), str(j)) for k, t, j in conn.execute(query)]
+            rows = conn.execute(SETTLED_BEFORE, {"cutoff": cutoff, "limit": limit})
+            return [(str(k), str(t), str(j)) for k, t, j in rows]
 
         return self.read(run)
 
