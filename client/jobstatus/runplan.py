@@ -100,11 +100,17 @@ class JobPlan(Plan[M, Write[M]]):
         self.lifecycle: Lifecycle = kind.lifecycle
         self.job_id = job_id
         self.pending: int | None = None  # a progress value not sent yet
+        self.held: int | None = None  # the progress the job holds, as last answered
         self.result: tuple[M, list[str]] | None = None  # what the done write sets besides
 
     def wrote(self, job: M, flushed: bool, now: float) -> None:
         super().wrote(job, flushed, now)
         self.job_id = self.kind.job_id(job)
+        if self.lifecycle.progress_path:
+            value: Any = job
+            for name in self.lifecycle.progress_path.split("."):
+                value = getattr(value, name)
+            self.held = int(value)
 
     def _pending(self) -> bool:
         return self.pending is not None
@@ -143,7 +149,8 @@ class JobPlan(Plan[M, Write[M]]):
             raise TypeError(f"a {self.kind.name} has no progress to report")
         if not 0 <= value <= 100:
             raise ValueError(f"progress is a percentage from 0 to 100, not {value}")
-        self.pending = int(value)
+        # The value the job holds already needs no write (a write that changes nothing).
+        self.pending = None if value == self.held else int(value)
         return self.tick(now)
 
     def set_result(self, resource: M, update_mask: Sequence[str]) -> None:

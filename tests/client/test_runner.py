@@ -122,6 +122,20 @@ def test_the_last_progress_is_flushed_within_the_interval(client: Client, uid: s
     assert len(progress) < 30  # coalesced
 
 
+def test_a_progress_the_job_holds_is_not_written_again(client: Client, uid: str) -> None:
+    with client.map_imports.run(uid, progress_interval=0) as job:
+        for percent in (5, 5, 5, 9, 9):
+            job.progress(percent)
+        job.set_result(package())
+    assert map_writes(client, uid) == [
+        (START, 0),
+        (RUNNING, 0),
+        (RUNNING, 5),
+        (RUNNING, 9),
+        (DONE, 100),
+    ]
+
+
 def test_an_existing_job_is_adopted(client: Client, uid: str) -> None:
     client.map_imports.create(
         mi.MapImport(
