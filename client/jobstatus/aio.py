@@ -267,18 +267,6 @@ class AsyncDatasetClient(AsyncBaseKindClient[dataset_pb2.Dataset]):
         )
 
 
-# The async methods document themselves with their sync twins' docstrings: one text.
-for _async_class, _sync_class in (
-    (AsyncBaseKindClient, sync.BaseKindClient),
-    (AsyncKindClient, sync.KindClient),
-    (AsyncDeliveryClient, sync.DeliveryClient),
-    (AsyncDatasetClient, sync.DatasetClient),
-):
-    for _name, _method in vars(_async_class).items():
-        if callable(_method) and not _name.startswith("_"):
-            _method.__doc__ = getattr(_sync_class, _name).__doc__
-
-
 class AsyncClient:
     """A grpc.aio connection to a jobstatus server, as Client; create it inside the
     running event loop."""
@@ -321,6 +309,19 @@ class AsyncClient:
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+# The async methods document themselves with their sync twins' docstrings: one text.
+for _async_class, _sync_class in (
+    (AsyncBaseKindClient, sync.BaseKindClient),
+    (AsyncKindClient, sync.KindClient),
+    (AsyncDeliveryClient, sync.DeliveryClient),
+    (AsyncDatasetClient, sync.DatasetClient),
+    (AsyncClient, sync.Client),
+):
+    for _name, _method in vars(_async_class).items():
+        if callable(_method) and not _name.startswith("_"):
+            _method.__doc__ = getattr(_sync_class, _name).__doc__
 
 
 __all__ = [

@@ -234,12 +234,13 @@ class KindClient(BaseKindClient[M]):
         progress_interval: float = DEFAULT_INTERVAL,
         **options: Unpack[CallOptions],
     ) -> JobRun[M]:
-        """A job run by a `with` block (runner.py): created as `resource` with the id
-        `job_id` (or adopted, when a job with that id exists), moved to the running
-        status; done when the block ends, failed with the message of an exception that
-        ends it. `progress_interval`: seconds between two progress writes at most.
-        `lease`: the job fails by itself unless the runner writes within it (renewed
-        in the background). `options` apply to each of the run's calls."""
+        """A job run by a `with` block (`async with` on AsyncClient; runner.py):
+        created as `resource` with the id `job_id` (or adopted, when a job with that
+        id exists), moved to the running status; done when the block ends, failed
+        with the message of an exception that ends it. `progress_interval`: seconds
+        between two progress writes at most. `lease`: the job fails by itself unless
+        the runner writes within it (renewed in the background). `options` apply to
+        each of the run's calls."""
         return JobRun(
             self, RunOptions(job_id, resource, request_id, lease, progress_interval, options)
         )
@@ -309,7 +310,8 @@ class DatasetClient(BaseKindClient[dataset_pb2.Dataset]):
         progress_interval: float = DEFAULT_INTERVAL,
         **options: Unpack[CallOptions],
     ) -> DatasetRun:
-        """An import run of the dataset by a `with` block (runner.py): started (or
+        """An import run of the dataset by a `with` block (`async with` on AsyncClient;
+        runner.py): started (or
         adopted, when one is in progress), step fetch running; `log()` adds entries to
         the running step (at most one write per `progress_interval`), `end_step()`
         ends it; the block's end ends the remaining steps with success, an exception
@@ -352,6 +354,7 @@ class Client:
         }
 
     def close(self) -> None:
+        """Close the connection: calls in flight fail, watches end."""
         self._session.closed = True
         self.channel.close()
 

@@ -1,17 +1,20 @@
 """Every RPC option reaches the server through the client, under the RPC's own name:
 min_revision, update_mask, expected_revision, request_id, page_size and page_token,
 lease_duration's range, the deadline (timeout) and metadata; and statuses print as
-their names. A real server on both databases (tests/conftest.py)."""
+their names. AsyncClient has Client's methods, parameters and docstrings. A real
+server on both databases (tests/conftest.py)."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
 import pytest
 
-from jobstatus import AsyncClient, Client, DeadlineExceeded, JobStatusError, Status
+from jobstatus import AsyncClient, Client, DeadlineExceeded, JobStatusError, Status, aio, sync
 from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import delivery_pb2 as dl
 from jobstatus.v1 import map_import_pb2 as mi
@@ -165,3 +168,32 @@ def test_metadata_reaches_the_server(databases: Databases) -> None:
         with pytest.raises(JobStatusError) as caught:
             c.map_imports.get("m")
         assert caught.value.code == Code.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize(
+    ("sync_class", "async_class"),
+    [
+        (sync.BaseKindClient, aio.AsyncBaseKindClient),
+        (sync.KindClient, aio.AsyncKindClient),
+        (sync.DeliveryClient, aio.AsyncDeliveryClient),
+        (sync.DatasetClient, aio.AsyncDatasetClient),
+        (sync.Client, aio.AsyncClient),
+    ],
+)
+def test_the_async_client_has_the_sync_clients_methods(
+    sync_class: type[Any], async_class: type[Any]
+) -> None:
+    def methods(cls: type[Any]) -> dict[str, list[tuple[str, Any, Any]]]:
+        return {
+            name: [
+                (p.name, p.kind, p.default)
+                for p in inspect.signature(member).parameters.values()
+                if p.name != "grace"  # AsyncClient.close(grace): grpc.aio's own
+            ]
+            for name, member in inspect.getmembers(cls, callable)
+            if not name.startswith("_")
+        }
+
+    assert methods(async_class) == methods(sync_class)
+    for name in methods(sync_class):
+        assert getattr(async_class, name).__doc__ == getattr(sync_class, name).__doc__, name
