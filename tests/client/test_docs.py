@@ -160,3 +160,4 @@ def test_the_readme_examples_run(server: ServerProcess, client: Client) -> None:
     outputs = run_all(ROOT / "README.md", server.address)
     printed = "\n".join(outputs.values())
     assert " MAP_IMPORT_STATUS_START" in printed  # the history snippet, by name
+    assert "catalog-9 MAP_IMPORT_STATUS_DONE" in printed  # the Python client section's runner
