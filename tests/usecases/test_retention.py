@@ -35,6 +35,7 @@ from jobstatus_server.state.readers import SETTLED_BEFORE
 from jobstatus_server.state.sql import Statements
 from tests.conftest import Databases, Stubs
 from tests.http_api.test_sse import Events
+from tests.pg import PgCluster
 from tests.rpcerrors import failure_of
 from tests.serverproc import ServerProcess
 
@@ -349,6 +350,42 @@ def test_a_new_job_of_a_deleted_id_has_a_history_of_its_own(stubs: Stubs) -> Non
     finally:
         stream.cancel()  # type: ignore[no-untyped-call]
     assert state.type == watch_pb2.WATCH_EVENT_TYPE_STATE and state.map_import == again
+
+
+def test_another_replica_sends_the_deletion_and_forgets_the_job(pg_cluster: PgCluster) -> None:
+    """PostgreSQL only: replicas share one database, which SQLite cannot. The policy
+    runs on one replica; the other learns of the deletion from the event log."""
+    url = pg_cluster.database("retention-replicas")
+    deleting = ServerProcess(url, ["--retention-age", str(AGE), "--compact-interval", "0.5"])
+    other = ServerProcess(url)  # no retention of its own
+    deleting.start()
+    other.start()
+    writer, reader = Stubs.connect(deleting.address), Stubs.connect(other.address)
+    try:
+        kind = KINDS["map_import"]
+        stream = reader.maps.WatchMapImportStatus(
+            mi.WatchMapImportStatusRequest(heartbeat_interval=_beat()), timeout=WAIT
+        )
+        try:
+            assert (
+                _next_event(stream, "the initial state").type == watch_pb2.WATCH_EVENT_TYPE_SYNCED
+            )
+            job = kind.settle(writer, kind.new_id())
+            assert isinstance(job, mi.MapImport)
+            events = [_next_event(stream, "the other replica sends the writes") for _ in range(2)]
+            assert [(e.type, e.map_import) for e in events][-1] == (CHANGE, job)
+            event = _next_event(stream, "the other replica sends the deletion")
+        finally:
+            stream.cancel()  # type: ignore[no-untyped-call]
+        assert event.type == DELETED and event.map_import == job, event
+        with pytest.raises(grpc.RpcError) as caught:
+            kind.get(reader, job.import_request_id)
+        assert failure_of(caught.value).code == grpc.StatusCode.NOT_FOUND
+    finally:
+        writer.channel.close()
+        reader.channel.close()
+        deleting.stop()
+        other.stop()
 
 
 # --- the plans of the policy's statements -------------------------------------------------
