@@ -4,18 +4,25 @@ WatchResumer is a pure state machine: it is told each response's type and
 revision and each failure's status code, and it says what to yield, which
 start_revision the next call uses and how long to wait before it. It does no
 I/O and no sleeping, so the clients only drive it and the tests check it alone.
+WatchCalls wraps it for one watch of one kind: the request and call options of
+each (re)connect, the event of each response, the retry of each failure; the
+sync and the async client's loops only do the I/O around it.
 """
 
 from __future__ import annotations
 
 import enum
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
+from jobstatus.errors import JobStatusError
+from jobstatus.kinds import Kind, Seconds, Status
+from jobstatus.options import CallOptions, Deadline, Session
 from jobstatus.v1 import watch_pb2
 
 M = TypeVar("M", bound=Message)
@@ -28,6 +35,8 @@ class EventType(enum.Enum):
     SYNCED = watch_pb2.WATCH_EVENT_TYPE_SYNCED
     CHANGE = watch_pb2.WATCH_EVENT_TYPE_CHANGE
     HEARTBEAT = watch_pb2.WATCH_EVENT_TYPE_HEARTBEAT
+    # The job was deleted by the server's retention policy; `job` is its last state.
+    DELETED = watch_pb2.WATCH_EVENT_TYPE_DELETED
     # Client-side only: forget what the watch told you so far; the current state
     # (STATE events, then SYNCED) follows. Sent when the history the watch
     # would resume from is gone (OUT_OF_RANGE), or when a stream broke in the
@@ -37,11 +46,13 @@ class EventType(enum.Enum):
 
 @dataclass(frozen=True)
 class WatchEvent(Generic[M]):
-    """One event of a watch. `job` is set for STATE and CHANGE; RESYNC has revision 0."""
+    """One event of a watch. `job` and `status` (the job's Status, printed as its name)
+    are set for STATE, CHANGE and DELETED (the job's last state); RESYNC has revision 0."""
 
     type: EventType
     revision: int
     job: M | None = None
+    status: Status | None = None
 
 
 # Failures after which a watch reconnects: the server going away or draining
@@ -128,8 +139,8 @@ class WatchResumer:
             self.synced = True
             self.sent_state = False
             return EventType.SYNCED
-        if event_type == EventType.CHANGE.value:
-            return self._change(revision, EventType.CHANGE)
+        if event_type in (EventType.CHANGE.value, EventType.DELETED.value):
+            return self._change(revision, EventType(event_type))
         if event_type == EventType.HEARTBEAT.value:
             return EventType.HEARTBEAT if revision >= self.last_change else None
         return None  # an event type this client does not know yet
@@ -164,3 +175,72 @@ class WatchResumer:
         self.synced = False
         self.revision = 0
         self.sent_state = False
+
+
+class WatchCalls(Generic[M]):
+    """One watch of one kind, as the sync and the async client drive it.
+
+    The client loops: call the kind's watch RPC with `request()` and `call_kwargs()`,
+    turn each response into `event()` (None: drop it), and on a failure ask `retry()`
+    (it raises the JobStatusError when the watch cannot go on), yield a RESYNC event
+    when the Retry says so, sleep `pause(retry)` and `check()` the deadline.
+    """
+
+    def __init__(
+        self,
+        kind: Kind[M],
+        session: Session,
+        ids: Sequence[str],
+        start_revision: int,
+        until_settled: bool,
+        heartbeat_interval: Seconds | None,
+        options: CallOptions,
+    ) -> None:
+        self.kind = kind
+        self.session = session
+        self.ids = list(ids)
+        self.until_settled = until_settled
+        self.heartbeat_interval = heartbeat_interval
+        self.options = options
+        self.resumer = WatchResumer(start_revision)
+        self.deadline = Deadline(options.get("timeout"))
+
+    def request(self) -> Message:
+        return self.kind.watch_request(
+            self.ids, self.resumer.start_revision, self.until_settled, self.heartbeat_interval
+        )
+
+    def call_kwargs(self) -> dict[str, Any]:
+        return self.session.call_kwargs(self.deadline.options(self.options))
+
+    def event(self, response: Any) -> WatchEvent[M] | None:
+        event_type = self.resumer.receive(response.type, response.revision)
+        if event_type is None:
+            return None
+        job = self.kind.event_job_of(response)
+        status = None if job is None else self.kind.status(job)
+        return WatchEvent(event_type, response.revision, job, status)
+
+    def retry(self, rpc_error: grpc.RpcError) -> Retry:
+        error = JobStatusError.from_rpc_error(rpc_error)
+        retry = (
+            None
+            if self.session.closed
+            else self.resumer.fail(error.code, error.retry_delay, error.reason)
+        )
+        if retry is None:
+            raise error from rpc_error
+        return retry
+
+    def pause(self, retry: Retry) -> float:
+        return self.deadline.sleep_time(retry.delay)
+
+    def check(self) -> None:
+        self.deadline.check()
+
+
+def track(job: M | None, event: WatchEvent[M]) -> M | None:
+    """The job as a wait() knows it after `event` (None after a RESYNC)."""
+    if event.type is EventType.RESYNC:
+        return None
+    return event.job if event.job is not None else job

@@ -23,7 +23,7 @@ import pexpect
 import pyte
 import pytest
 
-from jobstatus.client import Client
+from jobstatus import Client
 from jobstatus.kinds import KINDS
 from jobstatus.live import Outcome, outcome, progress
 from jobstatus.v1 import catalog_import_pb2 as cat
@@ -70,7 +70,7 @@ def set_progress(client: Client, job_id: str, percent: int) -> mi.MapImport:
         status=mi.MAP_IMPORT_STATUS_IN_PROGRESS,
         meta_data=mi.MapImportMetaData(progress=percent),
     )
-    return client.map_imports.update(job, fields=["status", "meta_data.progress"])
+    return client.map_imports.update(job, update_mask=["status", "meta_data.progress"])
 
 
 def finish(client: Client, job_id: str) -> mi.MapImport:
@@ -83,13 +83,13 @@ def finish(client: Client, job_id: str) -> mi.MapImport:
         ),
     )
     return client.map_imports.update(
-        job, fields=["status", "meta_data.package_url", "meta_data.footprint"]
+        job, update_mask=["status", "meta_data.package_url", "meta_data.footprint"]
     )
 
 
 def cancel(client: Client, job_id: str) -> mi.MapImport:
     job = mi.MapImport(import_request_id=job_id, status=mi.MAP_IMPORT_STATUS_CANCEL)
-    return client.map_imports.update(job, fields=["status"])
+    return client.map_imports.update(job, update_mask=["status"])
 
 
 # --- a real terminal ----------------------------------------------------------------------
@@ -343,7 +343,7 @@ def test_watch_json_exit_codes(server: ServerProcess, client: Client, uid: str) 
         assert lines.next()["type"] == "SYNCED"
         for status in (cat.CATALOG_IMPORT_STATUS_IN_PROGRESS, cat.CATALOG_IMPORT_STATUS_FAILURE):
             change = cat.CatalogImport(id=job.id, status=status, message="bad feed")
-            client.catalog_imports.update(change, fields=["status", "message"])
+            client.catalog_imports.update(change, update_mask=["status", "message"])
         events = lines.rest()
         assert process.wait(30) == EXIT_FAILED
     assert [e["status"] for e in events] == ["IN_PROGRESS", "FAILURE"]
@@ -382,7 +382,7 @@ def test_progress_of_every_kind(client: Client, uid: str) -> None:
         dl.PreparedDelivery(
             catalog_id=uid, status=dl.PREPARED_DELIVERY_STATUS_IN_PROGRESS, progress=30
         ),
-        fields=["status", "progress"],
+        update_mask=["status", "progress"],
     )
     assert progress(KINDS["prepared_delivery"], delivery).percent == 30
 
@@ -402,7 +402,7 @@ def test_progress_of_every_kind(client: Client, uid: str) -> None:
     assert outcome(KINDS["catalog_import"], catalog) is Outcome.RUNNING
     aborted = client.catalog_imports.update(
         cat.CatalogImport(id=catalog.id, status=cat.CATALOG_IMPORT_STATUS_ABORTED),
-        fields=["status"],
+        update_mask=["status"],
     )
     assert outcome(KINDS["catalog_import"], aborted) is Outcome.FAILED
 

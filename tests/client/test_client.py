@@ -18,7 +18,7 @@ import grpc
 import pytest
 from google.protobuf.message import Message
 
-from jobstatus.client import AsyncClient, Client
+from jobstatus import AsyncClient, Client
 from jobstatus.errors import DeadlineExceeded, JobStatusError
 from jobstatus.v1 import catalog_import_pb2 as cat
 from jobstatus.v1 import dataset_pb2 as ds
@@ -53,7 +53,7 @@ class Case:
     new: Callable[[str], Message]  # a resource to create, from a unique id
     created: frozenset[int]  # the statuses a new job may be in
     change: Callable[[str], Message]  # the update of the job with this id
-    fields: tuple[str, ...]
+    update_mask: tuple[str, ...]
     changed: int  # the status after the update
 
     def __str__(self) -> str:
@@ -111,7 +111,7 @@ def test_create_get_update_list(client: Client, uid: str, case: Case) -> None:
     assert jobs.get(job_id) == created
 
     updated = jobs.update(
-        case.change(job_id), fields=case.fields, expected_revision=created.revision
+        case.change(job_id), update_mask=case.update_mask, expected_revision=created.revision
     )
     assert kind.status_of(updated) == case.changed
     assert updated.revision > created.revision
@@ -131,7 +131,7 @@ async def test_async_create_get_update_list(aclient: AsyncClient, uid: str, case
     assert await jobs.get(job_id) == created
 
     updated = await jobs.update(
-        case.change(job_id), fields=case.fields, expected_revision=created.revision
+        case.change(job_id), update_mask=case.update_mask, expected_revision=created.revision
     )
     assert kind.status_of(updated) == case.changed
     assert await jobs.get(job_id) == updated
@@ -296,7 +296,7 @@ def test_forbidden_transition_lists_the_allowed_statuses(client: Client, uid: st
     client.map_imports.create(mi.MapImport(import_request_id=uid))
     archived = mi.MapImport(import_request_id=uid, status=mi.MAP_IMPORT_STATUS_ARCHIVED)
     with pytest.raises(JobStatusError) as caught:
-        client.map_imports.update(archived, fields=["status"])
+        client.map_imports.update(archived, update_mask=["status"])
     error = caught.value
     assert error.code == Code.FAILED_PRECONDITION
     assert error.reason == "TRANSITION_NOT_ALLOWED"
@@ -313,9 +313,11 @@ def test_forbidden_transition_lists_the_allowed_statuses(client: Client, uid: st
 def test_stale_expected_revision_is_aborted(client: Client, uid: str) -> None:
     created = client.map_imports.create(mi.MapImport(import_request_id=uid))
     pending = mi.MapImport(import_request_id=uid, status=mi.MAP_IMPORT_STATUS_PENDING)
-    client.map_imports.update(pending, fields=["status"], expected_revision=created.revision)
+    client.map_imports.update(pending, update_mask=["status"], expected_revision=created.revision)
     with pytest.raises(JobStatusError) as caught:
-        client.map_imports.update(pending, fields=["status"], expected_revision=created.revision)
+        client.map_imports.update(
+            pending, update_mask=["status"], expected_revision=created.revision
+        )
     assert caught.value.code == Code.ABORTED
     assert caught.value.reason == "REVISION_MISMATCH"
 
@@ -329,7 +331,7 @@ async def test_async_errors(aclient: AsyncClient, uid: str) -> None:
     created = await aclient.catalog_imports.create(cat.CatalogImport(type=_ADS))
     done = cat.CatalogImport(id=created.id, status=cat.CATALOG_IMPORT_STATUS_SUCCESS)
     with pytest.raises(JobStatusError) as forbidden:  # from WAITING or BLOCKED
-        await aclient.catalog_imports.update(done, fields=["status"])
+        await aclient.catalog_imports.update(done, update_mask=["status"])
     assert forbidden.value.code == Code.FAILED_PRECONDITION
     assert forbidden.value.reason == "TRANSITION_NOT_ALLOWED"
     assert "IN_PROGRESS" in forbidden.value.metadata["allowed"].split(",")
@@ -529,7 +531,7 @@ def test_cli_get(client: Client, server: ServerProcess, uid: str) -> None:
             status=mi.MAP_IMPORT_STATUS_IN_PROGRESS,
             meta_data=mi.MapImportMetaData(progress=55),
         ),
-        fields=["status", "meta_data.progress"],
+        update_mask=["status", "meta_data.progress"],
     )
     result = jobstatus(server, "get", "map-import", uid)
     assert result.returncode == 0, result.stderr
@@ -629,7 +631,7 @@ def test_client_imports_with_the_server_packages_blocked() -> None:
     block = "; ".join(f"sys.modules[{name!r}] = None" for name in sorted(SERVER_ONLY))
     code = (
         f"import sys; {block}; "
-        "import jobstatus.client, jobstatus.cli, jobstatus.errors, jobstatus.kinds, jobstatus.watch"
+        "from jobstatus import Client, AsyncClient; import jobstatus.cli, jobstatus.runner"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from jobstatus.client import Client
+from jobstatus import Client
 from jobstatus.v1 import map_import_pb2 as mi
 from tests.serverproc import ROOT, ServerProcess
 
@@ -132,10 +132,10 @@ def test_example_watch_resumes_across_a_server_restart(own_server: ServerProcess
             job = mi.MapImport(
                 import_request_id=uid, status=mi.MAP_IMPORT_STATUS_IN_PROGRESS, meta_data=progress
             )
-            moved = client.map_imports.update(job, fields=["status", "meta_data.progress"])
+            moved = client.map_imports.update(job, update_mask=["status", "meta_data.progress"])
             cancelled = client.map_imports.update(
                 mi.MapImport(import_request_id=uid, status=mi.MAP_IMPORT_STATUS_CANCEL),
-                fields=["status"],
+                update_mask=["status"],
             )
         stdout, stderr = process.communicate(timeout=120)
     finally:

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import pytest
 
-from jobstatus.client import AsyncClient
+from jobstatus import AsyncClient
 from jobstatus.errors import DeadlineExceeded, JobStatusError
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.watch import EventType, WatchEvent
@@ -194,3 +194,31 @@ async def test_watch_from_a_revision_ahead_of_the_store_raises(
         with pytest.raises(JobStatusError) as missing:
             await client.map_imports.wait(f"{uid}-missing", timeout=10)
         assert missing.value.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_job_deleted_by_retention_is_a_deleted_event(databases: Databases) -> None:
+    retaining = ServerProcess(
+        databases.new("retention"), extra_args=["--retention-age", "1", "--compact-interval", "0.2"]
+    ).start()
+    try:
+        async with AsyncClient(retaining.address) as client:
+            await client.map_imports.create(mi.MapImport(import_request_id="r"))
+            cancelled = await client.map_imports.update(
+                mi.MapImport(import_request_id="r", status=mi.MAP_IMPORT_STATUS_CANCEL)
+            )
+            events = client.map_imports.watch(["r"], start_revision=cancelled.revision, timeout=60)
+            seen = []
+            async for event in events:
+                seen.append(event.type)
+                if event.type is EventType.DELETED:
+                    break
+            assert seen and seen[-1] is EventType.DELETED, f"no DELETED event; saw {seen}"
+            # The job's last state, its status by name.
+            assert event.job == cancelled
+            assert str(event.status) == "MAP_IMPORT_STATUS_CANCEL"
+            await events.aclose()
+            with pytest.raises(JobStatusError) as gone:
+                await client.map_imports.get("r")
+            assert gone.value.code == grpc.StatusCode.NOT_FOUND
+    finally:
+        retaining.stop()

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from google.protobuf import field_mask_pb2
 
-from jobstatus.client import Client
+from jobstatus import Client
 from jobstatus.live import status_text
 from jobstatus.v1 import catalog_import_pb2 as cat
 from jobstatus.v1 import dataset_pb2 as ds

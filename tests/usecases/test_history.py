@@ -17,7 +17,7 @@ import httpx
 import pytest
 from google.protobuf import field_mask_pb2
 
-from jobstatus.client import AsyncClient, Client
+from jobstatus import AsyncClient, Client
 from jobstatus.v1 import catalog_import_pb2 as cat
 from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import delivery_pb2 as dl
