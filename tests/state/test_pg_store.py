@@ -138,9 +138,10 @@ async def test_revisions_become_visible_in_commit_order_across_processes(
     try:
         # Meanwhile, a snapshot (several statements) is one consistent read.
         while any(writer.returncode is None for writer in writers):
-            snapshot = await store.snapshot(MAP_IMPORT.name, "default", [], with_jobs=True)
-            assert all(job.revision <= snapshot.revision for job in snapshot.jobs)
-            assert len(snapshot.jobs) == snapshot.revision  # each write created one job
+            # A page large enough for every job: one read transaction.
+            page = await store.initial_state(MAP_IMPORT.name, "default", [], page=10**6).first()
+            assert all(job.revision <= page.at.revision for job in page.jobs)
+            assert len(page.jobs) == page.at.revision  # each write created one job
             snapshots += 1
             await asyncio.sleep(0.02)
         outputs = [(await writer.communicate())[0].decode() for writer in writers]
@@ -225,10 +226,10 @@ async def test_a_commit_wakes_the_other_replica_also_after_a_database_restart(
 
     # Nothing half-written: the failed write left no job and no event.
     assert await first.get(MAP_IMPORT, "default", "during-outage") is None
-    snapshot = await first.snapshot(MAP_IMPORT.name, "default", [], with_jobs=True)
+    page = await first.initial_state(MAP_IMPORT.name, "default", []).first()
     events = await first.events_after(0, 100)
-    assert [e.revision for e in events] == list(range(1, snapshot.revision + 1))
-    assert sorted(job.job_id for job in snapshot.jobs) == ["notify-1", "notify-2"]
+    assert [e.revision for e in events] == list(range(1, page.at.revision + 1))
+    assert sorted(job.job_id for job in page.jobs) == ["notify-1", "notify-2"]
 
 
 async def test_a_write_on_a_connection_the_database_ended_runs_again_on_a_new_one(

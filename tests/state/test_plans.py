@@ -49,10 +49,6 @@ GROWING = {
 # (tests/plans.py `shape`), with the reason.
 ALLOWED: dict[str, str] = {
     r"^SELECT job\.revision, job\.tenant, job\.kind, job\.job_id, job\.status, job\.data"
-    r" FROM job WHERE job\.tenant = \? AND job\.kind = \? ORDER BY job\.create_revision$": (
-        "a watch's initial state over all of a tenant's jobs of a kind: every one is sent"
-    ),
-    r"^SELECT job\.revision, job\.tenant, job\.kind, job\.job_id, job\.status, job\.data"
     r" FROM job WHERE job\.tenant = \? AND job\.kind = \? ORDER BY job\.job_id"
     r" LIMIT \?( OFFSET \?)?$": (
         "the first page of a watch's initial state (state/snapshot.py): the first jobs of"
@@ -188,13 +184,6 @@ async def list_pages(run: Run) -> object:
 async def history_pages(run: Run) -> object:
     first = await run.store.history(MAP_IMPORT, TENANT, run.filled[0], 0, 1)
     return await run.store.history(MAP_IMPORT, TENANT, run.filled[0], first.changes[0][0], 100)
-
-
-@path
-async def watch_snapshots(run: Run) -> object:
-    await run.store.snapshot(MAP_IMPORT.name, TENANT, [], with_jobs=False)
-    await run.store.snapshot(MAP_IMPORT.name, TENANT, run.filled[:3], with_jobs=True)
-    return await run.store.snapshot(MAP_IMPORT.name, TENANT, [], with_jobs=True)
 
 
 @path

@@ -1,6 +1,6 @@
 """What the store hands out about committed changes: a `Change` (one committed change
-of a job, as the writer made it or the event log holds it), a `Snapshot` (what a watch
-starts from) and a `History` page (one job's kept changes)."""
+of a job, as the writer made it or the event log holds it) and a `History` page (one
+job's kept changes). A watch's initial state is read in pages (snapshot.py)."""
 
 from __future__ import annotations
 
@@ -47,15 +47,6 @@ class Change:
     @property
     def deleted(self) -> bool:
         return self.status == DELETED
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What a watch starts from, read in one transaction."""
-
-    revision: int  # the store's revision
-    compacted: int  # every event after this one is kept
-    jobs: list[Change]  # the current state of the matching jobs (empty unless asked)
 
 
 @dataclass(frozen=True)

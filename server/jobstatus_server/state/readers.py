@@ -14,7 +14,7 @@ from typing import TypeVar
 from sqlalchemy import Connection, Engine, bindparam, select
 
 from jobstatus_server.contract.errors import Unavailable
-from jobstatus_server.state.changes import Change, History, Snapshot, change_from_row
+from jobstatus_server.state.changes import Change, History, change_from_row
 from jobstatus_server.state.engines import LOST, READERS
 from jobstatus_server.state.sql import COUNTER, EVENT, JOB, Sql
 
@@ -151,34 +151,6 @@ class Readers:
                 change_from_row(row)
                 for row in conn.execute(query.order_by(EVENT.c.revision).limit(limit))
             ]
-
-        return self.read(run)
-
-    def snapshot(
-        self, kind: str, tenant: str, ids: Sequence[str], with_jobs: bool
-    ) -> asyncio.Future[Snapshot]:
-        """The store's revision, the compaction point and (if asked) the matching jobs, at once."""
-
-        def run(conn: Connection) -> Snapshot:
-            counters: dict[str, int] = {
-                str(name): int(value)
-                for name, value in conn.execute(select(COUNTER.c.name, COUNTER.c.value))
-            }
-            jobs: list[Change] = []
-            if with_jobs:
-                query = select(
-                    JOB.c.revision, JOB.c.tenant, JOB.c.kind, JOB.c.job_id, JOB.c.status, JOB.c.data
-                ).where(JOB.c.tenant == tenant, JOB.c.kind == kind)
-                if ids:
-                    # The watched jobs by their keys, put in creation order here: asked
-                    # to order them, SQLite (without statistics) walks every job of the
-                    # tenant's kind in that order instead.
-                    query = query.add_columns(JOB.c.create_revision).where(JOB.c.job_id.in_(ids))
-                    rows = sorted(conn.execute(query), key=lambda row: int(row.create_revision))
-                else:
-                    rows = list(conn.execute(query.order_by(JOB.c.create_revision)))
-                jobs = [change_from_row(row) for row in rows]
-            return Snapshot(int(counters["revision"]), int(counters["compacted"]), jobs)
 
         return self.read(run)
 

@@ -8,7 +8,7 @@ the facade the rest of the server uses (`Store`); the parts are beside it:
 - readers.py: the reader pool and its queries;
 - compaction.py: deleting the events beyond the kept window;
 - engines.py: engines and connections per database;
-- changes.py: `Change`, `Snapshot`, `History`, what reads and commits hand out;
+- changes.py: `Change`, `History`, what reads and commits hand out;
 - snapshot.py: a watch's initial state, read in pages (`initial_state`).
 
 Writes are committed in groups, one group at a time: the writes waiting on the
@@ -67,7 +67,7 @@ from sqlalchemy import Connection, Engine, text
 
 from jobstatus_server.contract.kinds import Kind
 from jobstatus_server.observability.metrics import STORE_REVISION
-from jobstatus_server.state.changes import Change, History, Snapshot
+from jobstatus_server.state.changes import Change, History
 from jobstatus_server.state.compaction import compact
 from jobstatus_server.state.engines import (
     is_sqlite,
@@ -84,7 +84,7 @@ from jobstatus_server.state.sql import Statements
 from jobstatus_server.state.sqlite_writer import SqliteWriter
 from jobstatus_server.state.transaction import KnownState, Tx
 
-__all__ = ["Change", "History", "KnownState", "Snapshot", "Store", "Tx"]
+__all__ = ["Change", "History", "KnownState", "Store", "Tx"]
 
 log = logging.getLogger(__name__)
 
@@ -270,13 +270,6 @@ class Store:
         """Events with revision in (after, upper], oldest first, optionally filtered."""
         assert self._readers is not None
         return await self._readers.events_after(after, limit, upper, kind, tenant, ids)
-
-    async def snapshot(
-        self, kind: str, tenant: str, ids: Sequence[str], *, with_jobs: bool
-    ) -> Snapshot:
-        """The store's revision, the compaction point and (if asked) the matching jobs, at once."""
-        assert self._readers is not None
-        return await self._readers.snapshot(kind, tenant, ids, with_jobs)
 
     def initial_state(
         self, kind: str, tenant: str, ids: Sequence[str], *, page: int = PAGE, batch: int = 512
