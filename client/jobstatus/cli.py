@@ -38,7 +38,7 @@ from jobstatus import demo
 from jobstatus.errors import JobStatusError
 from jobstatus.kinds import KINDS, Kind
 from jobstatus.live import Outcome, WatchView, event_json, outcome
-from jobstatus.spelling import by_spelling, listing, parse, spell
+from jobstatus.spelling import listing, parse, spell
 from jobstatus.sync import Client
 
 EXIT_OK = 0
