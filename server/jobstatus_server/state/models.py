@@ -70,6 +70,19 @@ class Counter(SQLModel, table=True):
     value: int = Field(sa_type=BigInteger)
 
 
+class JobCount(SQLModel, table=True):
+    """How many jobs of a tenant and kind are in one status. Kept by triggers on the job
+    table (migration 0006), in the transaction of every insert, status change and
+    delete of a job, so it is exact whatever writes the job table."""
+
+    __tablename__ = "job_count"
+
+    tenant: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(primary_key=True, max_length=32)
+    status: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    jobs: int = Field(sa_type=BigInteger)
+
+
 class ApiKey(SQLModel, table=True):
     """An API key: it belongs to one tenant and grants read and/or write. Only a hash of
     its secret is kept; the secret itself is shown once, when the key is created."""

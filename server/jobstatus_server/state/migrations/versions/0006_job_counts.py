@@ -1,0 +1,79 @@
+"""Counts of jobs per tenant, kind and status (`job_count`), kept by triggers on `job`.
+
+The triggers run in the transaction of every write to the job table, whoever
+makes it (the writer, a bulk load, a deletion), so the counts are exact as of
+every commit, on every replica, after any crash. Only a change of status (or an
+insert or delete) touches `job_count`: a progress update fires nothing. The
+table is filled from the job table once, here, in the migration's transaction
+(on PostgreSQL CREATE TRIGGER locks the job table against writers until then).
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-12-07
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+# (trigger name, event, WHEN condition or "", statements with OLD./NEW. rows); the
+# PostgreSQL function of each trigger runs the same statements.
+ADD = (
+    "INSERT INTO job_count (tenant, kind, status, jobs)"
+    " VALUES (NEW.tenant, NEW.kind, NEW.status, 1)"
+    " ON CONFLICT (tenant, kind, status) DO UPDATE SET jobs = job_count.jobs + 1;"
+)
+REMOVE = (
+    "UPDATE job_count SET jobs = jobs - 1"
+    " WHERE tenant = OLD.tenant AND kind = OLD.kind AND status = OLD.status;"
+)
+TRIGGERS = (
+    ("job_count_insert", "INSERT", "", ADD),
+    ("job_count_update", "UPDATE OF status", "OLD.status <> NEW.status", REMOVE + "\n" + ADD),
+    ("job_count_delete", "DELETE", "", REMOVE),
+)
+
+
+def upgrade() -> None:
+    op.create_table(
+        "job_count",
+        sa.Column("tenant", sa.String(64), primary_key=True),
+        sa.Column("kind", sa.String(32), primary_key=True),
+        sa.Column("status", sa.Integer(), primary_key=True, autoincrement=False),
+        sa.Column("jobs", sa.BigInteger(), nullable=False),
+    )
+    postgresql = op.get_bind().dialect.name == "postgresql"
+    for name, event, condition, body in TRIGGERS:
+        when = f" WHEN ({condition})" if condition else ""
+        if postgresql:
+            op.execute(
+                f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+                f"BEGIN\n{body}\nRETURN NULL;\nEND $$"
+            )
+            op.execute(
+                f"CREATE TRIGGER {name} AFTER {event} ON job FOR EACH ROW{when}"
+                f" EXECUTE FUNCTION {name}()"
+            )
+        else:
+            op.execute(
+                f"CREATE TRIGGER {name} AFTER {event} ON job FOR EACH ROW{when}\nBEGIN\n{body}\nEND"
+            )
+    op.execute(
+        "INSERT INTO job_count (tenant, kind, status, jobs)"
+        " SELECT tenant, kind, status, count(*) FROM job GROUP BY tenant, kind, status"
+    )
+
+
+def downgrade() -> None:
+    postgresql = op.get_bind().dialect.name == "postgresql"
+    for name, *_ in TRIGGERS:
+        op.execute(f"DROP TRIGGER {name}" + (" ON job" if postgresql else ""))
+        if postgresql:
+            op.execute(f"DROP FUNCTION {name}()")
+    op.drop_table("job_count")
