@@ -197,9 +197,9 @@ class Server:
             *rest.routes(),
             *Watch(self.hub, self.auth, self.limits).routes(),
             *HistoryRoute(self.store, self.auth).routes(),
-            *CountsRoute(self.store, self.view, self.auth).routes(),
+            *CountsRoute(self.store, self.view, self.auth, self.limits).routes(),
             *openapi.routes(self.auth),
-            *dashboard.routes(self.auth),
+            *dashboard.routes(self.auth, self.store),
         ]
         app = make_app(routes, self.serving, rest.paths())
         self.http = http_server(

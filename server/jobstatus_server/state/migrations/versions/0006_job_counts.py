@@ -7,6 +7,9 @@ insert or delete) touches `job_count`: a progress update fires nothing. The
 table is filled from the job table once, here, in the migration's transaction
 (on PostgreSQL CREATE TRIGGER locks the job table against writers until then).
 
+A later migration must not copy the job table to alter it (Alembic's batch mode on
+SQLite does): the copy would lose these triggers.
+
 Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-07
