@@ -111,6 +111,7 @@ class Server:
     limits: CallerLimits = field(init=False)
     port: int = 0
     http: HttpServer | None = None
+    counts_route: CountsRoute | None = None
     tracing: tracing.Tracing | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _draining: bool = False
@@ -193,11 +194,12 @@ class Server:
             Limits(self.settings.dataset_rate_interval, self.settings.dataset_quota),
             self.view,
         )
+        self.counts_route = CountsRoute(self.store, self.view, self.auth, self.limits)
         routes = [
             *rest.routes(),
             *Watch(self.hub, self.auth, self.limits).routes(),
             *HistoryRoute(self.store, self.auth).routes(),
-            *CountsRoute(self.store, self.view, self.auth, self.limits).routes(),
+            *self.counts_route.routes(),
             *openapi.routes(self.auth),
             *dashboard.routes(self.auth, self.store),
         ]
@@ -291,6 +293,8 @@ class Server:
         self._draining = True
         await self.health.enter_graceful_shutdown()
         await self.hub.close()
+        if self.counts_route is not None:
+            self.counts_route.close()
         await self.grpc_server.stop(self.settings.grace)
         if self.http is not None:
             self.http.should_exit = True

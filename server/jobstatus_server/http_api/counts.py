@@ -33,7 +33,12 @@ from starlette.types import Receive, Scope, Send
 from jobstatus_server.access.auth import READ, Authenticator
 from jobstatus_server.access.credentials import bearer
 from jobstatus_server.access.limits import HTTP, AdmittedStream, CallerLimits
-from jobstatus_server.contract.errors import InvalidArgument, JobStatusError, refusals
+from jobstatus_server.contract.errors import (
+    InvalidArgument,
+    JobStatusError,
+    Unavailable,
+    refusals,
+)
 from jobstatus_server.contract.kinds import Kind
 from jobstatus_server.http_api import params
 from jobstatus_server.http_api.error_body import error_body
@@ -80,7 +85,7 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-@dataclass
+@dataclass(eq=False)  # each stream is itself: hashed by identity, kept in a set
 class CountStream(Response):
     """A running push of a tenant's counts, as server-sent events."""
 
@@ -90,6 +95,7 @@ class CountStream(Response):
     kinds: list[Kind[Any]]
     heartbeat: float
     limits: CallerLimits
+    open_streams: set[CountStream]
     counted: AdmittedStream | None = None
     ended: JobStatusError | None = None
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -125,6 +131,9 @@ class CountStream(Response):
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
         push = self._task = asyncio.create_task(self._push(write))
+        self.open_streams.add(self)
+        if self.ended is not None:  # ended before it started
+            push.cancel()
         left = asyncio.create_task(_disconnected(receive))
         try:
             await asyncio.wait({push, left}, return_when=asyncio.FIRST_COMPLETED)
@@ -138,6 +147,7 @@ class CountStream(Response):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            self.open_streams.discard(self)
             if self.counted is not None:
                 self.limits.close_stream(self.counted)
 
@@ -150,6 +160,12 @@ class CountsRoute:
     view: View
     auth: Authenticator
     limits: CallerLimits = field(default_factory=CallerLimits)
+    streams: set[CountStream] = field(default_factory=set)
+
+    def close(self) -> None:
+        """End every open push (the server stops): the page reconnects elsewhere."""
+        for stream in list(self.streams):
+            stream.end(Unavailable("the server is shutting down", reason="SHUTTING_DOWN"))
 
     async def watch(self, request: Request) -> Response:
         try:
@@ -166,6 +182,7 @@ class CountsRoute:
                 kinds,
                 asked["heartbeat"] or DEFAULT_HEARTBEAT,
                 self.limits,
+                self.streams,
             )
             client = request.client
             address = client.host if client else ""

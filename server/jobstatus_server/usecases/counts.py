@@ -18,7 +18,7 @@ from jobstatus_server.state.job_counts import tenant_counts, total_counts
 from jobstatus_server.state.store import Store
 from jobstatus_server.state.view import View
 
-NO_STATUS_LABEL = "none"  # the label of a dataset's status before its first run
+NO_STATUS_LABEL = "no run"  # the label of a dataset's status before its first run
 
 
 def counted_statuses(kind: Kind[Any]) -> tuple[int, ...]:
