@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -355,3 +356,41 @@ def test_each_tenant_counts_its_own_jobs(databases: Databases) -> None:
         assert refused.status_code == 403
         text = httpx.get(f"{keyed.server.http_url}/metrics").text
         assert f'jobstatus_jobs{{kind="map_import",status="{start}"}} 3.0' in text
+
+
+def _pushed(lines: Iterator[str], name: str) -> dict[str, Any]:
+    """The data of the next server-sent event called `name` (others skipped); the
+    stream's read timeout bounds the wait."""
+    event = ""
+    for line in lines:
+        if line.startswith("event: "):
+            event = line.removeprefix("event: ")
+        elif line.startswith("data: ") and event == name:
+            data: dict[str, Any] = json.loads(line.removeprefix("data: "))
+            return data
+    raise AssertionError(f"the stream ended before an event {name!r}")
+
+
+def test_the_counts_push_follows_the_store(
+    stubs: Stubs, server: ServerProcess, counter: counts_pb2_grpc.JobCountServiceStub, uid: str
+) -> None:
+    url = f"{server.http_url}/api/v1/counts/watch?kind=map_import&heartbeat=0.5"
+    with httpx.stream("GET", url, timeout=httpx.Timeout(10)) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = stream.iter_lines()
+        first = _pushed(lines, "counts")
+        assert {c["kind"] for c in first["counts"]} == {"map_import"}
+        beat = _pushed(lines, "heartbeat")  # nothing changed: a heartbeat, no counts
+        assert beat["revision"] == first["revision"]
+        revision = _create_map(stubs, uid).revision
+        pushed = _pushed(lines, "counts")
+        while pushed["revision"] < revision:
+            pushed = _pushed(lines, "counts")
+        expected = _counts(counter, revision, "map_import")
+        if expected.revision == pushed["revision"]:
+            assert {(c["kind"], c["status"]): c["count"] for c in pushed["counts"]} == _tally(
+                expected
+            )
+    refused = httpx.get(f"{server.http_url}/api/v1/counts/watch?kind=nope", timeout=10)
+    assert refused.status_code == 400
