@@ -29,7 +29,7 @@ from jobstatus.v1 import dataset_pb2 as ds
 from jobstatus.v1 import errors_pb2
 from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus_server.http_api.dashboard import ID_KEYS
-from tests.browser import Browser
+from tests.browser import Browser, BrowserError
 from tests.conftest import Stubs, sqlite_url
 from tests.restkit import keyed_server
 from tests.serverproc import ServerProcess
@@ -100,8 +100,19 @@ def _choose(page: Browser, selector: str, value: str) -> None:
 
 
 def _shows(page: Browser, ids: list[str]) -> None:
-    """Wait until the table shows exactly `ids`, in this order."""
-    page.wait_for(f"JSON.stringify({IDS}) === {json.dumps(json.dumps(ids, separators=(',', ':')))}")
+    """Wait until the table shows exactly `ids`, in this order; fail with what it shows."""
+    expected = json.dumps(json.dumps(ids, separators=(",", ":")))
+    try:
+        page.wait_for(f"JSON.stringify({IDS}) === {expected}")
+    except BrowserError as error:
+        seen = page.evaluate(
+            "JSON.stringify({ids: " + IDS + ","
+            " pager: document.querySelector('#page-info').textContent,"
+            " error: document.querySelector('#page-error').textContent,"
+            " prefix: document.querySelector('#filter-prefix').value,"
+            " body: {...document.body.dataset}})"
+        )
+        raise AssertionError(f"the table does not show {ids}: {seen}") from error
 
 
 def _create(stubs: Stubs, job_id: str) -> int:
@@ -239,8 +250,19 @@ def test_pages_are_read_one_at_a_time(server: ServerProcess, stubs: Stubs, page:
     assert "(the last)" in page.evaluate("document.querySelector('#page-info').textContent")
     page.call("click", selector="#page-prev")
     _shows(page, made[PAGE_SIZE : 2 * PAGE_SIZE])
-    # The page holds one page of jobs, never the store.
+    # The page holds one page of jobs, never the store, and watches only the rows on
+    # screen: each page's watch ends when the next page is read.
     assert page.evaluate("document.querySelectorAll('#rows .row').length") == PAGE_SIZE
+    streams = ""
+    for _ in range(100):
+        metrics = httpx.get(server.http_url + "/metrics").text
+        streams = next(
+            line for line in metrics.splitlines() if line.startswith("jobstatus_http_watch_streams")
+        )
+        if streams.endswith(" 1.0"):
+            break
+        time.sleep(0.1)
+    assert streams == "jobstatus_http_watch_streams 1.0"
 
 
 def test_a_row_on_screen_follows_the_live_feed(

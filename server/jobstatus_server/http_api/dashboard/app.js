@@ -47,6 +47,7 @@
     loading: false,
     again: false, // asked to read again while a read was under way
     relist: null, // the timer of a first page read again soon
+    stopWatch: null, // ends the watch of the rows on screen
     readAt: 0,
     error: '',
     generation: 0, // bumps with every read: the row watch of an older page stops
@@ -162,6 +163,7 @@
         return;
       }
       const body = await response.json();
+      if (response.status >= 500) throw new Error(`the server answered ${response.status}`);
       if (page.again) {
         // another read was asked for meanwhile: this answer is stale
       } else if (!response.ok) {
@@ -181,7 +183,12 @@
         watchRows(kind, page.generation);
       }
     } catch (error) {
+      // The server is away or failed: the same page again in a while, unless another
+      // read is asked for meanwhile.
       page.error = String(error.message || error);
+      setTimeout(() => {
+        if (!page.loading && page.wanted === wanted && page.error) readPage(wanted, false);
+      }, 1000);
     } finally {
       page.loading = false;
     }
@@ -275,14 +282,16 @@
 
   // Follow `path` as server-sent events: `handle(event)` for each, resumed from the
   // last id after a drop (Last-Event-ID) while `wanted()` holds. `gone()` is called on a
-  // 410 (the resume point is no longer kept); `state(name)` follows the connection.
-  async function follow(path, resumeFrom, handle, wanted, state, gone) {
+  // 410 (the resume point is no longer kept); `state(name)` follows the connection;
+  // `holder.controller` can end the connection under way at once.
+  async function follow(path, resumeFrom, handle, wanted, state, gone, holder = {}) {
     let lastId = resumeFrom;
     let delay = 500;
     while (wanted()) {
       const extra = {};
       if (lastId !== null) extra['Last-Event-ID'] = String(lastId);
       const controller = new AbortController();
+      holder.controller = controller;
       let response = null;
       try {
         response = await fetch(path, { headers: headers(extra), cache: 'no-store', signal: controller.signal });
@@ -345,6 +354,9 @@
   function watchRows(kind, generation) {
     const ids = page.rows.map((rec) => rec.id);
     const wanted = () => page.generation === generation;
+    const holder = {};
+    if (page.stopWatch) page.stopWatch(); // the last page's watch ends now
+    page.stopWatch = () => holder.controller && holder.controller.abort();
     if (!ids.length) {
       page.watchState = 'live';
       return;
@@ -370,6 +382,7 @@
         schedule();
       },
       () => readPage(page.index, false),
+      holder,
     );
   }
 
