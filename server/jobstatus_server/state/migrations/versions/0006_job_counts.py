@@ -3,7 +3,7 @@
 The triggers run in the transaction of every write to the job table, whoever
 makes it (the writer, a bulk load, a deletion), so the counts are exact as of
 every commit, on every replica, after any crash. Only a change of status (or an
-insert or delete) touches `job_count`: a progress update fires nothing. The
+insert or delete) changes `job_count`: a progress update changes nothing. The
 table is filled from the job table once, here, in the migration's transaction
 (on PostgreSQL CREATE TRIGGER locks the job table against writers until then).
 
@@ -25,8 +25,7 @@ down_revision = "0005"
 branch_labels = None
 depends_on = None
 
-# (trigger name, event, WHEN condition or "", statements with OLD./NEW. rows); the
-# PostgreSQL function of each trigger runs the same statements.
+# SQLite: row triggers, (name, event, WHEN condition or "", statements on OLD./NEW.).
 ADD = (
     "INSERT INTO job_count (tenant, kind, status, jobs)"
     " VALUES (NEW.tenant, NEW.kind, NEW.status, 1)"
@@ -36,11 +35,39 @@ REMOVE = (
     "UPDATE job_count SET jobs = jobs - 1"
     " WHERE tenant = OLD.tenant AND kind = OLD.kind AND status = OLD.status;"
 )
-TRIGGERS = (
+SQLITE_TRIGGERS = (
     ("job_count_insert", "INSERT", "", ADD),
     ("job_count_update", "UPDATE OF status", "OLD.status <> NEW.status", REMOVE + "\n" + ADD),
     ("job_count_delete", "DELETE", "", REMOVE),
 )
+
+# PostgreSQL: statement triggers over the statement's transition tables, so a statement
+# of many rows (a group's UPDATE, a bulk INSERT) adds its changes up once per (tenant,
+# kind, status): a row trigger would update the same count row once per job, each
+# update a new row version of it within the transaction. (name, event, the rows counted
+# as (table, +1 or -1), and the REFERENCING clause.)
+PG_TRIGGERS = (
+    ("job_count_insert", "INSERT", (("new_jobs", 1),), "NEW TABLE AS new_jobs"),
+    (
+        "job_count_update",
+        "UPDATE",
+        (("new_jobs", 1), ("old_jobs", -1)),
+        "OLD TABLE AS old_jobs NEW TABLE AS new_jobs",
+    ),
+    ("job_count_delete", "DELETE", (("old_jobs", -1),), "OLD TABLE AS old_jobs"),
+)
+
+
+def _pg_body(rows: tuple[tuple[str, int], ...]) -> str:
+    counted = " UNION ALL ".join(
+        f"SELECT tenant, kind, status, {sign} AS jobs FROM {table}" for table, sign in rows
+    )
+    return (
+        "INSERT INTO job_count (tenant, kind, status, jobs)"
+        f" SELECT tenant, kind, status, sum(jobs) FROM ({counted}) AS changed"
+        " GROUP BY tenant, kind, status HAVING sum(jobs) <> 0"
+        " ON CONFLICT (tenant, kind, status) DO UPDATE SET jobs = job_count.jobs + EXCLUDED.jobs;"
+    )
 
 
 def upgrade() -> None:
@@ -51,19 +78,19 @@ def upgrade() -> None:
         sa.Column("status", sa.Integer(), primary_key=True, autoincrement=False),
         sa.Column("jobs", sa.BigInteger(), nullable=False),
     )
-    postgresql = op.get_bind().dialect.name == "postgresql"
-    for name, event, condition, body in TRIGGERS:
-        when = f" WHEN ({condition})" if condition else ""
-        if postgresql:
+    if op.get_bind().dialect.name == "postgresql":
+        for name, event, rows, referencing in PG_TRIGGERS:
             op.execute(
                 f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-                f"BEGIN\n{body}\nRETURN NULL;\nEND $$"
+                f"BEGIN\n{_pg_body(rows)}\nRETURN NULL;\nEND $$"
             )
             op.execute(
-                f"CREATE TRIGGER {name} AFTER {event} ON job FOR EACH ROW{when}"
-                f" EXECUTE FUNCTION {name}()"
+                f"CREATE TRIGGER {name} AFTER {event} ON job REFERENCING {referencing}"
+                f" FOR EACH STATEMENT EXECUTE FUNCTION {name}()"
             )
-        else:
+    else:
+        for name, event, condition, body in SQLITE_TRIGGERS:
+            when = f" WHEN ({condition})" if condition else ""
             op.execute(
                 f"CREATE TRIGGER {name} AFTER {event} ON job FOR EACH ROW{when}\nBEGIN\n{body}\nEND"
             )
@@ -75,7 +102,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     postgresql = op.get_bind().dialect.name == "postgresql"
-    for name, *_ in TRIGGERS:
+    for name, *_ in SQLITE_TRIGGERS:
         op.execute(f"DROP TRIGGER {name}" + (" ON job" if postgresql else ""))
         if postgresql:
             op.execute(f"DROP FUNCTION {name}()")
