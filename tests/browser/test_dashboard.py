@@ -483,6 +483,33 @@ def test_a_resume_point_the_server_no_longer_keeps_reads_the_page_again(
         server.stop()
 
 
+def test_a_job_the_retention_policy_deletes_leaves_the_page(
+    tmp_path_factory: pytest.TempPathFactory, browser: Browser
+) -> None:
+    url = sqlite_url(tmp_path_factory.mktemp("retention"))
+    server = ServerProcess(url, ["--retention-age", "2", "--compact-interval", "0.5"]).start()
+    try:
+        stubs = Stubs.connect(server.address)
+        try:
+            _create(stubs, "kept")
+            _create(stubs, "gone")
+            _update(stubs, "gone", mi.MAP_IMPORT_STATUS_CANCEL)
+        finally:
+            stubs.channel.close()
+        assert browser.goto(server.http_url + "/") == 200
+        browser.wait_for(LIVE)
+        browser.call("click", selector="#filter-active")
+        _shows(browser, ["gone", "kept"])
+        # Settled for longer than the age, the job is deleted: its row and its count go.
+        _shows(browser, ["kept"])
+        browser.wait_for(
+            "document.querySelector(\".card[data-kind='map_import'] .chip[data-status='Cancel']\")"
+            ".dataset.count === '0'"
+        )
+    finally:
+        server.stop()
+
+
 def test_with_keys_active_the_page_without_a_key_shows_only_the_prompt(
     tmp_path_factory: pytest.TempPathFactory, browser: Browser
 ) -> None:

@@ -209,6 +209,15 @@
     schedule();
   }
 
+  function remove(rec) {
+    // A job deleted by the retention policy leaves the page (the next read fills it up).
+    const old = page.byKey.get(rec.key);
+    if (!old) return;
+    page.byKey.delete(rec.key);
+    page.rows.splice(page.rows.indexOf(old), 1);
+    schedule();
+  }
+
   // The first page is read again when the counts say the store moved on past it (new
   // jobs may belong on it), at most every RELIST_MS.
   function storeMoved(revision) {
@@ -372,6 +381,7 @@
       page.revision,
       (event, data) => {
         if (event.event === 'change') update(record(kind, data));
+        if (event.event === 'deleted') remove(record(kind, data));
         if (event.event === 'heartbeat') model.lastHeartbeat = new Date();
         if (event.id !== null) revisionSeen(Number(event.id));
         schedule();
