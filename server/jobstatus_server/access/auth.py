@@ -51,7 +51,7 @@ SCOPES = (READ, WRITE)
 # A tenant is a DNS label, so that a host name can name it (`acme.example.com`).
 TENANT = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 # The gRPC methods that only read; every other jobstatus method writes.
-_READ_PREFIXES = ("Get", "List", "Watch")
+_READ_PREFIXES = ("Get", "List", "Watch", "Count")
 
 
 @dataclass(frozen=True)

@@ -21,23 +21,29 @@ from jobstatus_server.access.limits import CallerLimits
 from jobstatus_server.composition.config import Settings
 from jobstatus_server.contract.errors import Unavailable, quiet_client_faults
 from jobstatus_server.grpc_api import reflect
+from jobstatus_server.grpc_api.counts import SERVICE_NAME as COUNT_SERVICE_NAME
+from jobstatus_server.grpc_api.counts import add_count_service
 from jobstatus_server.grpc_api.interceptor import GenericOnly, Rpc
 from jobstatus_server.grpc_api.services import SERVICE_NAMES, add_services
 from jobstatus_server.http_api import dashboard, openapi
 from jobstatus_server.http_api.app import HttpServer, http_server, limited_protocol, make_app
+from jobstatus_server.http_api.counts import CountsRoute
 from jobstatus_server.http_api.fast_path import CallerGuard, DocumentedGets
 from jobstatus_server.http_api.history import HistoryRoute
 from jobstatus_server.http_api.rest import Limits, Rest
 from jobstatus_server.http_api.sse import Watch
 from jobstatus_server.observability import tracing
-from jobstatus_server.observability.metrics import HUB_LAG, STORAGE_UP
+from jobstatus_server.observability.metrics import HUB_LAG, STORAGE_UP, refresh_on_scrape
 from jobstatus_server.state.store import Store
 from jobstatus_server.state.view import View
 from jobstatus_server.state.watch import Hub, WatchSettings
+from jobstatus_server.usecases.counts import refresh_jobs_gauge
 from jobstatus_server.usecases.jobs import Core
 from jobstatus_server.usecases.retention import Retention
 
 log = logging.getLogger(__name__)
+# Every jobstatus service: each has its health status and is listed by reflection.
+SERVICES = (*SERVICE_NAMES, COUNT_SERVICE_NAME)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -105,6 +111,7 @@ class Server:
     limits: CallerLimits = field(init=False)
     port: int = 0
     http: HttpServer | None = None
+    counts_route: CountsRoute | None = None
     tracing: tracing.Tracing | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _draining: bool = False
@@ -165,12 +172,12 @@ class Server:
             interceptors=self.tracing.grpc_interceptors() if self.tracing else None,
             options=grpc_options(self.settings),
         )
-        add_services(self.grpc_server, self.core, self.hub, self.view, Rpc(self.auth, self.limits))
+        rpc = Rpc(self.auth, self.limits)
+        add_services(self.grpc_server, self.core, self.hub, self.view, rpc)
+        add_count_service(self.grpc_server, self.store, self.view, rpc)
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, GenericOnly(self.grpc_server))
-        reflect.enable(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc_server
-        )
+        reflect.enable((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc_server)
         credentials = grpc_credentials(self.settings)
         if credentials is None:
             self.port = self.grpc_server.add_insecure_port(self.settings.grpc_addr)
@@ -178,6 +185,8 @@ class Server:
             self.port = self.grpc_server.add_secure_port(self.settings.grpc_addr, credentials)
         await self.grpc_server.start()
         await self._set_health(SERVING)
+        store = self.store
+        refresh_on_scrape("jobstatus_jobs", lambda: refresh_jobs_gauge(store))
         HUB_LAG.set_function(lambda: max(0, self.store.revision - self.hub.revision))
         rest = Rest(
             self.core,
@@ -185,12 +194,14 @@ class Server:
             Limits(self.settings.dataset_rate_interval, self.settings.dataset_quota),
             self.view,
         )
+        self.counts_route = CountsRoute(self.store, self.view, self.auth, self.limits)
         routes = [
             *rest.routes(),
             *Watch(self.hub, self.auth, self.limits).routes(),
             *HistoryRoute(self.store, self.auth).routes(),
+            *self.counts_route.routes(),
             *openapi.routes(self.auth),
-            *dashboard.routes(self.auth),
+            *dashboard.routes(self.auth, self.store),
         ]
         app = make_app(routes, self.serving, rest.paths())
         self.http = http_server(
@@ -237,7 +248,7 @@ class Server:
     async def _set_health(
         self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType
     ) -> None:
-        for name in ("", *SERVICE_NAMES):
+        for name in ("", *SERVICES):
             await self.health.set(name, status)
 
     async def _every(self, interval: float, step: Callable[[], Awaitable[None]]) -> None:
@@ -282,6 +293,8 @@ class Server:
         self._draining = True
         await self.health.enter_graceful_shutdown()
         await self.hub.close()
+        if self.counts_route is not None:
+            self.counts_route.close()
         await self.grpc_server.stop(self.settings.grace)
         if self.http is not None:
             self.http.should_exit = True

@@ -30,7 +30,12 @@ from jobstatus_server.http_api import wrong_port
 from jobstatus_server.http_api.error_body import limit_refusal
 from jobstatus_server.http_api.fast_path import DocumentedGets, flush_request_counts
 from jobstatus_server.http_api.rest import Path
-from jobstatus_server.observability.metrics import HTTP_REQUESTS, HTTP_SECONDS, flush_tallies
+from jobstatus_server.observability.metrics import (
+    HTTP_REQUESTS,
+    HTTP_SECONDS,
+    flush_tallies,
+    refresh_scraped,
+)
 
 _CONVERTER = re.compile(r":\w+}")  # `{id:path}` is labelled `{id}`
 
@@ -38,6 +43,7 @@ _CONVERTER = re.compile(r":\w+}")  # `{id:path}` is labelled `{id}`
 async def metrics(request: Request) -> Response:
     flush_request_counts()
     flush_tallies()
+    await refresh_scraped()
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

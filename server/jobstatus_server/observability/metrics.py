@@ -16,11 +16,12 @@ Counter and Histogram did: the same names, HELP texts, labels, bucket bounds and
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import weakref
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
@@ -234,6 +235,31 @@ VIEW_EVICTIONS = Counter("jobstatus_view_evictions", "jobs dropped from the view
 VIEW_JOBS = Gauge("jobstatus_view_jobs", "jobs held in the in-memory view")
 VIEW_BYTES = Gauge("jobstatus_view_bytes", "bytes the in-memory view counts against its budget")
 VIEW_REVISION = Gauge("jobstatus_view_revision", "the last revision the in-memory view applied")
+JOBS = Gauge(
+    "jobstatus_jobs",
+    "stored jobs by kind and status (every tenant's), as of the last scrape",
+    ["kind", "status"],
+)
+
+# Refreshes of gauges that are read from elsewhere (JOBS: from the store), awaited before
+# each scrape is exposed (`refresh_scraped`).
+_SCRAPE_REFRESHES: dict[str, Callable[[], Awaitable[None]]] = {}
+log = logging.getLogger(__name__)
+
+
+def refresh_on_scrape(name: str, refresh: Callable[[], Awaitable[None]]) -> None:
+    """Await `refresh()` before every scrape; `name`: the gauge it refreshes (a later
+    refresh of the same name replaces it: a server started again in the process)."""
+    _SCRAPE_REFRESHES[name] = refresh
+
+
+async def refresh_scraped() -> None:
+    """Run every refresh; one that fails leaves its gauges as they were (and is logged)."""
+    for refresh in list(_SCRAPE_REFRESHES.values()):
+        try:
+            await refresh()
+        except Exception:
+            log.warning("a metrics refresh failed", exc_info=True)
 
 
 class Counts(Protocol):

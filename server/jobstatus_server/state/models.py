@@ -14,7 +14,8 @@ class Job(SQLModel, table=True):
         Index("ix_job_list", "tenant", "kind", "create_revision"),
         Index("ix_job_request", "tenant", "kind", "request_id", unique=True),
         Index("ix_job_due", "due_at"),
-        # A tenant's jobs of a kind in some statuses (a rule's `jobs_in`, a filtered list).
+        # A tenant's jobs of a kind in some statuses (a rule's `jobs_in`, a filtered list,
+        # the dashboard's pages by status, newest first).
         Index("ix_job_status", "tenant", "kind", "status", "create_revision"),
         # The retention policy's order (usecases/retention.py): only settled jobs.
         Index(
@@ -23,6 +24,8 @@ class Job(SQLModel, table=True):
             sqlite_where=text("settled_at IS NOT NULL"),
             postgresql_where=text("settled_at IS NOT NULL"),
         ),
+        # The dashboard's pages by creation time (migration 0007).
+        Index("ix_job_created", "tenant", "kind", "create_time"),
     )
 
     tenant: str = Field(primary_key=True, max_length=64)
@@ -36,6 +39,9 @@ class Job(SQLModel, table=True):
     due_at: float | None = None
     # When the job last changed while settled (POSIX seconds); None while it is not settled.
     settled_at: float | None = None
+    # When the job was created (POSIX seconds); None for a job created before migration
+    # 0007 whose first event was already compacted away.
+    create_time: float | None = None
     data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
@@ -68,6 +74,19 @@ class Counter(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=32)
     value: int = Field(sa_type=BigInteger)
+
+
+class JobCount(SQLModel, table=True):
+    """How many jobs of a tenant and kind are in one status. Kept by triggers on the job
+    table (migration 0006), in the transaction of every insert, status change and
+    delete of a job, so it is exact whatever writes the job table."""
+
+    __tablename__ = "job_count"
+
+    tenant: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(primary_key=True, max_length=32)
+    status: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    jobs: int = Field(sa_type=BigInteger)
 
 
 class ApiKey(SQLModel, table=True):

@@ -144,6 +144,7 @@ class Tx:
                 due_at=due_at,
                 settled_at=settled_at,
                 data=data,
+                create_time=self.seconds,  # the dashboard's time range (migration 0007)
             )
         self.rows.append(
             (revision, tenant, kind.name, job_id, status, due_at, settled_at, data, not created)

@@ -1,55 +1,67 @@
-// jobstatus dashboard: every job of every kind, live from the SSE watch.
+// jobstatus dashboard: what a person looks at, live, at any size of the store.
 //
-// One watch stream per kind, read with fetch() (so the API key can go in a header
-// and Last-Event-ID is ours to set): `state` events, `synced`, then `change`
-// events with id = revision, and heartbeats. A dropped stream or a restarted
-// server is resumed from the last id; a resume point the server no longer keeps
-// (410) starts over from the state ("resynced"). Events only update the model;
-// the page is drawn at most once per animation frame, and the job table draws
-// only the rows in view, so 10,000 jobs and hundreds of changes per second stay
-// smooth. Every job field is rendered with textContent, never as markup.
+// Nothing here grows with the store. The counts per kind and status come from the
+// server (GET /api/v1/counts/watch: server-sent `counts` events, pushed when the
+// store moves on). The table is one page of one kind's jobs, filtered and paged on
+// the server (GET /api/v1/dashboard/jobs: status, "active only", id prefix, creation
+// time; keyset page tokens). The rows on screen follow an SSE watch of just their
+// ids (GET /api/v1/watch/{kind}?ids=..., envelope=true), resumed from the revision
+// the page was read at, so no change between the read and the watch is lost; the
+// first page is read again when the counts say the store moved on, so new jobs
+// appear. A dropped stream resumes from its last id; a resume point the server no
+// longer keeps (410) reads the page again. Every job field is rendered with
+// textContent, never as markup.
 'use strict';
 
 (() => {
   const KEY_STORE = 'jobstatus.apiKey';
   const KEY_MESSAGE = 'jobstatus.keyMessage';
-  const ROW_HEIGHT = 30;
   const HEARTBEAT_SECONDS = 5;
-  const VIEW_INTERVAL_MS = 250; // re-filter and re-sort at most this often while changes flow
-  const RESYNCED_MS = 5000; // how long "resynced" stays up after a fresh start
+  const PAGE_SIZE = 50;
+  const RELIST_MS = 1000; // the first page is read again at most this often while jobs change
   const HISTORY_PAGES = 20;
 
   const $ = (id) => document.getElementById(id);
 
   const model = {
     kinds: [], // from /dashboard/kinds.json
-    info: {}, // kind -> {title, idKey, outcome: Map(status -> outcome), statuses: []}
-    jobs: new Map(), // "kind\u0000id" -> record
-    counts: {}, // kind -> Map(status -> n)
+    info: {}, // kind -> {title, short, idKey, outcome: Map(status -> outcome)}
+    counts: { revision: 0, byKind: {} }, // kind -> Map(status label -> n), from the server
+    countsState: 'connecting',
+    counted: false, // the first counts arrived
     key: null,
     keysRequired: false,
-    streams: {}, // kind -> stream state
     storeRevision: 0,
     lastHeartbeat: null,
-    resyncedAt: 0,
-    resyncs: 0,
+  };
+  // The page on screen: its rows (in the server's order), by key, the revision it was
+  // read at, and the tokens of the pages before it (to go back) and after it.
+  const page = {
+    rows: [],
+    byKey: new Map(),
+    revision: 0,
+    tokens: [''], // tokens[i]: the token of page i (page 0: none)
+    index: 0, // the page on screen
+    wanted: 0, // the page asked for last
+    next: '',
+    loading: false,
+    again: false, // asked to read again while a read was under way
+    relist: null, // the timer of a first page read again soon
+    stopWatch: null, // ends the watch of the rows on screen
+    readAt: 0,
+    error: '',
+    generation: 0, // bumps with every read: the row watch of an older page stops
+    watchState: 'connecting',
   };
   const view = {
-    rows: [], // records after filter and sort
-    builtAt: 0,
-    stale: true, // the filter or the set of jobs changed
-    jobsChanged: false,
-    countsChanged: true,
     scheduled: false,
     selected: null,
     selectedRevision: -1,
     historyFor: null,
     historyAt: 0,
-    pool: [],
   };
 
-  // --- the model ------------------------------------------------------------------
-
+  // --- jobs -----------------------------------------------------------------------
   function el(tag, className, text) {
     const node = document.createElement(tag);
     if (className) node.className = className;
@@ -96,37 +108,132 @@
     };
   }
 
-  function count(kind, status, delta) {
-    const counts = model.counts[kind];
-    counts.set(status, (counts.get(status) || 0) + delta);
+  function filters() {
+    return {
+      kind: $('filter-kind').value,
+      status: $('filter-status').value,
+      prefix: $('filter-prefix').value.trim(),
+      since: $('filter-since').value,
+      until: $('filter-until').value,
+      active: $('filter-active').checked,
+    };
   }
 
-  function upsert(rec) {
-    const old = model.jobs.get(rec.key);
-    if (old && old.revision > rec.revision) return; // never go back
-    if (old) count(old.kind, old.status, -1);
-    count(rec.kind, rec.status, +1);
-    model.jobs.set(rec.key, rec);
+  function isoOf(local) {
+    // A datetime-local value is the browser's local time.
+    if (!local) return '';
+    const moment = new Date(local);
+    return Number.isNaN(moment.getTime()) ? '' : moment.toISOString();
+  }
+
+  function pageQuery(token) {
+    const f = filters();
+    const query = new URLSearchParams({ kind: f.kind, page_size: String(PAGE_SIZE) });
+    query.set('active', f.active ? 'true' : 'false');
+    if (f.status) query.set('status', f.status);
+    if (f.prefix) query.set('prefix', f.prefix);
+    if (isoOf(f.since)) query.set('since', isoOf(f.since));
+    if (isoOf(f.until)) query.set('until', isoOf(f.until));
+    if (token) query.set('page_token', token);
+    return query;
+  }
+
+  // Read page `index` (0: the first) of the current filter from the server, and watch
+  // its rows. `fresh`: the filter changed, so the page tokens of the old one are void.
+  // One read at a time: a read asked for meanwhile runs next, and the answer of the one
+  // under way, no longer wanted, is dropped.
+  async function readPage(index, fresh) {
+    if (fresh) page.tokens = [''];
+    page.wanted = fresh ? 0 : index;
+    if (page.loading) {
+      page.again = true;
+      return;
+    }
+    page.loading = true;
+    page.readAt = Date.now();
+    const wanted = page.wanted;
+    try {
+      const response = await fetch(`/api/v1/dashboard/jobs?${pageQuery(page.tokens[wanted])}`, {
+        headers: headers(),
+        cache: 'no-store',
+      });
+      if (response.status === 401 || response.status === 403) {
+        keyRefused(response.status === 401 ? 'The server did not accept this key.'
+          : 'This key does not have the read scope.');
+        return;
+      }
+      const body = await response.json();
+      if (response.status >= 500) throw new Error(`the server answered ${response.status}`);
+      if (page.again) {
+        // another read was asked for meanwhile: this answer is stale
+      } else if (!response.ok) {
+        page.error = (body.error && body.error.message) || response.statusText;
+      } else {
+        page.error = '';
+        const kind = body.kind;
+        page.rows = body.jobs.map((data) => record(kind, data));
+        page.byKey = new Map(page.rows.map((rec) => [rec.key, rec]));
+        page.revision = Number(body.revision) || 0;
+        page.index = wanted;
+        page.next = body.nextPageToken || '';
+        page.tokens.length = wanted + 1;
+        if (page.next) page.tokens.push(page.next);
+        if (page.revision > model.storeRevision) model.storeRevision = page.revision;
+        page.generation += 1;
+        watchRows(kind, page.generation);
+      }
+    } catch (error) {
+      // The server is away or failed: the same page again in a while, unless another
+      // read is asked for meanwhile.
+      page.error = String(error.message || error);
+      setTimeout(() => {
+        if (!page.loading && page.wanted === wanted && page.error) readPage(wanted, false);
+      }, 1000);
+    } finally {
+      page.loading = false;
+    }
+    document.body.dataset.pageGeneration = String(page.generation);
+    schedule();
+    if (page.again) {
+      page.again = false;
+      readPage(page.wanted, false);
+    }
+  }
+
+  function update(rec) {
+    const old = page.byKey.get(rec.key);
+    if (!old || old.revision >= rec.revision) return; // never go back
+    page.byKey.set(rec.key, rec);
+    page.rows[page.rows.indexOf(old)] = rec;
     if (rec.revision > model.storeRevision) model.storeRevision = rec.revision;
-    view.jobsChanged = true;
-    view.countsChanged = true;
     schedule();
   }
 
-  function replaceKind(kind, staged) {
-    for (const [key, rec] of model.jobs) {
-      if (rec.kind === kind) model.jobs.delete(key);
-    }
-    model.counts[kind] = new Map();
-    for (const rec of staged.values()) {
-      model.jobs.set(rec.key, rec);
-      count(kind, rec.status, +1);
-    }
-    view.stale = true;
-    view.countsChanged = true;
+  function remove(rec) {
+    // A job deleted by the retention policy leaves the page (the next read fills it up).
+    const old = page.byKey.get(rec.key);
+    if (!old) return;
+    page.byKey.delete(rec.key);
+    page.rows.splice(page.rows.indexOf(old), 1);
     schedule();
   }
 
+  // The first page is read again when the counts say the store moved on past it (new
+  // jobs may belong on it), at most every RELIST_MS.
+  function storeMoved(revision) {
+    if (page.wanted !== 0 || revision <= page.revision) return;
+    const wait = page.readAt + RELIST_MS - Date.now();
+    if (wait > 0) {
+      if (!page.relist) {
+        page.relist = setTimeout(() => {
+          page.relist = null;
+          storeMoved(model.counts.revision);
+        }, wait);
+      }
+      return;
+    }
+    readPage(0, false);
+  }
   // --- the streams ----------------------------------------------------------------
 
   function sleep(ms) {
@@ -173,82 +280,36 @@
     }
   }
 
-  function setStreamState(kind, state) {
-    model.streams[kind].state = state;
-    schedule();
-  }
 
-  function onEvent(kind, stream, event) {
-    let data;
+  function parse(event) {
     try {
-      data = JSON.parse(event.data);
+      return JSON.parse(event.data);
     } catch (error) {
-      return;
-    }
-    const revision = event.id !== null ? Number(event.id) : null;
-    switch (event.event) {
-      case 'state':
-        if (!stream.staged) stream.staged = new Map();
-        {
-          const rec = record(kind, data);
-          stream.staged.set(rec.key, rec);
-        }
-        break;
-      case 'synced':
-        replaceKind(kind, stream.staged || new Map());
-        stream.staged = null;
-        stream.lastId = revision;
-        if (stream.resync) {
-          model.resyncedAt = Date.now();
-          model.resyncs += 1;
-          document.body.dataset.resyncs = String(model.resyncs);
-          stream.resync = false;
-        }
-        setStreamState(kind, 'live');
-        break;
-      case 'change':
-        upsert(record(kind, data));
-        stream.lastId = revision;
-        break;
-      case 'heartbeat':
-        stream.lastId = revision;
-        model.lastHeartbeat = new Date();
-        schedule();
-        break;
-      case 'error':
-        stream.error = data;
-        break;
-      default:
-        break;
-    }
-    if (revision !== null && revision > model.storeRevision) {
-      model.storeRevision = revision;
-      schedule();
+      return null;
     }
   }
 
-  async function follow(kind) {
-    const stream = (model.streams[kind] = {
-      state: 'connecting',
-      lastId: null,
-      staged: null,
-      resync: false,
-      error: null,
-      delay: 500,
-    });
-    for (;;) {
+  // Follow `path` as server-sent events: `handle(event)` for each, resumed from the
+  // last id after a drop (Last-Event-ID) while `wanted()` holds. `gone()` is called on a
+  // 410 (the resume point is no longer kept); `state(name)` follows the connection;
+  // `holder.controller` can end the connection under way at once.
+  async function follow(path, resumeFrom, handle, wanted, state, gone, holder = {}) {
+    let lastId = resumeFrom;
+    let delay = 500;
+    while (wanted()) {
       const extra = {};
-      if (stream.lastId !== null) extra['Last-Event-ID'] = String(stream.lastId);
-      stream.staged = null;
-      stream.error = null;
+      if (lastId !== null) extra['Last-Event-ID'] = String(lastId);
+      const controller = new AbortController();
+      holder.controller = controller;
       let response = null;
       try {
-        response = await fetch(
-          `/api/v1/watch/${encodeURIComponent(kind)}?envelope=true&heartbeat=${HEARTBEAT_SECONDS}`,
-          { headers: headers(extra), cache: 'no-store' },
-        );
+        response = await fetch(path, { headers: headers(extra), cache: 'no-store', signal: controller.signal });
       } catch (error) {
         response = null;
+      }
+      if (!wanted()) {
+        controller.abort();
+        return;
       }
       if (response && (response.status === 401 || response.status === 403)) {
         keyRefused(response.status === 401 ? 'The server did not accept this key.'
@@ -256,37 +317,121 @@
         return;
       }
       if (response && response.status === 410) {
-        // The resume point is older than the kept history: start over from the state.
-        await response.body?.cancel();
-        stream.lastId = null;
-        stream.resync = true;
-        continue;
+        controller.abort();
+        gone();
+        return;
       }
       if (response && response.ok && response.body) {
-        stream.delay = 500;
-        setStreamState(kind, stream.lastId === null ? 'connecting' : 'live');
+        delay = 500;
+        state('live');
+        let refused = false;
         try {
-          await readEvents(response.body, (event) => onEvent(kind, stream, event));
+          await readEvents(response.body, (event) => {
+            if (!wanted()) {
+              controller.abort();
+              return;
+            }
+            if (event.id !== null) lastId = Number(event.id);
+            const data = parse(event);
+            if (event.event === 'error' && data
+              && (data.code === 'UNAUTHENTICATED' || data.code === 'PERMISSION_DENIED')) {
+              refused = true;
+            }
+            if (data) handle(event, data);
+          });
         } catch (error) {
-          // the connection dropped; resume below
+          // the connection dropped (or was let go); resume below
         }
-        const code = stream.error && stream.error.code;
-        if (code === 'UNAUTHENTICATED' || code === 'PERMISSION_DENIED') {
+        if (refused) {
           keyRefused('The key was revoked.');
           return;
         }
       }
-      setStreamState(kind, 'reconnecting');
-      await sleep(stream.delay);
-      stream.delay = Math.min(stream.delay * 2, 5000);
+      if (!wanted()) return;
+      state('reconnecting');
+      await sleep(delay);
+      delay = Math.min(delay * 2, 5000);
     }
   }
 
+  function revisionSeen(revision) {
+    if (revision > model.storeRevision) model.storeRevision = revision;
+  }
+
+  // The rows on screen, live: a watch of just their ids from the page's revision, until
+  // another page is read.
+  function watchRows(kind, generation) {
+    const ids = page.rows.map((rec) => rec.id);
+    const wanted = () => page.generation === generation;
+    const holder = {};
+    if (page.stopWatch) page.stopWatch(); // the last page's watch ends now
+    page.stopWatch = () => holder.controller && holder.controller.abort();
+    if (!ids.length) {
+      page.watchState = 'live';
+      return;
+    }
+    page.watchState = 'connecting';
+    const query = new URLSearchParams({
+      ids: ids.join(','),
+      envelope: 'true',
+      heartbeat: String(HEARTBEAT_SECONDS),
+    });
+    follow(
+      `/api/v1/watch/${encodeURIComponent(kind)}?${query}`,
+      page.revision,
+      (event, data) => {
+        if (event.event === 'change') update(record(kind, data));
+        if (event.event === 'deleted') remove(record(kind, data));
+        if (event.event === 'heartbeat') model.lastHeartbeat = new Date();
+        if (event.id !== null) revisionSeen(Number(event.id));
+        schedule();
+      },
+      wanted,
+      (state) => {
+        if (wanted()) page.watchState = state;
+        schedule();
+      },
+      () => readPage(page.index, false),
+      holder,
+    );
+  }
+
+  // The counts of every kind and status, pushed by the server when they change.
+  function watchCounts() {
+    follow(
+      `/api/v1/counts/watch?heartbeat=${HEARTBEAT_SECONDS}`,
+      null,
+      (event, data) => {
+        if (event.event === 'counts') {
+          const byKind = {};
+          for (const kind of model.kinds) byKind[kind.kind] = new Map();
+          for (const c of data.counts) {
+            if (!byKind[c.kind]) byKind[c.kind] = new Map();
+            byKind[c.kind].set(c.label, c.count);
+          }
+          model.counts = { revision: Number(data.revision) || 0, byKind };
+          model.counted = true;
+          document.body.dataset.countsRevision = String(model.counts.revision);
+          revisionSeen(model.counts.revision);
+          storeMoved(model.counts.revision);
+        } else if (event.event === 'heartbeat') {
+          model.lastHeartbeat = new Date();
+        }
+        schedule();
+      },
+      () => true,
+      (state) => {
+        model.countsState = state;
+        schedule();
+      },
+      () => {},
+    );
+  }
+
   function connectionState() {
-    const states = Object.values(model.streams).map((s) => s.state);
+    const states = [model.countsState, page.watchState];
     if (states.includes('reconnecting')) return 'reconnecting';
-    if (states.length === 0 || states.includes('connecting')) return 'connecting';
-    if (Date.now() - model.resyncedAt < RESYNCED_MS) return 'resynced';
+    if (states.includes('connecting') || !model.counted) return 'connecting';
     return 'live';
   }
 
@@ -298,47 +443,11 @@
     requestAnimationFrame(draw);
   }
 
-  function filters() {
-    return {
-      kind: $('filter-kind').value,
-      status: $('filter-status').value,
-      search: $('filter-search').value.trim().toLowerCase(),
-      order: $('order').value,
-    };
-  }
-
-  function buildRows() {
-    const f = filters();
-    const rows = [];
-    for (const rec of model.jobs.values()) {
-      if (f.kind && rec.kind !== f.kind) continue;
-      if (f.status && rec.status !== f.status) continue;
-      if (f.search && !rec.idLower.includes(f.search)) continue;
-      rows.push(rec);
-    }
-    if (f.order === 'id') {
-      rows.sort((a, b) => (a.kind < b.kind ? -1 : a.kind > b.kind ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    } else {
-      rows.sort((a, b) => b.revision - a.revision);
-    }
-    view.rows = rows;
-    view.builtAt = performance.now();
-    view.stale = false;
-    view.jobsChanged = false;
-    $('shown-count').textContent = `${rows.length} of ${model.jobs.size} jobs`;
-    $('spacer').style.height = `${rows.length * ROW_HEIGHT}px`;
-  }
-
   function draw() {
     view.scheduled = false;
-    const now = performance.now();
-    if (view.stale || (view.jobsChanged && now - view.builtAt >= VIEW_INTERVAL_MS)) {
-      buildRows();
-    } else if (view.jobsChanged) {
-      setTimeout(schedule, VIEW_INTERVAL_MS);
-    }
     drawRows();
-    if (view.countsChanged) drawSummary();
+    drawPager();
+    drawSummary();
     drawConnection();
     drawDetail();
   }
@@ -405,19 +514,14 @@
     return row;
   }
 
+
   function drawRows() {
-    const viewport = $('viewport');
-    const first = Math.max(0, Math.floor(viewport.scrollTop / ROW_HEIGHT) - 5);
-    const visible = Math.ceil(viewport.clientHeight / ROW_HEIGHT) + 10;
-    const last = Math.min(view.rows.length, first + visible);
     const holder = $('rows');
-    holder.style.transform = `translateY(${first * ROW_HEIGHT}px)`;
-    while (view.pool.length < last - first) view.pool.push(rowNode());
-    const wanted = view.pool.slice(0, Math.max(0, last - first));
-    if (holder.childElementCount !== wanted.length) holder.replaceChildren(...wanted);
-    for (let i = 0; i < wanted.length; i += 1) {
-      const rec = view.rows[first + i];
-      const row = wanted[i];
+    while (holder.childElementCount > page.rows.length) holder.lastElementChild.remove();
+    while (holder.childElementCount < page.rows.length) holder.append(rowNode());
+    for (let i = 0; i < page.rows.length; i += 1) {
+      const rec = page.rows[i];
+      const row = holder.children[i];
       if (row.dataset.key === rec.key && Number(row.dataset.revision) === rec.revision) continue;
       row.dataset.key = rec.key;
       row.dataset.kind = rec.kind;
@@ -435,13 +539,23 @@
       updated.textContent = rec.updated;
       revision.textContent = String(rec.revision);
     }
+    $('empty').hidden = page.rows.length > 0 || page.loading;
+    $('page-error').textContent = page.error;
+  }
+
+  function drawPager() {
+    const first = page.index * PAGE_SIZE;
+    $('page-info').textContent = page.rows.length
+      ? `jobs ${first + 1}–${first + page.rows.length}${page.next ? '' : ' (the last)'}`
+      : '';
+    $('page-prev').disabled = page.index === 0;
+    $('page-next').disabled = !page.next;
   }
 
   function drawSummary() {
-    view.countsChanged = false;
     const cards = [];
     for (const kind of model.kinds) {
-      const counts = model.counts[kind.kind] || new Map();
+      const counts = model.counts.byKind[kind.kind] || new Map();
       let total = 0;
       for (const n of counts.values()) total += n;
       const card = el('div', 'card');
@@ -449,27 +563,33 @@
       const title = el('h2');
       title.append(el('span', '', kind.title), el('span', 'muted total', total));
       const chips = el('div', 'chips');
-      const statuses = [...kind.statuses.map((s) => s.status)];
+      const statuses = kind.statuses.map((s) => s.status);
       if (kind.kind === 'dataset') statuses.push('no run');
       for (const status of statuses) {
         const n = counts.get(status) || 0;
         const chip = el('button', `chip outcome-${outcomeOf(kind.kind, status)}${n ? '' : ' zero'}`);
         chip.type = 'button';
         chip.dataset.status = status;
+        chip.dataset.count = String(n);
         chip.append(el('span', '', status), el('b', '', n));
         chip.addEventListener('click', () => {
           $('filter-kind').value = kind.kind;
           fillStatusFilter();
           $('filter-status').value = status;
-          view.stale = true;
-          schedule();
+          if (outcomeOf(kind.kind, status) !== 'running') $('filter-active').checked = false;
+          readPage(0, true);
         });
         chips.append(chip);
       }
       card.append(title, chips);
       cards.push(card);
     }
-    $('summary').replaceChildren(...cards);
+    const summary = $('summary');
+    const drawn = summary.dataset.revision;
+    if (drawn !== String(model.counts.revision) || summary.childElementCount !== cards.length) {
+      summary.replaceChildren(...cards);
+      summary.dataset.revision = String(model.counts.revision);
+    }
   }
 
   function drawConnection() {
@@ -537,7 +657,7 @@
 
   function drawDetail() {
     if (!view.selected) return;
-    const rec = model.jobs.get(view.selected);
+    const rec = page.byKey.get(view.selected);
     if (!rec) return;
     if (rec.revision === view.selectedRevision) return;
     view.selectedRevision = rec.revision;
@@ -715,15 +835,11 @@
   // --- filters ----------------------------------------------------------------------
 
   function fillStatusFilter() {
-    const kind = $('filter-kind').value;
+    const kind = model.kinds.find((k) => k.kind === $('filter-kind').value);
     const select = $('filter-status');
     const current = select.value;
-    const statuses = [];
-    for (const k of model.kinds) {
-      if (kind && k.kind !== kind) continue;
-      for (const s of k.statuses) if (!statuses.includes(s.status)) statuses.push(s.status);
-      if (k.kind === 'dataset') statuses.push('no run');
-    }
+    const statuses = kind ? kind.statuses.map((s) => s.status) : [];
+    if (kind && kind.kind === 'dataset') statuses.push('no run');
     const options = [el('option', '', 'all statuses')];
     options[0].value = '';
     for (const status of statuses) {
@@ -742,26 +858,30 @@
       option.value = kind.kind;
       kindSelect.append(option);
     }
+    kindSelect.value = model.kinds.length ? model.kinds[0].kind : '';
     fillStatusFilter();
-    const refilter = () => {
-      view.stale = true;
-      $('viewport').scrollTop = 0;
-      schedule();
-    };
+    const refilter = () => readPage(0, true);
+    let typing = null;
     kindSelect.addEventListener('change', () => {
       fillStatusFilter();
       refilter();
     });
-    $('filter-status').addEventListener('change', refilter);
-    $('filter-search').addEventListener('input', refilter);
-    $('order').addEventListener('change', refilter);
-    $('viewport').addEventListener('scroll', schedule, { passive: true });
-    window.addEventListener('resize', schedule);
+    for (const id of ['filter-status', 'filter-active', 'filter-since', 'filter-until']) {
+      $(id).addEventListener('change', refilter);
+    }
+    $('filter-prefix').addEventListener('input', () => {
+      clearTimeout(typing);
+      typing = setTimeout(refilter, 250);
+    });
+    $('page-prev').addEventListener('click', () => readPage(Math.max(0, page.index - 1), false));
+    $('page-next').addEventListener('click', () => {
+      if (page.next) readPage(page.index + 1, false);
+    });
     $('detail-close').addEventListener('click', closeDetail);
     document.addEventListener('keydown', (event) => {
       if (event.key === 'Escape') closeDetail();
     });
-    setInterval(schedule, 1000); // the heartbeat's age and the "resynced" badge
+    setInterval(schedule, 1000); // the heartbeat's age
   }
 
   // --- the key --------------------------------------------------------------------------
@@ -794,6 +914,7 @@
     return `The server answered ${response.status}.`;
   }
 
+
   function start() {
     if (started) return;
     started = true;
@@ -802,7 +923,8 @@
     $('forget-key').hidden = !model.keysRequired;
     setupFilters();
     schedule();
-    for (const kind of model.kinds) follow(kind.kind);
+    watchCounts();
+    readPage(0, true);
   }
 
   async function boot() {
@@ -823,7 +945,6 @@
         idKey: kind.idKey,
         outcome: new Map(kind.statuses.map((s) => [s.status, s.outcome])),
       };
-      model.counts[kind.kind] = new Map();
     }
     $('forget-key').addEventListener('click', () => {
       sessionStorage.removeItem(KEY_STORE);
