@@ -52,7 +52,7 @@ test: $(STAMP) $(BUF) $(NODE_EXAMPLE) ## Run every test (node_modules brings the
 	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: $(STAMP) $(BUF) ## Benchmarks as ratios to baselines of the same run (~15 min): bench/results/bench.md
+bench: $(STAMP) $(BUF) ## Benchmarks as ratios to baselines of the same run (~30 min, the large store filled once more): bench/results/bench.md
 	$(PY) -m bench $(BENCH_ARGS)
 
 .PHONY: mutants
