@@ -23,6 +23,7 @@ import jsonschema_rs
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import positive_data_acceptance
 from starlette.applications import Starlette
 
 from jobstatus.v1 import map_import_pb2 as mi
@@ -73,7 +74,12 @@ def test_every_answer_conforms(api_schema: Any, keyed: Keyed, mode: Any) -> None
         suppress_health_check=list(HealthCheck),
     )
     def check(case: Any) -> None:
-        case.call_and_validate(timeout=10)
+        # A status and a page token are valid only for their kind (and filter), which the
+        # schema cannot say: a generated one is rightly refused.
+        relative = case.path == dashboard.JOBS_PATH
+        case.call_and_validate(
+            timeout=10, excluded_checks=[positive_data_acceptance] if relative else []
+        )
 
     check()
 

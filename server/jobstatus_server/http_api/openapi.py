@@ -526,10 +526,11 @@ def _operations(secured: bool) -> dict[str, Any]:
         "name": "kind",
         "in": "query",
         "required": False,
-        "description": "The kinds to count, comma-separated or repeated; every kind when absent.",
+        "description": "The kinds to count, comma-separated or repeated (empty parts are "
+        "ignored); every kind when absent.",
         "style": "form",
         "explode": False,
-        "schema": {"type": "array", "items": {"type": "string", "enum": list(KINDS)}},
+        "schema": {"type": "array", "items": {"type": "string", "enum": [*KINDS, ""]}},
     }
     paths[counts.PATH] = {
         "get": {
@@ -604,8 +605,8 @@ def _operations(secured: bool) -> dict[str, Any]:
                 {
                     "name": "status",
                     "in": "query",
-                    "description": "Only these statuses, in documented spelling or as enum "
-                    "value names (comma-separated or repeated); any when absent.",
+                    "description": "Only these statuses of the kind, in documented spelling "
+                    "or as enum value names (comma-separated or repeated); any when absent.",
                     "style": "form",
                     "explode": False,
                     "schema": {"type": "array", "items": {"type": "string"}},
