@@ -19,8 +19,9 @@ from starlette.routing import BaseRoute, Route
 
 from jobstatus_server.access.auth import Authenticator
 from jobstatus_server.contract.kinds import KINDS
-from jobstatus_server.http_api import rest, sse
-from jobstatus_server.usecases import history
+from jobstatus_server.http_api import counts, dashboard, rest, sse
+from jobstatus_server.usecases import history, job_pages
+from jobstatus_server.usecases.counts import counted_statuses
 
 PATH = "/openapi.json"
 REF = "#/components/schemas/"
@@ -45,6 +46,15 @@ def _text(name: str) -> dict[str, Any]:
         "required": [name],
         "additionalProperties": False,
     }
+
+
+def _status_names() -> list[str]:
+    """Every counted status of every kind, by its enum value name."""
+    return [
+        kind.status_enum.values_by_number[status].name
+        for kind in KINDS.values()
+        for status in counted_statuses(kind)
+    ]
 
 
 def _schemas() -> dict[str, Any]:
@@ -145,6 +155,113 @@ def _schemas() -> dict[str, Any]:
                 "nextPageToken": {"type": "string"},
             },
             "required": ["kind", "id", "oldestRevision", "truncated", "changes", "nextPageToken"],
+            "additionalProperties": False,
+        },
+        "Counts": {
+            "type": "object",
+            "properties": {
+                "revision": {
+                    "type": "integer",
+                    "description": "The store revision the counts are as of.",
+                },
+                "counts": {
+                    "type": "array",
+                    "description": "Every (kind, status) of the asked kinds, zeros included.",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "kind": {"type": "string", "enum": list(KINDS)},
+                            "status": {
+                                "type": "string",
+                                "description": "The status's enum value name.",
+                                "enum": _status_names(),
+                            },
+                            "label": {
+                                "type": "string",
+                                "description": "The status in its kind's documented spelling.",
+                            },
+                            "count": {"type": "integer", "minimum": 0},
+                        },
+                        "required": ["kind", "status", "label", "count"],
+                        "additionalProperties": False,
+                    },
+                },
+            },
+            "required": ["revision", "counts"],
+            "additionalProperties": False,
+        },
+        "DashboardJobs": {
+            "type": "object",
+            "properties": {
+                "kind": {"type": "string", "enum": list(KINDS)},
+                "revision": {
+                    "type": "integer",
+                    "description": "The store revision the page was read at: watch its "
+                    "jobs from there.",
+                },
+                "jobs": {
+                    "type": "array",
+                    "description": "In the SSE watch's envelope (envelope=true).",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "revision": {"type": "integer"},
+                            "updateTime": {"type": "string", "format": "date-time"},
+                            "job": {
+                                "type": "object",
+                                "description": "The job in its kind's documented JSON "
+                                "(as the watch's event data).",
+                            },
+                        },
+                        "required": ["revision", "updateTime", "job"],
+                        "additionalProperties": False,
+                    },
+                },
+                "nextPageToken": {
+                    "type": "string",
+                    "description": "Empty on the last page.",
+                },
+            },
+            "required": ["kind", "revision", "jobs", "nextPageToken"],
+            "additionalProperties": False,
+        },
+        "DashboardKinds": {
+            "type": "object",
+            "properties": {
+                "keys": {
+                    "type": "boolean",
+                    "description": "The server requires an API key.",
+                },
+                "kinds": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "kind": {"type": "string", "enum": list(KINDS)},
+                            "title": {"type": "string"},
+                            "idKey": {"type": "string"},
+                            "statuses": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "status": {"type": "string"},
+                                        "outcome": {
+                                            "type": "string",
+                                            "enum": ["running", "succeeded", "failed"],
+                                        },
+                                    },
+                                    "required": ["status", "outcome"],
+                                    "additionalProperties": False,
+                                },
+                            },
+                        },
+                        "required": ["kind", "title", "idKey", "statuses"],
+                        "additionalProperties": False,
+                    },
+                },
+            },
+            "required": ["keys", "kinds"],
             "additionalProperties": False,
         },
         "Health": {
@@ -403,6 +520,152 @@ def _operations(secured: bool) -> dict[str, Any]:
                 "410": _json("The history behind the page token was compacted meanwhile.", error),
                 "503": _json("The database did not answer.", error),
             },
+        }
+    }
+    kinds_param = {
+        "name": "kind",
+        "in": "query",
+        "required": False,
+        "description": "The kinds to count, comma-separated or repeated (empty parts are "
+        "ignored); every kind when absent.",
+        "style": "form",
+        "explode": False,
+        "schema": {"type": "array", "items": {"type": "string", "enum": [*KINDS, ""]}},
+    }
+    paths[counts.PATH] = {
+        "get": {
+            "operationId": "counts",
+            "summary": "The caller's jobs per kind and status",
+            "description": "Every (kind, status) of the asked kinds (all when none), zeros "
+            "included, as of one store revision." + MIN_REVISION,
+            "parameters": [kinds_param],
+            **security("Bearer", "XApiKey"),
+            "responses": {
+                "200": _json("Every (kind, status) of the asked kinds.", _ref("Counts")),
+                "400": _json("A parameter (or X-Min-Revision) is not valid.", error),
+                "401": _json("No API key, or one that is not valid.", error),
+                "403": _json("The API key does not have the read scope.", error),
+                "503": _json("The database did not answer.", error),
+                "504": _json("X-Min-Revision was not reached within --view-wait.", error),
+            },
+        }
+    }
+    paths[counts.WATCH_PATH] = {
+        "get": {
+            "operationId": "watchCounts",
+            "summary": "The caller's counts pushed as server-sent events",
+            "description": "The counts as server-sent events (`event: counts`, id = its "
+            "revision): at once, then whenever the store has moved on (at most every "
+            f"{counts.PUSH_INTERVAL:g} s), and `event: heartbeat` when nothing changed for "
+            "`heartbeat` seconds. It counts as one of the caller's watch streams. Event "
+            "data: `counts` the Counts schema; `heartbeat` {revision}; `error` (the "
+            "stream ends) the `error` object of the Error schema.",
+            "parameters": [
+                kinds_param,
+                {
+                    "name": "heartbeat",
+                    "in": "query",
+                    "description": "Seconds between heartbeats while nothing changes "
+                    f"({counts.DEFAULT_HEARTBEAT:g} when absent).",
+                    "schema": {
+                        "type": "number",
+                        "exclusiveMinimum": True,
+                        "minimum": 0,
+                        "maximum": 3600,
+                    },
+                },
+            ],
+            **security("Bearer", "XApiKey"),
+            "responses": {
+                "200": {
+                    "description": "The event stream; each `counts` event's data is a Counts.",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                "400": _json("A parameter is not valid.", error),
+                "401": _json("No API key, or one that is not valid.", error),
+                "403": _json("The API key does not have the read scope.", error),
+                "429": _json("The caller's key or connection has its most watch streams.", error),
+            },
+        }
+    }
+    paths[dashboard.JOBS_PATH] = {
+        "get": {
+            "operationId": "dashboardJobs",
+            "summary": "One page of one kind's jobs, filtered on the server (the dashboard's)",
+            "description": "Newest first (by id when a prefix is given), each job in the SSE "
+            "watch's envelope, so that a listed row and a watched change read alike. A page "
+            "token is bound to its kind and filter.",
+            "parameters": [
+                {
+                    "name": "kind",
+                    "in": "query",
+                    "required": True,
+                    "schema": {"type": "string", "enum": list(KINDS)},
+                },
+                {
+                    "name": "status",
+                    "in": "query",
+                    "description": "Only these statuses of the kind, in documented spelling "
+                    "or as enum value names (comma-separated or repeated); any when absent.",
+                    "style": "form",
+                    "explode": False,
+                    "schema": {"type": "array", "items": {"type": "string"}},
+                },
+                {
+                    "name": "active",
+                    "in": "query",
+                    "description": "Only jobs not settled (the default: true).",
+                    "schema": {"type": "boolean", "default": True},
+                },
+                {
+                    "name": "prefix",
+                    "in": "query",
+                    "description": "Only ids that start with it, listed by id.",
+                    "schema": {"type": "string", "maxLength": dashboard.MAX_PREFIX},
+                },
+                *(
+                    {
+                        "name": name,
+                        "in": "query",
+                        "description": f"Only jobs created {when} this time (RFC 3339).",
+                        "schema": {"type": "string", "format": "date-time"},
+                    }
+                    for name, when in (("since", "at or after"), ("until", "before"))
+                ),
+                {
+                    "name": "page_size",
+                    "in": "query",
+                    "description": f"Jobs per page: {job_pages.DEFAULT_PAGE_SIZE} when 0 or "
+                    f"absent, at most {job_pages.MAX_PAGE_SIZE} (a larger size is capped).",
+                    "schema": {"type": "integer", "minimum": 0, "maximum": 999_999_999},
+                },
+                {
+                    "name": "page_token",
+                    "in": "query",
+                    "description": "The nextPageToken of the previous page, with the same "
+                    "kind and filter.",
+                    "schema": {"type": "string", "maxLength": 1024},
+                },
+            ],
+            **security("Bearer", "XApiKey"),
+            "responses": {
+                "200": _json("A page of jobs.", _ref("DashboardJobs")),
+                "400": _json(
+                    "A parameter is not valid: no or no such kind, an unknown status, a "
+                    "page token of another list or filter.",
+                    error,
+                ),
+                "401": _json("No API key, or one that is not valid.", error),
+                "403": _json("The API key does not have the read scope.", error),
+                "503": _json("The database did not answer.", error),
+            },
+        }
+    }
+    paths["/dashboard/kinds.json"] = {
+        "get": {
+            "operationId": "dashboardKinds",
+            "summary": "How each kind's statuses are spelled and what they mean (the dashboard's)",
+            "responses": {"200": _json("The kinds.", _ref("DashboardKinds"))},
         }
     }
     paths["/healthz"] = {
