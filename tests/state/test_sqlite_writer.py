@@ -157,7 +157,7 @@ def test_writes_to_one_job_in_one_commit_each_see_the_one_before(
     """Nine writes to one job at once, three to each of three fields, share commits;
     each is made from the job as the one before it left it, so no field is lost."""
     groups, writes = _groups(proc)
-    for round in range(1, 9):
+    for round in range(1, 25):  # enough rounds that groups hold several writes of one job
         job_id = f"same-{round}"
         _create(maps, job_id)
         values = {"progress": round, "size": 1000 + round, "zoom_level": 2 + round}

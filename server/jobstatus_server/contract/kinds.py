@@ -160,16 +160,23 @@ class Kind(Generic[M]):
         deadline = lease.deadline(message) if self.holds_lease(message) else None
         return deadline is not None and deadline <= now
 
+    def expires(self, message: Message) -> float | None:
+        """When a job in the kind's timed status leaves it by itself (its expire_time, as
+        a POSIX time); None for a job in any other status."""
+        if self.timed is None or self.status_of(message) != self.timed[0]:
+            return None
+        if not message.HasField("expire_time"):
+            return None
+        stamp: timestamp_pb2.Timestamp = getattr(message, "expire_time")  # noqa: B009
+        return float(stamp.seconds) + stamp.nanos / 1e9
+
     def due(self, message: Message) -> float | None:
         """When the next time-driven transition of `message` fires, as a POSIX time, if it
         has one: its lease's deadline while it holds one, or its timed status's expire_time."""
         due = lease.deadline(message) if self.holds_lease(message) else None
-        if self.timed is None or self.status_of(message) != self.timed[0]:
+        expires = self.expires(message)
+        if expires is None:
             return due
-        if not message.HasField("expire_time"):
-            return due
-        stamp: timestamp_pb2.Timestamp = getattr(message, "expire_time")  # noqa: B009
-        expires = float(stamp.seconds) + stamp.nanos / 1e9
         return expires if due is None else min(due, expires)
 
     def not_found(self, *job_ids: str, tenant: str = "") -> NotFound:

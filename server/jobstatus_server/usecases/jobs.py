@@ -390,17 +390,16 @@ class Core:
         def mutate(current: Message, tx: Tx) -> Message:
             moved.clear()  # the last run of the write counts (a group may run it again)
             now = tx.now.timestamp()
-            due = kind.due(current)
-            if due is None or due > now:
-                return current
             new = kind.message()
-            new.CopyFrom(current)
             if kind.lease_ran_out(current, now):
+                new.CopyFrom(current)
                 kind.fail(new, lease.reason(current), tx.now)
-            elif kind.timed is not None and kind.status_of(current) == kind.timed[0]:
-                setattr(new, "status", kind.timed[1])  # noqa: B010
             else:
-                return current
+                expires = kind.expires(current)
+                if expires is None or expires > now or kind.timed is None:
+                    return current  # no longer due (a write came first)
+                new.CopyFrom(current)
+                setattr(new, "status", kind.timed[1])  # noqa: B010
             kind.rule(new, current, self._context(tx, kind, tenant))
             moved.append(True)
             return self._leased(kind, new, new, None, tx)
