@@ -56,7 +56,7 @@ bench: $(STAMP) $(BUF) ## Benchmarks as ratios to baselines of the same run (~30
 	$(PY) -m bench $(BENCH_ARGS)
 
 .PHONY: mutants
-mutants: $(STAMP) $(BUF) $(NODE_EXAMPLE) ## Mutation testing: every catalogued server mutant must fail its tests (~6 min): tests/mutants/report.md
+mutants: $(STAMP) $(BUF) $(NODE_EXAMPLE) ## Mutation testing: every catalogued server mutant must fail its tests (~9 min): tests/mutants/report.md
 	$(PY) -m tests.mutants $(MUTANTS_ARGS)
 
 .PHONY: mutmut
