@@ -77,6 +77,7 @@ TESTS = (
     "tests/contract/test_field_masks.py",
     "tests/state/test_hub.py",
     "tests/contract/test_kinds_rules.py",
+    "tests/contract/test_kind_lease_rules.py",
     "tests/contract/test_render_shapes.py",
     "tests/contract/test_validation_rules.py",
 )
@@ -140,7 +141,7 @@ def settings(modules: Sequence[Module], tests: Sequence[str], max_children: int)
         "only_mutate": sorted({m.path for m in modules}),
         "pytest_add_cli_args_test_selection": list(tests),
         "pytest_add_cli_args": ["-p", "no:cacheprovider"],
-        "also_copy": ["bench"],
+        "also_copy": ["bench", "README.md"],
         "use_git_change_detection": False,
         # Fork each mutant's pytest from a process that has only collected the tests, not
         # from mutmut's own, which has run them all: validation.py compiles its checkers
@@ -156,13 +157,15 @@ def settings(modules: Sequence[Module], tests: Sequence[str], max_children: int)
 
 
 def lay_out(scratch: Path, modules: Sequence[Module], tests: Sequence[str], jobs: int) -> None:
-    """Copy what mutmut needs into `scratch`: the package, tests/, bench/jobs.py, settings."""
+    """Copy what mutmut needs into `scratch`: the package, tests/, bench/jobs.py, the README
+    (test_kinds_rules checks its table of what each status needs), settings."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "node_modules", "tool-report.md")
     shutil.copytree(ROOT / "server" / PACKAGE, scratch / PACKAGE, ignore=ignore)
     shutil.copytree(ROOT / "tests", scratch / "tests", ignore=ignore)
     (scratch / "bench").mkdir()
     for name in ("__init__.py", "jobs.py"):
         shutil.copy2(ROOT / "bench" / name, scratch / "bench" / name)
+    shutil.copy2(ROOT / "README.md", scratch / "README.md")
     (scratch / "pyproject.toml").write_text(settings(modules, tests, jobs))
 
 
