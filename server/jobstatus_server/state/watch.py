@@ -36,9 +36,11 @@ event has waited `snapshot_stall` seconds (it holds one of the few slots). Until
 SYNCED the client has no consistent state, so such a stream (and one ended by a
 shutdown) names resume revision 0: the client reads the state again.
 
-One concept past 400 lines: publishing, the ring, the index of streams and each
-stream's cursor are one ordering guarantee (every change once, in revision order,
-never past a gap); split across modules, its invariants would be too.
+One concept past 400 lines: publishing, the ring, the index of streams, each
+stream's cursor and the hand-over from a stream's paged initial state (snapshot.py
+reads the pages; here they are sent in turns and joined to the feed at SYNCED) are one
+ordering guarantee (every change once, in revision order, never past a gap); split
+across modules, its invariants would be too.
 """
 
 from __future__ import annotations
