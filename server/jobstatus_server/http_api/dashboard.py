@@ -47,7 +47,7 @@ from jobstatus_server.contract.errors import JobStatusError, refusals
 from jobstatus_server.contract.kinds import KINDS, Kind
 from jobstatus_server.http_api import params
 from jobstatus_server.http_api.error_body import error_body
-from jobstatus_server.http_api.sse import FRAMINGS
+from jobstatus_server.http_api.sse import FRAMINGS, enveloped
 from jobstatus_server.state.store import Store
 from jobstatus_server.usecases.counts import counted_statuses, status_label
 from jobstatus_server.usecases.job_pages import MAX_PAGE_SIZE, PageRequest, jobs_page
@@ -164,11 +164,7 @@ def _status_numbers(kind: Kind[Any], names: list[str]) -> tuple[int, ...]:
 
 def _row(kind: Kind[Any], job: Message) -> dict[str, Any]:
     """A listed job in the SSE watch's envelope (sse.py, envelope=true)."""
-    return {
-        "revision": int(getattr(job, "revision")),  # noqa: B009
-        "updateTime": str(getattr(job, "update_time").ToJsonString()),  # noqa: B009
-        "job": FRAMINGS[kind.name, False].render(job),
-    }
+    return enveloped(job, FRAMINGS[kind.name, False].render(job))
 
 
 def jobs_route(store: Store, auth: Authenticator) -> Route:

@@ -111,7 +111,7 @@ class SseFraming:
         job = renderings.message(self.kind)
         data = self.render(job)
         if self.envelope:
-            data = _enveloped(job, data)
+            data = enveloped(job, data)
         return _frame(EVENT_NAMES[event_type], data, None if event_type == STATE else revision)
 
     def marker(self, event_type: int, revision: int) -> bytes:
@@ -273,7 +273,9 @@ class EventStream(Response):
                     await task
 
 
-def _enveloped(job: Message, data: Any) -> dict[str, Any]:
+def enveloped(job: Message, data: Any) -> dict[str, Any]:
+    """A job's data in the envelope of its revision and update time (`envelope=true`,
+    and the dashboard's listed rows)."""
     return {
         "revision": int(getattr(job, "revision")),  # noqa: B009
         "updateTime": str(getattr(job, "update_time").ToJsonString()),  # noqa: B009
