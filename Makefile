@@ -47,9 +47,14 @@ run: $(RUN_STAMP) ## Serve gRPC and HTTP on the embedded default (SQLite in ./da
 	@echo "jobstatus: grpcurl is at $(VENV)/bin/grpcurl (export PATH=\"$$PWD/$(VENV)/bin:\$$PATH\"); Ctrl-C stops the server"
 	$(PY) -m jobstatus_server
 
+# The suite mostly waits on servers, timers and streams: two workers (pytest-xdist), each
+# taking whole modules (a module shares one server per database), halve its time.
+# TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+
 .PHONY: test
-test: $(STAMP) $(BUF) $(NODE_EXAMPLE) ## Run every test (node_modules brings the browser of the dashboard tests)
-	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
+test: $(STAMP) $(BUF) $(NODE_EXAMPLE) ## Run every test, modules on two workers (TEST_WORKERS; node_modules brings the dashboard tests' browser)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 .PHONY: bench
 bench: $(STAMP) $(BUF) ## Benchmarks as ratios to baselines of the same run (~30 min, the large store filled once more): bench/results/bench.md

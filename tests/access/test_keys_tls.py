@@ -2,6 +2,9 @@
 
 TLS uses certificates made at test time (a CA, a server certificate for
 127.0.0.1, a client certificate), with real TLS connections from grpc and httpx.
+
+SQLite only: keys and TLS do not touch the database beyond the key table, which
+test_tenants.py makes and reads with the same `auth.create_key` on both databases.
 """
 
 from __future__ import annotations

@@ -281,7 +281,10 @@ class Lines:
 
 
 def cli(server: ServerProcess, *args: str, **kwargs: Any) -> subprocess.Popen[str]:
-    env = {**os.environ, "JOBSTATUS_GRPC_ADDR": server.address}
+    # Into a pipe, as a user's script runs it: no terminal size in the environment (a
+    # COLUMNS inherited from whatever runs the tests would narrow the tables).
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env["JOBSTATUS_GRPC_ADDR"] = server.address
     return subprocess.Popen(
         [str(JOBSTATUS), *args],
         stdout=subprocess.PIPE,

@@ -10,6 +10,8 @@ And one replica that does not hear of another's commit (its NOTIFY lost: made by
 a Store that notifies elsewhere, or straight in SQL): its poll still publishes it
 to watchers and reads; its own next commit waits behind it (never past a gap);
 its reads still see its own writes; min_revision / X-Min-Revision wait for it.
+
+PostgreSQL only: replicas share one database server, which SQLite (one machine's file) is not.
 """
 
 from __future__ import annotations
