@@ -38,6 +38,13 @@ from jobstatus import demo
 from jobstatus.errors import JobStatusError
 from jobstatus.kinds import KINDS, Kind
 from jobstatus.live import Outcome, WatchView, event_json, outcome
+from jobstatus.options import (
+    ADDR_VARIABLE,
+    DEFAULT_TARGET,
+    KEY_VARIABLE,
+    key_or_default,
+    target_or_default,
+)
 from jobstatus.spelling import listing, parse, spell
 from jobstatus.sync import Client
 
@@ -48,7 +55,6 @@ EXIT_NOT_FOUND = 3
 EXIT_FAILED = 4  # watch --until-settled: a watched job ended failed, cancelled or aborted
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
-DEFAULT_ADDR = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 30.0
 
 # The KIND argument: the command-line name of each kind, and its name in kinds.py.
@@ -355,14 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--addr",
-        default=os.environ.get("JOBSTATUS_GRPC_ADDR", DEFAULT_ADDR),
+        default=target_or_default(None),
         help=f"host:port of the server's gRPC listener, not its HTTP one "
-        f"(JOBSTATUS_GRPC_ADDR, default {DEFAULT_ADDR})",
+        f"({ADDR_VARIABLE}, default {DEFAULT_TARGET})",
     )
     common.add_argument(
         "--api-key",
-        default=os.environ.get("JOBSTATUS_API_KEY"),
-        help="the API key, sent as x-api-key metadata (JOBSTATUS_API_KEY; default none, "
+        default=key_or_default(None),
+        help=f"the API key, sent as x-api-key metadata ({KEY_VARIABLE}; default none, "
         "which only an open server, one without keys, accepts)",
     )
     common.add_argument(
@@ -394,7 +400,7 @@ def _console() -> Console:
     return Console(width=10_000 if wide else None, soft_wrap=False)
 
 
-ADDRESS_FLAGS = "--addr or JOBSTATUS_GRPC_ADDR sets the address"
+ADDRESS_FLAGS = f"--addr or {ADDR_VARIABLE} sets the address"
 
 
 def hint(error: JobStatusError, addr: str) -> str:
@@ -405,7 +411,7 @@ def hint(error: JobStatusError, addr: str) -> str:
     if "http1.x server" in error.message:
         return (
             f"; {addr} answers HTTP/1, not gRPC: is it an HTTP port? {ADDRESS_FLAGS} "
-            f"(the gRPC port, {DEFAULT_ADDR} by default)"
+            f"(the gRPC port, {DEFAULT_TARGET} by default)"
         )
     if "Connection refused" in error.message or "failed to connect" in error.message:
         return f"; nothing answers at {addr}: is the server running? {ADDRESS_FLAGS}"
