@@ -207,7 +207,8 @@ def test_watch_in_a_terminal_shows_bars_and_exits_4_when_a_job_fails(
     finish(client, a)
     screen = terminal.wait_for("Done", "100%", "1/2 settled")
     cancel(client, b)
-    assert terminal.exit_status() == EXIT_FAILED
+    status = terminal.exit_status()
+    assert status == EXIT_FAILED, f"exit status {status}, the screen:\n{terminal.screen()}"
     screen = terminal.screen()
     assert "Done" in line_of(screen, a) and "100%" in line_of(screen, a)
     assert "Cancel" in line_of(screen, b)
@@ -228,7 +229,8 @@ def test_watch_in_a_terminal_exits_0_when_every_job_succeeds(
     terminal.wait_for("10%")
     finish(client, a)
     finish(client, b)
-    assert terminal.exit_status() == 0
+    status = terminal.exit_status()
+    assert status == 0, f"exit status {status}, the screen:\n{terminal.screen()}"
     screen = terminal.screen()
     assert "Done" in line_of(screen, a) and "Done" in line_of(screen, b)
     assert "2/2 settled" in screen and "failed" not in screen
@@ -246,7 +248,8 @@ def test_watch_in_a_terminal_stops_on_ctrl_c(client: Client, terminal: Terminal,
     screen = terminal.wait_for(dataset.dataset_id, "in_progress", "50%", "step import")
     assert "Ctrl-C to stop" in screen
     terminal.interrupt()
-    assert terminal.exit_status() == 130
+    status = terminal.exit_status()
+    assert status == 130, f"exit status {status}, the screen:\n{terminal.screen()}"
     assert "Traceback" not in terminal.screen()
 
 
