@@ -46,8 +46,8 @@ MUTANTS: list[Mutant] = [
         name="watch-start-zero-without-state",
         guarantee="a watch from revision 0 sends every watched job's state, then SYNCED",
         file=HUB,
-        find="if start_revision:\n                                # Changed",
-        replace="if True:\n                                # Changed",
+        find="if start_revision:\n                            # Changed",
+        replace="if True:\n                            # Changed",
         tests=(f"{WATCH}test_initial_state_then_synced_then_changes",),
     ),
     Mutant(
@@ -184,5 +184,14 @@ MUTANTS: list[Mutant] = [
         find="                    if stream.behind > buffer:\n",
         replace="                    if False:\n",
         tests=(f"{PAGED}test_a_client_that_stops_reading_costs_one_page_then_is_cut_off",),
+    ),
+    Mutant(
+        name="snapshot-turn-waits-in-silence",
+        guarantee="a watch waiting for its initial state's turn gets heartbeats at its resume "
+        "point",
+        file=HUB,
+        find="                await send(framing.marker(HEARTBEAT, start_revision))\n",
+        replace="                await asyncio.sleep(0)\n",
+        tests=(f"{PAGED}test_a_watch_waiting_for_its_turn_gets_heartbeats_at_its_resume_point",),
     ),
 ]

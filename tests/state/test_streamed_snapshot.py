@@ -1,8 +1,9 @@
 """A watch's initial state streamed in pages (state/snapshot.py), in process on a real
 store, SQLite and PostgreSQL: changes racing the pages are neither lost nor sent
 twice, SYNCED R means the store's state at R, other tenants and kinds never appear,
-a stalled client costs one page and is cut off with resume revision 0, and the page
-and catch-up queries use the job table's key and the event log's (kind, revision)."""
+a stalled client costs one page and is cut off with resume revision 0, a watch waiting
+for its turn gets heartbeats at its resume point, and the page and catch-up queries
+use the job table's key and the event log's (kind, revision)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ RACE = (
 )
 ISOLATED = "a watch's initial state holds only its tenant's jobs of its kind (and its ids)"
 STALL = "a client that stops reading its initial state costs one page, then is cut off"
+TURN = "a watch waiting for its initial state's turn gets heartbeats at its resume point"
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ def watch(
     ids: Sequence[str] = (),
     *,
     start: int = 0,
+    settle: bool = False,
     tenant: str = DEFAULT_TENANT,
     pace: int = 0,
     stop_after: int | None = None,
@@ -113,14 +116,15 @@ def watch(
     """Start a watch. `pace`: every `pace` events its client yields to the loop (the
     writers race it); `stop_after`: its client takes that many events, then no more
     until `held` is set (the send waits, as on a full transport window); `order`: each
-    event and the end are logged there as `name`, in the order they come."""
+    event but a heartbeat, and the end, are logged there as `name`, in the order they
+    come; `settle`: an until_settled watch."""
     queue: asyncio.Queue[Event | BaseException | None] = asyncio.Queue()
     sent = [0]
     waits = held or asyncio.Event()
 
     def put(item: Event | BaseException | None) -> None:
         queue.put_nowait(item)
-        if order is not None:
+        if order is not None and not (isinstance(item, Event) and item.type == HEARTBEAT):
             order.append(name)
 
     async def send(frame: bytes) -> None:
@@ -133,7 +137,9 @@ def watch(
 
     async def run() -> int:
         try:
-            revision = await hub.watch(MAP_IMPORT, tenant, ids, start, False, 0.5, send, Recorded())
+            revision = await hub.watch(
+                MAP_IMPORT, tenant, ids, start, settle, 0.5, send, Recorded()
+            )
         except BaseException as error:
             put(error)
             raise
@@ -368,12 +374,45 @@ async def test_initial_states_take_turns_and_a_stalled_one_gives_up_its_turn(
         second = watch(hub, order=order, name="second")
         cut_off_to_start_over(await ended(first, STALL), STALL)
         got = await second.until(lambda e: e.type == SYNCED, "SYNCED", STALL)
-        assert [e.job_id for e in got[:-1]] == ids, f"{STALL}: {second.reader.saw()}"
+        states = [e.job_id for e in got if e.type == STATE]
+        assert states == ids, f"{STALL}: {second.reader.saw()}"
         waited = "a watch waits for a slot while the stalled one holds it"
         assert order.index("second") > len(order) - order[::-1].index("first") - 1, (
             f"{waited}: {order[:10]}"
         )
         second.task.cancel()
+
+
+async def test_a_watch_waiting_for_its_turn_gets_heartbeats_at_its_resume_point(
+    store: Store,
+) -> None:
+    """With one slot held by a client that stopped reading, a watch from 0 gets heartbeats
+    at revision 0 (it has no state yet) and an until_settled watch from R at R, nothing
+    else; once the slot is free, each gets what it waited for."""
+    ids = [f"job-{n:05d}" for n in range(2 * PAGE)]
+    await put_many(store, MAP_IMPORT, DEFAULT_TENANT, [map_job(i) for i in ids], created=True)
+    held = asyncio.Event()
+    async with started(store, snapshot_streams=1, snapshot_stall=3600.0) as hub:
+        at = hub.revision
+        first = watch(hub, stop_after=3, held=held)
+        await first.until(lambda e: len(first.reader.seen) == 3, "3 events", TURN)
+        second = watch(hub)
+        third = watch(hub, ids[:1], start=at, settle=True)
+        for stream, revision in ((second, 0), (third, at)):
+            beats = await stream.until(
+                lambda e, s=stream: len(s.reader.seen) == 2, "two heartbeats", TURN
+            )
+            assert [(e.type, e.revision) for e in beats] == [(HEARTBEAT, revision)] * 2, (
+                f"{TURN}: while another state holds the only slot, a watch from {revision} "
+                f"got {stream.reader.saw()}"
+            )
+        held.set()  # the first client reads on: its state ends, and the slot passes on
+        await first.until(lambda e: e.type == SYNCED, "SYNCED", TURN)
+        got = await second.until(lambda e: e.type == SYNCED, "SYNCED", TURN)
+        assert [e.job_id for e in got if e.type == STATE] == ids, f"{TURN}: {second.reader.saw()}"
+        assert not {e.type for e in got} - {STATE, SYNCED, HEARTBEAT}, second.reader.saw()
+        for stream in (first, second, third):
+            stream.task.cancel()
 
 
 async def test_the_page_and_catch_up_reads_use_an_index(store: Store) -> None:

@@ -176,7 +176,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--watch-snapshot-streams",
         "watch streams reading and sending their initial state (start revision 0) at once, "
-        "a page of jobs at a time; the others wait their turn",
+        "a page of jobs at a time; the others wait their turn, with heartbeats at their "
+        "resume point (0: no state yet)",
         int,
     ),
     Option(

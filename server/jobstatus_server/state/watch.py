@@ -29,7 +29,9 @@ pages (snapshot.py explains how pages read at different revisions add up to the
 state at the revision SYNCED names): the server holds one page at a time, each send
 awaits the transport's flow control, and the loop yields between pages. At most
 `snapshot_streams` streams read and send an initial state at once; the others wait
-their turn (a task each, nothing read). A stream stalled in its initial state is cut
+their turn (a task each, nothing read), and get a heartbeat each interval meanwhile, at
+their resume point: 0 for a watch from 0 (it has no state yet), R for one from R. A
+stream stalled in its initial state is cut
 off with RESOURCE_EXHAUSTED (WATCHER_TOO_SLOW) by the same rule as a live one, more
 than `buffer` of its changes published while one of its events waits, or when one
 event has waited `snapshot_stall` seconds (it holds one of the few slots). Until
@@ -529,7 +531,16 @@ class Hub:
         (until_settled), only note which jobs were settled then. At most
         `snapshot_streams` streams do so at once; the others wait their turn."""
         kind, settled_statuses = stream.kind, stream.kind.settled
-        async with self._slots:
+        stream.sent = start_revision  # its resume point until SYNCED (0: no state yet)
+        self._opening.add(stream)
+        self._arm_stall(stream)
+        try:
+            await self._take_turn(stream, start_revision, send, framing)
+        except BaseException:
+            self._opening.discard(stream)
+            stream.disarm()
+            raise
+        try:
             state = self.store.initial_state(
                 kind.name, stream.tenant, sorted(stream.ids), batch=self.settings.catch_up_batch
             )
@@ -545,36 +556,34 @@ class Hub:
                 GRPC_RESUME,
             )
             del first
-            self._opening.add(stream)
-            self._arm_stall(stream)
-            try:
-                async with contextlib.aclosing(state.batches()) as batches:
-                    async for jobs in batches:
-                        # Each job goes as soon as it is sent: a stalled stream holds
-                        # what is left of one page. Its frame is built for this stream
-                        # alone, so it is not kept in the job's renderings.
-                        jobs.reverse()
-                        while jobs:
-                            job = jobs.pop()
-                            if start_revision:
-                                # Changed after the start: unsettled until its events arrive.
-                                if settling is not None:
-                                    settling.see(
-                                        job.job_id,
-                                        job.revision <= start_revision
-                                        and job.status in settled_statuses,
-                                    )
-                                continue
-                            frame = framing.job_event(STATE, job.revision, job.renderings)
-                            stream.behind = 0
-                            stream.sending_since = time.monotonic()
-                            await send(frame)
-                            stream.sending_since = 0.0
+            async with contextlib.aclosing(state.batches()) as batches:
+                async for jobs in batches:
+                    # Each job goes as soon as it is sent: a stalled stream holds
+                    # what is left of one page. Its frame is built for this stream
+                    # alone, so it is not kept in the job's renderings.
+                    jobs.reverse()
+                    while jobs:
+                        job = jobs.pop()
+                        if start_revision:
+                            # Changed after the start: unsettled until its events arrive.
                             if settling is not None:
-                                settling.see(job.job_id, job.status in settled_statuses)
-            finally:
-                self._opening.discard(stream)
-                stream.disarm()
+                                settling.see(
+                                    job.job_id,
+                                    job.revision <= start_revision
+                                    and job.status in settled_statuses,
+                                )
+                            continue
+                        frame = framing.job_event(STATE, job.revision, job.renderings)
+                        stream.behind = 0
+                        stream.sending_since = time.monotonic()
+                        await send(frame)
+                        stream.sending_since = 0.0
+                        if settling is not None:
+                            settling.see(job.job_id, job.status in settled_statuses)
+        finally:
+            self._slots.release()
+            self._opening.discard(stream)
+            stream.disarm()
         if start_revision:
             stream.sent = stream.cursor = start_revision
             return
@@ -582,6 +591,27 @@ class Hub:
         # revision 0 as its resume point (it reads the state again).
         stream.sent = stream.cursor = state.revision
         await send(framing.marker(SYNCED, state.revision))
+
+    async def _take_turn(
+        self, stream: Stream, start_revision: int, send: Callable[[bytes], Any], framing: Framing
+    ) -> None:
+        """Take one of the `snapshot_streams` slots. While the stream waits for it, it gets
+        a heartbeat each interval at its resume point (`start_revision`: from 0 it has no
+        state yet), so that neither its client nor a proxy takes the quiet for a dead
+        connection; a heartbeat waiting on the client counts for the stall rules."""
+        slot = asyncio.ensure_future(self._slots.acquire())
+        try:
+            while not (await asyncio.wait({slot}, timeout=stream.heartbeat))[0]:
+                stream.behind = 0
+                stream.sending_since = time.monotonic()
+                await send(framing.marker(HEARTBEAT, start_revision))
+                stream.sending_since = 0.0
+        except BaseException:
+            if slot.done() and not slot.cancelled():
+                self._slots.release()  # the slot came just as the stream ended
+            else:
+                slot.cancel()  # Semaphore.acquire gives back a slot it got meanwhile
+            raise
 
     def _arm_stall(self, stream: Stream) -> None:
         """End a stream whose client has not taken an event of its initial state for
