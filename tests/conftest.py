@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2_grpc
 
@@ -126,6 +127,13 @@ def server(database_url: str) -> Iterator[ServerProcess]:
     proc = ServerProcess(database_url).start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="module")
+def http(server: ServerProcess) -> Iterator[httpx.Client]:
+    """An HTTP client to the module's server (REST, SSE, the dashboard's routes)."""
+    with httpx.Client(base_url=server.http_url, timeout=10) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,11 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+import grpc
+from google.protobuf.message import Message
+
+from jobstatus.v1 import watch_pb2
+
 T = TypeVar("T")
 
 SHOWN = 12  # items quoted in a failure message (the last ones)
@@ -67,3 +72,37 @@ class Reader(Generic[T]):
             self.seen.append(item)
             taken.append(item)
         return taken
+
+
+CHANGE = watch_pb2.WATCH_EVENT_TYPE_CHANGE
+HEARTBEAT = watch_pb2.WATCH_EVENT_TYPE_HEARTBEAT
+M = TypeVar("M", bound=Message)
+
+
+def take_changes(stream: grpc.CallIterator[M], count: int, what: str) -> list[M]:
+    """The next `count` CHANGE events of a gRPC watch (heartbeats skipped); the call's
+    deadline bounds the wait, and running out of it fails naming `what`."""
+    seen: list[M] = []
+    found: list[M] = []
+    try:
+        for event in stream:
+            seen.append(event)
+            if getattr(event, "type") == CHANGE:  # noqa: B009
+                found.append(event)
+                if len(found) == count:
+                    return found
+    except grpc.RpcError as error:
+        raise AssertionError(
+            f"{what}: the watch ended with {error.code()} first; saw {len(seen)} events: "
+            + ", ".join(watch_pb2.WatchEventType.Name(getattr(e, "type")) for e in seen)  # noqa: B009
+        ) from error
+    raise AssertionError(f"{what}: the watch ended with OK first; saw {seen}")
+
+
+def take_heartbeats(stream: grpc.CallIterator[M], count: int, what: str) -> None:
+    """Read `count` heartbeats of a gRPC watch; any change in between fails naming `what`."""
+    for beats, event in enumerate(stream, 1):
+        assert getattr(event, "type") == HEARTBEAT, f"{what}: {event}"  # noqa: B009
+        if beats == count:
+            return
+    raise AssertionError(f"{what}: the watch ended")

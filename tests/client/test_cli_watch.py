@@ -44,12 +44,6 @@ def server(database_url: str) -> Iterator[ServerProcess]:
     proc.stop()
 
 
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Iterator[Client]:
-    with Client(server.address) as connected:
-        yield connected
-
-
 def wait_for(condition: Callable[[], Any], within: float = 20.0, what: str = "") -> Any:
     deadline = time.monotonic() + within
     while True:

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import tomllib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,18 +30,6 @@ from tests.restkit import keyed_server
 from tests.serverproc import ROOT, ServerProcess, free_port
 
 Code = grpc.StatusCode
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Iterator[Client]:
-    with Client(server.address) as connected:
-        yield connected
-
-
-@pytest.fixture
-async def aclient(server: ServerProcess) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(server.address) as connected:
-        yield connected
 
 
 # --- create, get, update, list: one table for the three kinds with a generic update -------

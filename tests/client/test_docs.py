@@ -15,11 +15,8 @@ import queue
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 from jobstatus import Client
 from jobstatus.v1 import map_import_pb2 as mi
@@ -124,12 +121,6 @@ def run_all(path: Path, address: str) -> dict[str, str]:
                 running.process.kill()
                 running.process.wait(BOUND)
     return outputs
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Iterator[Client]:
-    with Client(server.address) as connected:
-        yield connected
 
 
 def test_the_documents_have_examples() -> None:

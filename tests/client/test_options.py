@@ -7,7 +7,6 @@ server on both databases (tests/conftest.py)."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,22 +19,9 @@ from jobstatus.v1 import delivery_pb2 as dl
 from jobstatus.v1 import map_import_pb2 as mi
 from tests.conftest import Databases
 from tests.restkit import keyed_server
-from tests.serverproc import ServerProcess
 
 Code = grpc.StatusCode
 FAR_AHEAD = 10**9  # a revision no store of a test reaches
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Iterator[Client]:
-    with Client(server.address) as connected:
-        yield connected
-
-
-@pytest.fixture
-async def aclient(server: ServerProcess) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(server.address) as connected:
-        yield connected
 
 
 def _in_progress(job_id: str, progress: int) -> mi.MapImport:

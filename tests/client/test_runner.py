@@ -13,7 +13,6 @@ import itertools
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -30,18 +29,6 @@ from tests.serverproc import ROOT, ServerProcess
 
 NEVER = 3600.0  # a progress interval no test outlives: every write after the first waits
 BOUND = 30.0  # seconds any wait of these tests may take before it fails
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Iterator[Client]:
-    with Client(server.address) as connected:
-        yield connected
-
-
-@pytest.fixture
-async def aclient(server: ServerProcess) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(server.address) as connected:
-        yield connected
 
 
 def package() -> mi.MapImport:

@@ -39,12 +39,6 @@ UNDECODABLE = {
 LEAKS = ("Traceback", "Error:", "Exception", "DecodeError", "ValueError", "<class")
 
 
-@pytest.fixture(scope="module")
-def http(server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.http_url, timeout=10) as client:
-        yield client
-
-
 def revision(stubs: Stubs) -> int:
     """The store's revision: the synced marker of a fresh watch."""
     call = stubs.maps.WatchMapImportStatus(mi.WatchMapImportStatusRequest(), timeout=10)

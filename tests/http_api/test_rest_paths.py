@@ -104,12 +104,6 @@ def server(database_url: str) -> Iterator[ServerProcess]:
     proc.stop()
 
 
-@pytest.fixture(scope="module")
-def http(server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.http_url, timeout=10) as client:
-        yield client
-
-
 def _get(http: httpx.Client, path: str, status: int = 200) -> Any:
     response = http.get(path)
     assert response.status_code == status, response.text

@@ -33,12 +33,6 @@ def server(database_url: str) -> Iterator[ServerProcess]:
     proc.stop()
 
 
-@pytest.fixture(scope="module")
-def http(server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.http_url, timeout=10) as client:
-        yield client
-
-
 WAIT = 15.0  # seconds an awaited event may take on a loaded machine
 
 RESUMES = "an SSE client resuming with Last-Event-ID R gets exactly the changes after R, in order"

@@ -25,6 +25,7 @@ from jobstatus.v1 import map_import_pb2 as mi
 from jobstatus.v1 import watch_pb2
 from tests.conftest import Databases, Stubs
 from tests.serverproc import ServerProcess
+from tests.streams import take_changes, take_heartbeats
 
 LIFETIME = 2  # seconds a done delivery stays in the cache
 TIMER = 1.0  # seconds between the server's looks for due jobs (Settings.timer_interval)
@@ -42,35 +43,6 @@ def server(database_url: str) -> Iterator[ServerProcess]:
     proc = ServerProcess(database_url, ["--delivery-cache-lifetime", str(LIFETIME)]).start()
     yield proc
     proc.stop()
-
-
-def _changes(stream: grpc.CallIterator[E], count: int, what: str) -> list[E]:
-    """The next `count` CHANGE events of `stream` (heartbeats skipped); the stream's
-    call deadline bounds the wait, and running out of it fails naming `what`."""
-    seen: list[E] = []
-    found: list[E] = []
-    try:
-        for event in stream:
-            seen.append(event)
-            if getattr(event, "type") == CHANGE:  # noqa: B009
-                found.append(event)
-                if len(found) == count:
-                    return found
-    except grpc.RpcError as error:
-        raise AssertionError(
-            f"{what}: the watch ended with {error.code()} before it; saw {len(seen)} events: "
-            + ", ".join(watch_pb2.WatchEventType.Name(getattr(e, "type")) for e in seen)  # noqa: B009
-        ) from error
-    raise AssertionError(f"{what}: the watch ended with OK before it; saw {seen}")
-
-
-def _heartbeats(stream: grpc.CallIterator[E], count: int, what: str) -> None:
-    """Read `count` heartbeats; any change in between fails naming `what`."""
-    for beats, event in enumerate(stream, 1):
-        assert getattr(event, "type") == HEARTBEAT, f"{what}: {event}"  # noqa: B009
-        if beats == count:
-            return
-    raise AssertionError(f"{what}: the watch ended")
 
 
 def _on_time(update: Message, expire: Message, what: str) -> None:
@@ -202,7 +174,9 @@ def test_done_delivery_becomes_delete_by_itself(
         timeout=LIFETIME + LATE.total_seconds() + 10,
     )
     try:
-        (event,) = _changes(watch, 1, "a done delivery past its expire_time never became delete")
+        (event,) = take_changes(
+            watch, 1, "a done delivery past its expire_time never became delete"
+        )
         deleted = event.prepared_delivery
         assert deleted.status == dl.PREPARED_DELIVERY_STATUS_DELETE, (
             f"the change after done was not the time-driven delete: {deleted}"
@@ -210,7 +184,7 @@ def test_done_delivery_becomes_delete_by_itself(
         assert event.revision == deleted.revision > done.revision
         _on_time(deleted.update_time, done.expire_time, "a done delivery")
         # Exactly once: the timer ticks on, and nothing more happens to the job.
-        _heartbeats(watch, 3, "a deleted delivery changed again")
+        take_heartbeats(watch, 3, "a deleted delivery changed again")
     finally:
         _close(watch)
 
@@ -245,14 +219,14 @@ def test_done_map_import_becomes_expired_by_itself(
 
     watch = _watch_map(stubs, expiring, done.revision, 2 + LATE.total_seconds() + 10)
     try:
-        (event,) = _changes(watch, 1, "a Done map import past its expire_time never expired")
+        (event,) = take_changes(watch, 1, "a Done map import past its expire_time never expired")
         expired = event.map_import
         assert expired.status == mi.MAP_IMPORT_STATUS_EXPIRED, (
             f"the change after Done was not the time-driven Expired: {expired}"
         )
         assert event.revision == expired.revision > done.revision
         _on_time(expired.update_time, done.expire_time, "a Done map import")
-        _heartbeats(watch, 3, "an Expired map import changed again")
+        take_heartbeats(watch, 3, "an Expired map import changed again")
     finally:
         _close(watch)
 
@@ -294,7 +268,7 @@ def test_a_job_due_while_the_server_is_down_moves_once_after_restart(
         due = _done_map(stubs, "restart-due", mi.MAP_IMPORT_STATUS_DONE, now + timedelta(seconds=2))
         watch = _watch_map(stubs, "restart-early", moved_before.revision, LATE.total_seconds() + 10)
         try:
-            (early,) = _changes(watch, 1, "a Done map import already due never expired")
+            (early,) = take_changes(watch, 1, "a Done map import already due never expired")
         finally:
             _close(watch)
         assert early.map_import.status == mi.MAP_IMPORT_STATUS_EXPIRED
@@ -308,14 +282,14 @@ def test_a_job_due_while_the_server_is_down_moves_once_after_restart(
         stubs = Stubs.connect(server.address)
         watch = _watch_map(stubs, "restart-due", due.revision, LATE.total_seconds() + 10)
         try:
-            (event,) = _changes(
+            (event,) = take_changes(
                 watch, 1, "a map import due while the server was down never expired"
             )
             expired = event.map_import
             assert expired.status == mi.MAP_IMPORT_STATUS_EXPIRED
             assert event.revision == expired.revision > early.revision
             assert expired.update_time.ToDatetime(UTC) >= due.expire_time.ToDatetime(UTC)
-            _heartbeats(watch, 3, "a map import expired after a restart changed again")
+            take_heartbeats(watch, 3, "a map import expired after a restart changed again")
         finally:
             _close(watch)
         # Exactly once each, before and after the restart.

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC
 
 import grpc
@@ -28,12 +27,6 @@ from tests.rpcerrors import fails
 from tests.serverproc import ServerProcess
 
 IN_PROGRESS = mi.MAP_IMPORT_STATUS_IN_PROGRESS
-
-
-@pytest.fixture(scope="module")
-def http(server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.http_url, timeout=10) as client:
-        yield client
 
 
 def _map_job(stubs: Stubs, job_id: str, steps: int) -> list[mi.MapImport]:

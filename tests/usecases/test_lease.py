@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import httpx
@@ -34,6 +34,7 @@ from jobstatus.v1 import map_import_pb2 as mi
 from tests.conftest import Databases, Stubs
 from tests.rpcerrors import failure_of
 from tests.serverproc import ServerProcess
+from tests.streams import take_changes, take_heartbeats
 
 LEASE = 2  # seconds
 TIMER = 1.0  # seconds between the server's looks for due jobs (Settings.timer_interval)
@@ -45,42 +46,12 @@ CHANGE = watch_pb2.WATCH_EVENT_TYPE_CHANGE
 HEARTBEAT = watch_pb2.WATCH_EVENT_TYPE_HEARTBEAT
 BEAT = duration_pb2.Duration(nanos=500_000_000)  # the shortest heartbeat the server allows
 REASON = f"lease expired: no report from the runner within {LEASE}s"
-E = TypeVar("E", bound=Message)
 
 
 def _lease(seconds: float) -> duration_pb2.Duration:
     duration = duration_pb2.Duration()
     duration.FromTimedelta(timedelta(seconds=seconds))
     return duration
-
-
-def _changes(stream: grpc.CallIterator[E], count: int, what: str) -> list[E]:
-    """The next `count` CHANGE events of `stream` (heartbeats skipped); the call's
-    deadline bounds the wait, and running out of it fails naming `what`."""
-    seen: list[E] = []
-    found: list[E] = []
-    try:
-        for event in stream:
-            seen.append(event)
-            if getattr(event, "type") == CHANGE:  # noqa: B009
-                found.append(event)
-                if len(found) == count:
-                    return found
-    except grpc.RpcError as error:
-        raise AssertionError(
-            f"{what}: the watch ended with {error.code()} first; saw {len(seen)} events: "
-            + ", ".join(watch_pb2.WatchEventType.Name(getattr(e, "type")) for e in seen)  # noqa: B009
-        ) from error
-    raise AssertionError(f"{what}: the watch ended with OK first; saw {seen}")
-
-
-def _heartbeats(stream: grpc.CallIterator[E], count: int, what: str) -> None:
-    """Read `count` heartbeats; any change in between fails naming `what`."""
-    for beats, event in enumerate(stream, 1):
-        assert getattr(event, "type") == HEARTBEAT, f"{what}: {event}"  # noqa: B009
-        if beats == count:
-            return
-    raise AssertionError(f"{what}: the watch ended")
 
 
 def _on_time(moved: Message, leased: Message, what: str, late: timedelta) -> None:
@@ -281,12 +252,12 @@ def _fails_once(
     job_id = str(getattr(leased, kind.id_field))
     watch = kind.watch(stubs, job_id, int(getattr(leased, "revision")))  # noqa: B009
     try:
-        (event,) = _changes(watch, 1, f"a leased {kind.name} never failed by its lease")
+        (event,) = take_changes(watch, 1, f"a leased {kind.name} never failed by its lease")
         failed = kind.job_of(event)
         kind.failed(failed)
         assert event.revision == getattr(failed, "revision") > getattr(leased, "revision")  # noqa: B009
         _on_time(failed, leased, f"a leased {kind.name}", late)
-        _heartbeats(watch, 3, f"a {kind.name} failed by its lease changed again")
+        take_heartbeats(watch, 3, f"a {kind.name} failed by its lease changed again")
     finally:
         watch.cancel()  # type: ignore[no-untyped-call]
     assert not failed.HasField("lease_expire_time") and not failed.HasField("lease_duration")

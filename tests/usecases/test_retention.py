@@ -66,12 +66,6 @@ def server(database_url: str) -> Iterator[ServerProcess]:
     proc.stop()
 
 
-@pytest.fixture(scope="module")
-def http(server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.http_url, timeout=10) as client:
-        yield client
-
-
 @dataclass(frozen=True)
 class KindUnderTest:
     """One kind as these tests use it: a settled job made, and its paths."""
