@@ -46,8 +46,8 @@ MUTANTS: list[Mutant] = [
         name="watch-start-zero-without-state",
         guarantee="a watch from revision 0 sends every watched job's state, then SYNCED",
         file=HUB,
-        find="if start_revision:\n                            # Changed",
-        replace="if True:\n                            # Changed",
+        find="if start_revision:\n                                # Changed",
+        replace="if True:\n                                # Changed",
         tests=(f"{WATCH}test_initial_state_then_synced_then_changes",),
     ),
     Mutant(

@@ -52,7 +52,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -535,53 +535,47 @@ class Hub:
         self._opening.add(stream)
         self._arm_stall(stream)
         try:
-            await self._take_turn(stream, start_revision, send, framing)
-        except BaseException:
-            self._opening.discard(stream)
-            stream.disarm()
-            raise
-        try:
-            state = self.store.initial_state(
-                kind.name, stream.tenant, sorted(stream.ids), batch=self.settings.catch_up_batch
-            )
-            first = await state.first()
-            check_watch_start(
-                kind,
-                stream.ids,
-                start_revision,
-                settling is not None,
-                first.at.revision,
-                first.at.compacted,
-                (job.job_id for job in first.jobs),
-                GRPC_RESUME,
-            )
-            del first
-            async with contextlib.aclosing(state.batches()) as batches:
-                async for jobs in batches:
-                    # Each job goes as soon as it is sent: a stalled stream holds
-                    # what is left of one page. Its frame is built for this stream
-                    # alone, so it is not kept in the job's renderings.
-                    jobs.reverse()
-                    while jobs:
-                        job = jobs.pop()
-                        if start_revision:
-                            # Changed after the start: unsettled until its events arrive.
+            async with self._turn(stream, start_revision, send, framing):
+                state = self.store.initial_state(
+                    kind.name, stream.tenant, sorted(stream.ids), batch=self.settings.catch_up_batch
+                )
+                first = await state.first()
+                check_watch_start(
+                    kind,
+                    stream.ids,
+                    start_revision,
+                    settling is not None,
+                    first.at.revision,
+                    first.at.compacted,
+                    (job.job_id for job in first.jobs),
+                    GRPC_RESUME,
+                )
+                del first
+                async with contextlib.aclosing(state.batches()) as batches:
+                    async for jobs in batches:
+                        # Each job goes as soon as it is sent: a stalled stream holds
+                        # what is left of one page. Its frame is built for this stream
+                        # alone, so it is not kept in the job's renderings.
+                        jobs.reverse()
+                        while jobs:
+                            job = jobs.pop()
+                            if start_revision:
+                                # Changed after the start: unsettled until its events arrive.
+                                if settling is not None:
+                                    settling.see(
+                                        job.job_id,
+                                        job.revision <= start_revision
+                                        and job.status in settled_statuses,
+                                    )
+                                continue
+                            frame = framing.job_event(STATE, job.revision, job.renderings)
+                            stream.behind = 0
+                            stream.sending_since = time.monotonic()
+                            await send(frame)
+                            stream.sending_since = 0.0
                             if settling is not None:
-                                settling.see(
-                                    job.job_id,
-                                    job.revision <= start_revision
-                                    and job.status in settled_statuses,
-                                )
-                            continue
-                        frame = framing.job_event(STATE, job.revision, job.renderings)
-                        stream.behind = 0
-                        stream.sending_since = time.monotonic()
-                        await send(frame)
-                        stream.sending_since = 0.0
-                        if settling is not None:
-                            settling.see(job.job_id, job.status in settled_statuses)
+                                settling.see(job.job_id, job.status in settled_statuses)
         finally:
-            self._slots.release()
             self._opening.discard(stream)
             stream.disarm()
         if start_revision:
@@ -592,10 +586,11 @@ class Hub:
         stream.sent = stream.cursor = state.revision
         await send(framing.marker(SYNCED, state.revision))
 
-    async def _take_turn(
+    @contextlib.asynccontextmanager
+    async def _turn(
         self, stream: Stream, start_revision: int, send: Callable[[bytes], Any], framing: Framing
-    ) -> None:
-        """Take one of the `snapshot_streams` slots. While the stream waits for it, it gets
+    ) -> AsyncIterator[None]:
+        """Hold one of the `snapshot_streams` slots. While the stream waits for it, it gets
         a heartbeat each interval at its resume point (`start_revision`: from 0 it has no
         state yet), so that neither its client nor a proxy takes the quiet for a dead
         connection; a heartbeat waiting on the client counts for the stall rules."""
@@ -612,6 +607,10 @@ class Hub:
             else:
                 slot.cancel()  # Semaphore.acquire gives back a slot it got meanwhile
             raise
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     def _arm_stall(self, stream: Stream) -> None:
         """End a stream whose client has not taken an event of its initial state for
