@@ -27,6 +27,7 @@ from jobstatus.v1 import (
 )
 from tests.pg import PgCluster, PostgresNotFound
 from tests.serverproc import ServerProcess
+from tests.tasks import Unretrieved
 
 BACKENDS = ("sqlite", "postgresql")
 
@@ -99,6 +100,14 @@ class Databases:
             url = sqlite_url(self.tmp.mktemp(name))
         self.urls.append(url)
         return url
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_task_left_unretrieved(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A module's tests leave no asyncio task with an exception nobody retrieved: one
+    freed later can break another module's import (tests/tasks.py says how)."""
+    with Unretrieved(request.node.nodeid):
+        yield
 
 
 @pytest.fixture(scope="module", params=_backends())

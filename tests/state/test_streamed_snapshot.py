@@ -85,7 +85,7 @@ def show(item: Event | BaseException | None) -> str:
 class Watching:
     """One hub watch, its events piped into a queue and read with deadlines."""
 
-    task: asyncio.Task[int]
+    task: asyncio.Task[None]
     queue: asyncio.Queue[Event | BaseException | None] = field(default_factory=asyncio.Queue)
     reader: Reader[Event | BaseException | None] = field(init=False)
 
@@ -135,16 +135,18 @@ def watch(
             await asyncio.sleep(0.002)
         put(parsed(frame))
 
-    async def run() -> int:
+    async def run() -> None:
+        """The watch's end, an error too, goes into the queue, where the test reads it:
+        the task itself ends with no exception for nobody to retrieve."""
         try:
-            revision = await hub.watch(
-                MAP_IMPORT, tenant, ids, start, settle, 0.5, send, Recorded()
-            )
-        except BaseException as error:
-            put(error)
+            await hub.watch(MAP_IMPORT, tenant, ids, start, settle, 0.5, send, Recorded())
+        except asyncio.CancelledError as cancelled:
+            put(cancelled)
             raise
+        except Exception as error:
+            put(error)
+            return
         put(None)
-        return revision
 
     return Watching(asyncio.create_task(run()), queue)
 
