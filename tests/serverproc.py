@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import os
+import random
 import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -17,10 +21,54 @@ READY = re.compile(r"jobstatus: serving gRPC on (\S+)")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+PORT_LOCKS = Path(tempfile.gettempdir()) / "jobstatus-test-ports.lock"
+_handed: set[int] = set()  # a process's own locks do not stop it: it remembers
+
+
+@functools.cache
+def _port_locks() -> int:
+    """Ports are locked as byte ranges of one file, one byte per port: POSIX record
+    locks, the process's while it lives, seen by other processes. Closing any
+    descriptor of the file would drop them all, so this one stays open."""
+    return os.open(PORT_LOCKS, os.O_RDWR | os.O_CREAT, 0o666)
+
+
+def port_candidates() -> range:
+    """The ports outside the kernel's ephemeral range, the larger side."""
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    below, above = range(10_000, low), range(high + 1, 65_536)
+    return below if len(below) >= len(above) else above
+
+
 def free_port() -> int:
+    """A port no other test process takes while this one lives. Asking the kernel for a
+    free port (binding port 0) and passing it on races: until the server binds it,
+    another xdist worker, mutant run or benchmark may be handed the same one, and an
+    outgoing connection may take it as its own port. So the port lies outside the
+    kernel's ephemeral range (which neither hands out), is locked against the other
+    test processes on this machine, and is free when checked."""
+    candidates = port_candidates()
+    for port in random.sample(candidates, min(500, len(candidates))):
+        if port in _handed:
+            continue
+        try:
+            fcntl.lockf(_port_locks(), fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port)
+        except OSError:  # another test process holds it
+            continue
+        if _bindable(port):
+            _handed.add(port)
+            return port  # locked until this process exits
+        fcntl.lockf(_port_locks(), fcntl.LOCK_UN, 1, port)
+    raise RuntimeError(f"no free port in {candidates} after 500 tries")
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+        return True
 
 
 @dataclass

@@ -138,7 +138,10 @@ class Option:
 _LIMIT = "; beyond it `RESOURCE_EXHAUSTED` or `429`"
 
 OPTIONS: tuple[Option, ...] = (
-    Option("--grpc-addr", "gRPC listener, `host:port`; port 0 picks a free port"),
+    Option(
+        "--grpc-addr",
+        "gRPC listener, `host:port`; port 0 picks a free port; a port in use is refused",
+    ),
     Option(
         "--http-addr",
         "HTTP listener, `host:port`: the REST paths, the SSE watch, `/openapi.json`, "

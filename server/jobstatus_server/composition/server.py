@@ -95,6 +95,10 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.server.max_pending_requests_hard_limit", 40_000),
         # Twice the limit: the method wrapper refuses (and counts) what lies between.
         ("grpc.max_receive_message_length", 2 * settings.max_request_bytes),
+        # A second server on a taken port fails to start (gRPC's default SO_REUSEPORT
+        # would let it share the port, the kernel splitting connections between two
+        # servers and perhaps two databases).
+        ("grpc.so_reuseport", 0),
     ]
 
 
@@ -179,10 +183,17 @@ class Server:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, GenericOnly(self.grpc_server))
         reflect.enable((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc_server)
         credentials = grpc_credentials(self.settings)
-        if credentials is None:
-            self.port = self.grpc_server.add_insecure_port(self.settings.grpc_addr)
-        else:
-            self.port = self.grpc_server.add_secure_port(self.settings.grpc_addr, credentials)
+        try:
+            if credentials is None:
+                self.port = self.grpc_server.add_insecure_port(self.settings.grpc_addr)
+            else:
+                self.port = self.grpc_server.add_secure_port(self.settings.grpc_addr, credentials)
+        except RuntimeError:  # grpcio's "Failed to bind to address …"
+            raise Refused(
+                f"cannot listen for gRPC on {self.settings.grpc_addr}: the port is taken "
+                "(another server?) or the host is not this machine's; choose another "
+                "with --grpc-addr"
+            ) from None
         await self.grpc_server.start()
         await self._set_health(SERVING)
         store = self.store
