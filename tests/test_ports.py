@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from grpc_health.v1 import health_pb2
 
-from tests.conftest import Stubs, sqlite_url
+from tests.conftest import Databases, Stubs
 from tests.serverproc import PORT_LOCKS, ServerProcess, free_port, port_candidates
 
 
 def test_a_second_server_on_a_taken_grpc_port_refuses_to_start(
-    server: ServerProcess, stubs: Stubs, tmp_path: Path
+    server: ServerProcess, stubs: Stubs, databases: Databases
 ) -> None:
-    second = ServerProcess(sqlite_url(tmp_path), port=server.port)
+    second = ServerProcess(databases.new("second"), port=server.port)
     with pytest.raises(RuntimeError) as refused:
         second.start()
     assert second.process is not None and second.process.returncode == 2, second.log()
@@ -36,9 +35,9 @@ def test_a_second_server_on_a_taken_grpc_port_refuses_to_start(
 
 
 def test_a_second_server_on_a_taken_http_port_refuses_to_start(
-    server: ServerProcess, tmp_path: Path
+    server: ServerProcess, databases: Databases
 ) -> None:
-    second = ServerProcess(sqlite_url(tmp_path), http_port=server.http_port)
+    second = ServerProcess(databases.new("second"), http_port=server.http_port)
     with pytest.raises(RuntimeError) as refused:
         second.start()
     assert second.process is not None and second.process.returncode != 0, second.log()
