@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,7 +27,13 @@ from jobstatus_server.grpc_api.counts import add_count_service
 from jobstatus_server.grpc_api.interceptor import GenericOnly, Rpc
 from jobstatus_server.grpc_api.services import SERVICE_NAMES, add_services
 from jobstatus_server.http_api import dashboard, openapi
-from jobstatus_server.http_api.app import HttpServer, http_server, limited_protocol, make_app
+from jobstatus_server.http_api.app import (
+    HttpServer,
+    http_server,
+    limited_protocol,
+    listen,
+    make_app,
+)
 from jobstatus_server.http_api.counts import CountsRoute
 from jobstatus_server.http_api.fast_path import CallerGuard, DocumentedGets
 from jobstatus_server.http_api.history import HistoryRoute
@@ -115,6 +122,7 @@ class Server:
     limits: CallerLimits = field(init=False)
     port: int = 0
     http: HttpServer | None = None
+    http_sockets: list[socket.socket] = field(default_factory=list)
     counts_route: CountsRoute | None = None
     tracing: tracing.Tracing | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -127,6 +135,30 @@ class Server:
             self.tracing = tracing.setup()  # None unless OTEL_TRACES_EXPORTER asks for it
         except tracing.TracingError as error:
             raise Refused(str(error)) from None
+        # The ports first: a refusal to start has opened nothing yet to close.
+        self.grpc_server = grpc.aio.server(
+            interceptors=self.tracing.grpc_interceptors() if self.tracing else None,
+            options=grpc_options(self.settings),
+        )
+        credentials = grpc_credentials(self.settings)
+        try:
+            if credentials is None:
+                self.port = self.grpc_server.add_insecure_port(self.settings.grpc_addr)
+            else:
+                self.port = self.grpc_server.add_secure_port(self.settings.grpc_addr, credentials)
+        except RuntimeError:  # grpcio's "Failed to bind to address …"
+            raise Refused(
+                f"cannot listen for gRPC on {self.settings.grpc_addr}: the port is taken "
+                "(another server?) or the host is not this machine's; choose another "
+                "with --grpc-addr"
+            ) from None
+        try:
+            self.http_sockets = listen(self.settings.http_addr)
+        except OSError as error:
+            raise Refused(
+                f"cannot listen for HTTP on {self.settings.http_addr}: "
+                f"{error.strerror or error}; choose another with --http-addr"
+            ) from None
         self.store = Store(self.settings.database_url, self.settings.sqlite_synchronous)
         if self.tracing is not None:
             system = "sqlite" if self.store.is_sqlite else "postgresql"
@@ -172,28 +204,12 @@ class Server:
         )
         limits = self.limits
         self.auth.on_reload(lambda: limits.recheck(self.auth))
-        self.grpc_server = grpc.aio.server(
-            interceptors=self.tracing.grpc_interceptors() if self.tracing else None,
-            options=grpc_options(self.settings),
-        )
         rpc = Rpc(self.auth, self.limits)
         add_services(self.grpc_server, self.core, self.hub, self.view, rpc)
         add_count_service(self.grpc_server, self.store, self.view, rpc)
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, GenericOnly(self.grpc_server))
         reflect.enable((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.grpc_server)
-        credentials = grpc_credentials(self.settings)
-        try:
-            if credentials is None:
-                self.port = self.grpc_server.add_insecure_port(self.settings.grpc_addr)
-            else:
-                self.port = self.grpc_server.add_secure_port(self.settings.grpc_addr, credentials)
-        except RuntimeError:  # grpcio's "Failed to bind to address …"
-            raise Refused(
-                f"cannot listen for gRPC on {self.settings.grpc_addr}: the port is taken "
-                "(another server?) or the host is not this machine's; choose another "
-                "with --grpc-addr"
-            ) from None
         await self.grpc_server.start()
         await self._set_health(SERVING)
         store = self.store
@@ -228,7 +244,9 @@ class Server:
         )
         self.http.config.http = limited_protocol(self.settings.max_header_bytes, self.grpc_address)
         quiet_client_faults()
-        http_task = asyncio.create_task(self.http.serve(), name="jobstatus-http")
+        http_task = asyncio.create_task(
+            self.http.serve(sockets=self.http_sockets), name="jobstatus-http"
+        )
         while not self.http.started:
             if http_task.done():
                 http_task.result()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -127,6 +128,32 @@ def http_server(
         ssl_cert_reqs=ssl.CERT_REQUIRED if tls_client_ca else ssl.CERT_NONE,
     )
     return HttpServer(config)
+
+
+def listen(address: str) -> list[socket.socket]:
+    """The listening sockets of `address` (`host:port`), bound as asyncio's
+    create_server binds them (each address the host resolves to, SO_REUSEADDR, IPv6
+    sockets IPv6 only), for uvicorn to serve on. Bound before the server opens its
+    database, so that a taken port refuses the start with nothing to close; OSError
+    when one cannot be bound."""
+    host, port = address.rsplit(":", 1)
+    infos = socket.getaddrinfo(
+        host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    bound: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, where in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            bound.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(where)
+    except OSError:
+        for sock in bound:
+            sock.close()
+        raise
+    return bound
 
 
 class LimitedHttpTools(HttpToolsProtocol):
