@@ -145,7 +145,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--http-addr",
         "HTTP listener, `host:port`: the REST paths, the SSE watch, `/openapi.json`, "
-        "`/metrics`, `/healthz`, the dashboard",
+        "`/metrics`, `/healthz`, the dashboard; a port in use is refused",
     ),
     Option(
         "--database-url",
