@@ -21,34 +21,26 @@ from tests.conftest import Databases, Stubs
 from tests.serverproc import PORT_LOCKS, ServerProcess, free_port, port_candidates
 
 
-def test_a_second_server_on_a_taken_grpc_port_refuses_to_start(
-    server: ServerProcess, stubs: Stubs, databases: Databases
+@pytest.mark.parametrize("listener", ["gRPC", "HTTP"])
+def test_a_second_server_on_a_taken_port_refuses_to_start(
+    server: ServerProcess, stubs: Stubs, databases: Databases, listener: str
 ) -> None:
-    second = ServerProcess(databases.new("second"), port=server.port)
+    if listener == "gRPC":
+        second = ServerProcess(databases.new("second"), port=server.port)
+        why = f"gRPC on {server.address}: the port is taken (another server?)"
+        fix = "choose another with --grpc-addr"
+    else:
+        second = ServerProcess(databases.new("second"), http_port=server.http_port)
+        why = f"HTTP on 127.0.0.1:{server.http_port}: Address already in use"
+        fix = "choose another with --http-addr"
     with pytest.raises(RuntimeError) as refused:
         second.start()
     assert second.process is not None and second.process.returncode == 2, second.log()
-    assert (
-        f"jobstatus: refusing to start: cannot listen for gRPC on {server.address}: the port "
-        "is taken (another server?)" in str(refused.value)
-    ), second.log()
-    assert "--grpc-addr" in str(refused.value) and "Traceback" not in second.log()
+    said = str(refused.value)
+    assert f"jobstatus: refusing to start: cannot listen for {why}" in said, second.log()
+    assert fix in said and "Traceback" not in said, second.log()
     answer = stubs.health.Check(health_pb2.HealthCheckRequest(), timeout=10)
     assert answer.status == health_pb2.HealthCheckResponse.SERVING, "the first one serves on"
-
-
-def test_a_second_server_on_a_taken_http_port_refuses_to_start(
-    server: ServerProcess, databases: Databases
-) -> None:
-    second = ServerProcess(databases.new("second"), http_port=server.http_port)
-    with pytest.raises(RuntimeError) as refused:
-        second.start()
-    assert second.process is not None and second.process.returncode == 2, second.log()
-    assert (
-        f"jobstatus: refusing to start: cannot listen for HTTP on 127.0.0.1:{server.http_port}: "
-        "Address already in use; choose another with --http-addr" in str(refused.value)
-    ), second.log()
-    assert "Traceback" not in second.log()
 
 
 def test_a_port_handed_to_one_test_process_is_never_another_ones() -> None:
