@@ -55,6 +55,7 @@ class Unretrieved(logging.Handler):
             logging.getLogger("asyncio").removeHandler(self)
         if kind is None:
             assert not self.seen, (
-                f"{self.where} left asyncio tasks that ended with an exception nobody "
-                f"retrieved (await or cancel them, or take their end): {self.seen}"
+                f"{self.where} left asyncio tasks that nobody saw to their end (an "
+                f"exception never retrieved, or destroyed while pending; await or cancel "
+                f"them, or take their end): {self.seen}"
             )

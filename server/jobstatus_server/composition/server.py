@@ -122,7 +122,6 @@ class Server:
     limits: CallerLimits = field(init=False)
     port: int = 0
     http: HttpServer | None = None
-    http_sockets: list[socket.socket] = field(default_factory=list)
     counts_route: CountsRoute | None = None
     tracing: tracing.Tracing | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -135,30 +134,7 @@ class Server:
             self.tracing = tracing.setup()  # None unless OTEL_TRACES_EXPORTER asks for it
         except tracing.TracingError as error:
             raise Refused(str(error)) from None
-        # The ports first: a refusal to start has opened nothing yet to close.
-        self.grpc_server = grpc.aio.server(
-            interceptors=self.tracing.grpc_interceptors() if self.tracing else None,
-            options=grpc_options(self.settings),
-        )
-        credentials = grpc_credentials(self.settings)
-        try:
-            if credentials is None:
-                self.port = self.grpc_server.add_insecure_port(self.settings.grpc_addr)
-            else:
-                self.port = self.grpc_server.add_secure_port(self.settings.grpc_addr, credentials)
-        except RuntimeError:  # grpcio's "Failed to bind to address …"
-            raise Refused(
-                f"cannot listen for gRPC on {self.settings.grpc_addr}: the port is taken "
-                "(another server?) or the host is not this machine's; choose another "
-                "with --grpc-addr"
-            ) from None
-        try:
-            self.http_sockets = listen(self.settings.http_addr)
-        except OSError as error:
-            raise Refused(
-                f"cannot listen for HTTP on {self.settings.http_addr}: "
-                f"{error.strerror or error}; choose another with --http-addr"
-            ) from None
+        http_sockets = self._listen()  # first: a refusal has opened nothing yet to close
         self.store = Store(self.settings.database_url, self.settings.sqlite_synchronous)
         if self.tracing is not None:
             system = "sqlite" if self.store.is_sqlite else "postgresql"
@@ -245,7 +221,7 @@ class Server:
         self.http.config.http = limited_protocol(self.settings.max_header_bytes, self.grpc_address)
         quiet_client_faults()
         http_task = asyncio.create_task(
-            self.http.serve(sockets=self.http_sockets), name="jobstatus-http"
+            self.http.serve(sockets=http_sockets), name="jobstatus-http"
         )
         while not self.http.started:
             if http_task.done():
@@ -265,6 +241,33 @@ class Server:
             self._tasks.append(
                 asyncio.create_task(self._every(self.settings.compact_interval, self._retain))
             )
+
+    def _listen(self) -> list[socket.socket]:
+        """Bind the gRPC port (to the gRPC server, which serves on it once started) and
+        the HTTP port (the returned sockets, for uvicorn), or refuse to start."""
+        self.grpc_server = grpc.aio.server(
+            interceptors=self.tracing.grpc_interceptors() if self.tracing else None,
+            options=grpc_options(self.settings),
+        )
+        credentials = grpc_credentials(self.settings)
+        try:
+            if credentials is None:
+                self.port = self.grpc_server.add_insecure_port(self.settings.grpc_addr)
+            else:
+                self.port = self.grpc_server.add_secure_port(self.settings.grpc_addr, credentials)
+        except RuntimeError:  # grpcio's "Failed to bind to address …"
+            raise Refused(
+                f"cannot listen for gRPC on {self.settings.grpc_addr}: the port is taken "
+                "(another server?) or the host is not this machine's; choose another "
+                "with --grpc-addr"
+            ) from None
+        try:
+            return listen(self.settings.http_addr)
+        except OSError as error:
+            raise Refused(
+                f"cannot listen for HTTP on {self.settings.http_addr}: "
+                f"{error.strerror or error}; choose another with --http-addr"
+            ) from None
 
     def serving(self) -> bool:
         return self._storage_ok and not self._draining
