@@ -11,6 +11,7 @@ code that serves the path, so that the document cannot drift from the server.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -19,7 +20,8 @@ from starlette.routing import BaseRoute, Route
 
 from jobstatus_server.access.auth import Authenticator
 from jobstatus_server.contract.kinds import KINDS
-from jobstatus_server.http_api import counts, dashboard, rest, sse
+from jobstatus_server.http_api import counts, dashboard, params, rest, sse
+from jobstatus_server.http_api import history as history_route
 from jobstatus_server.usecases import history, job_pages
 from jobstatus_server.usecases.counts import counted_statuses
 
@@ -280,6 +282,17 @@ SECURITY_SCHEMES = {
     "ApiKey": {"type": "apiKey", "in": "header", "name": "Api-Key"},
     "ApiKeyQuery": {"type": "apiKey", "in": "query", "name": "api_key"},
 }
+
+
+def _takes_empty(param: params.Param) -> bool:
+    """Whether the server takes `param` sent with an empty value."""
+    if param.blank:
+        return True
+    try:
+        param.parse("")
+    except params.Invalid:
+        return False
+    return True
 
 
 def _path_param(name: str, description: str, **schema: Any) -> dict[str, Any]:
@@ -694,6 +707,22 @@ def _operations(secured: bool) -> dict[str, Any]:
             "responses": {"200": _json("This document.", {"type": "object"})},
         }
     }
+    # Where a route takes an empty query value (`since=`, `active=`: a form's empty
+    # field), as absent (`Param.blank`) or as a value (`active=` is false), the document
+    # admits it too.
+    for path, read in (
+        (sse.PATH, sse.PARAMS),
+        (counts.PATH, counts.PARAMS),
+        (counts.WATCH_PATH, counts.WATCH_PARAMS),
+        (history_route.PATH, history_route.PARAMS),
+        (dashboard.JOBS_PATH, dashboard.JOBS_PARAMS),
+    ):
+        empty = {
+            param.name for param in read if param.where == params.QUERY and _takes_empty(param)
+        }
+        for each in paths[re.sub(r":\w+}", "}", path)]["get"]["parameters"]:  # {id:any}
+            if each["in"] == "query" and each["name"] in empty:
+                each["allowEmptyValue"] = True
     return paths
 
 
